@@ -1,0 +1,37 @@
+# swimlib developer entry points. `make test` is self-contained: it builds its
+# own virtual environment and installs what the tests need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m simulations demo
+
+# Debian's haproxy and serf are used by the integration tests (real peers).
+system-deps:
+	@sh scripts/install-system-deps.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check swimlib simulations benchmarks tests
+	$(VENV)/bin/mypy
+
+test: $(STAMP) system-deps lint
+	$(PY) -m pytest -q -ra --durations=15
+
+bench: $(STAMP)
+	$(PY) -m benchmarks sim_scale --json out/sim_scale.json
+	$(PY) -m benchmarks codec --json out/codec.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out

@@ -1,0 +1,132 @@
+"""Protocol timing and sizing, with Serf's LAN / WAN / local profiles.
+
+All durations are float seconds. Values match memberlist's
+``DefaultLANConfig`` / ``DefaultWANConfig`` / ``DefaultLocalConfig`` as used by
+the ``serf agent`` (see shared/reference/memberlist-wire.md section 14).
+Transport settings (bind address, keys) live elsewhere: this class is only
+about how the protocol behaves, so the simulator can use it unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from swimlib.errors import ConfigError
+
+PROFILES = ("lan", "wan", "local")
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """Everything that shapes SWIM + Lifeguard behaviour. Immutable."""
+
+    #: How often a node probes one peer (SWIM protocol period T').
+    probe_interval: float = attrs.field(default=1.0, validator=_positive)
+    #: How long to wait for a direct ack before asking helpers (indirect probe).
+    probe_timeout: float = attrs.field(default=0.5, validator=_positive)
+    #: Number of helpers asked to ping a target that missed its direct ack.
+    indirect_checks: int = attrs.field(default=3, validator=_non_negative)
+    #: Minimum suspicion timeout = mult * max(1, log10 n) * probe_interval.
+    suspicion_mult: int = attrs.field(default=4, validator=_positive)
+    #: Maximum suspicion timeout = this * minimum (Lifeguard starts here).
+    suspicion_max_timeout_mult: int = attrs.field(default=6, validator=_positive)
+    #: Lifeguard local-health score is capped at this - 1.
+    awareness_max_multiplier: int = attrs.field(default=8, validator=_positive)
+    #: How often queued broadcasts are gossiped (besides piggybacking).
+    gossip_interval: float = attrs.field(default=0.2, validator=_positive)
+    #: Peers each gossip round sends to.
+    gossip_nodes: int = attrs.field(default=3, validator=_non_negative)
+    #: Dead nodes keep receiving gossip this long, so they can refute.
+    gossip_to_the_dead_time: float = attrs.field(default=30.0, validator=_non_negative)
+    #: Each broadcast is sent retransmit_mult * ceil(log10(n + 1)) times.
+    retransmit_mult: int = attrs.field(default=4, validator=_positive)
+    #: Full-state TCP sync period (scaled up above 32 nodes); 0 disables it.
+    push_pull_interval: float = attrs.field(default=30.0, validator=_non_negative)
+    #: Connect + I/O deadline for TCP exchanges (push-pull, fallback ping).
+    tcp_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Largest UDP datagram we assemble (piggyback budget).
+    udp_buffer_size: int = attrs.field(default=1400, validator=_positive)
+    #: After this long dead, a node name may be reclaimed by a new address (0 = never).
+    dead_node_reclaim_time: float = attrs.field(default=0.0, validator=_non_negative)
+    #: Fall back to a TCP ping when UDP probes fail (memberlist default on).
+    tcp_pings: bool = True
+    #: LZW-compress datagrams when that makes them smaller; streams always.
+    enable_compression: bool = True
+    #: Lifeguard (local health awareness, dynamic suspicion, buddy, nacks).
+    #: Off reproduces classic SWIM-with-suspicion, for comparison only.
+    lifeguard: bool = True
+    #: Profile name this config was derived from (informational).
+    profile: str = "lan"
+
+    def __attrs_post_init__(self) -> None:
+        if self.probe_timeout > self.probe_interval:
+            raise ConfigError(
+                f"probe_timeout ({self.probe_timeout}) must not exceed "
+                f"probe_interval ({self.probe_interval})"
+            )
+        if self.udp_buffer_size < 512:
+            raise ConfigError("udp_buffer_size must be at least 512 bytes")
+
+    @classmethod
+    def lan(cls, **overrides: Any) -> Config:
+        """Serf's default: a LAN where RTTs are well under 500 ms."""
+        return cls(**overrides)
+
+    @classmethod
+    def wan(cls, **overrides: Any) -> Config:
+        """Slower, more tolerant timing for links across the internet."""
+        values: dict[str, Any] = dict(
+            probe_interval=5.0,
+            probe_timeout=3.0,
+            suspicion_mult=6,
+            push_pull_interval=60.0,
+            tcp_timeout=30.0,
+            gossip_interval=0.5,
+            gossip_nodes=4,
+            gossip_to_the_dead_time=60.0,
+            profile="wan",
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def local(cls, **overrides: Any) -> Config:
+        """Fast timing for nodes on one host or one rack."""
+        values: dict[str, Any] = dict(
+            probe_interval=1.0,
+            probe_timeout=0.2,
+            indirect_checks=1,
+            retransmit_mult=2,
+            suspicion_mult=3,
+            push_pull_interval=15.0,
+            tcp_timeout=1.0,
+            gossip_interval=0.1,
+            gossip_to_the_dead_time=15.0,
+            profile="local",
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def for_profile(cls, name: str, **overrides: Any) -> Config:
+        """Look a profile up by name (``lan``, ``wan``, ``local``)."""
+        if name not in PROFILES:
+            raise ConfigError(f"unknown profile {name!r}; expected one of {', '.join(PROFILES)}")
+        factory = {"lan": cls.lan, "wan": cls.wan, "local": cls.local}[name]
+        return factory(**overrides)
+
+    def evolve(self, **changes: Any) -> Config:
+        """A copy with some values changed (validated again)."""
+        return attrs.evolve(self, **changes)
