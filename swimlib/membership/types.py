@@ -1,0 +1,119 @@
+"""Values the membership core hands out: member snapshots and effects.
+
+The core is a state machine (sans-IO): callers feed it packets, streams and
+ticks, then collect *effects* -- datagrams to send, streams to open, events to
+report -- with :meth:`Node.take_effects`. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Union
+
+import attrs
+
+from swimlib.wire.messages import DEFAULT_VSN
+
+Address = tuple[str, int]
+
+
+class MemberState(enum.IntEnum):
+    """memberlist's node states (same numbers as on the wire)."""
+
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+@attrs.frozen(slots=True)
+class Member:
+    """An immutable snapshot of one member as this node sees it."""
+
+    name: str
+    addr: str
+    port: int
+    meta: bytes
+    incarnation: int
+    state: MemberState
+    vsn: bytes = DEFAULT_VSN
+
+    @property
+    def address(self) -> Address:
+        return (self.addr, self.port)
+
+
+class EventKind(enum.Enum):
+    """memberlist's notifications: join, leave (dead or left), update (meta)."""
+
+    JOIN = "join"
+    LEAVE = "leave"
+    UPDATE = "update"
+
+
+@attrs.frozen(slots=True)
+class SendPacket:
+    """Send ``data`` as one UDP datagram to ``dest``."""
+
+    dest: Address
+    data: bytes
+
+
+@attrs.frozen(slots=True)
+class OpenStream:
+    """Open a TCP connection to ``dest``, write ``data``, read one reply.
+
+    The runtime reports the outcome with
+    ``Node.handle_stream_reply(request_id, reply_or_None, now)``; ``None``
+    means the connection failed or ``timeout`` elapsed.
+    """
+
+    request_id: int
+    dest: Address
+    data: bytes
+    timeout: float
+
+
+@attrs.frozen(slots=True)
+class MemberEvent:
+    """A member joined, left/died (``member.state`` says which) or changed meta."""
+
+    kind: EventKind
+    member: Member
+
+
+@attrs.frozen(slots=True)
+class SuspicionRaised:
+    """This node suspected ``node`` after a failed probe (it originated the suspicion)."""
+
+    node: str
+    incarnation: int
+
+
+@attrs.frozen(slots=True)
+class DeathDeclared:
+    """This node's suspicion timer for ``node`` expired: it declared it dead."""
+
+    node: str
+    incarnation: int
+    confirmations: int
+
+
+@attrs.frozen(slots=True)
+class Refuted:
+    """This node refuted a suspicion or death claim about itself."""
+
+    incarnation: int
+
+
+@attrs.frozen(slots=True)
+class JoinFinished:
+    """A join attempt ended: how many addresses answered, and the failures."""
+
+    contacted: int
+    failed: tuple[Address, ...]
+
+
+Effect = Union[
+    SendPacket, OpenStream, MemberEvent, SuspicionRaised, DeathDeclared, Refuted, JoinFinished
+]
