@@ -8,7 +8,6 @@ report -- with :meth:`Node.take_effects`. Nothing here performs I/O.
 from __future__ import annotations
 
 import enum
-from typing import Union
 
 import attrs
 
@@ -114,6 +113,7 @@ class JoinFinished:
     failed: tuple[Address, ...]
 
 
-Effect = Union[
-    SendPacket, OpenStream, MemberEvent, SuspicionRaised, DeathDeclared, Refuted, JoinFinished
-]
+Effect = (
+    SendPacket | OpenStream | MemberEvent | SuspicionRaised | DeathDeclared | Refuted
+    | JoinFinished
+)

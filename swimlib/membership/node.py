@@ -1,0 +1,856 @@
+"""A SWIM + Lifeguard member as a sans-IO state machine (memberlist 0.2 behaviour).
+
+Feed it datagrams (:meth:`Node.handle_packet`), inbound TCP exchanges
+(:meth:`Node.handle_stream`), replies to the streams it asked for
+(:meth:`Node.handle_stream_reply`) and the passage of time (:meth:`Node.tick`);
+collect what it wants done with :meth:`Node.take_effects`. It never reads a
+clock, never touches a socket and draws randomness only from the injected
+``random.Random``: the same inputs give the same outputs, which is what lets
+the simulator replay a whole cluster from a seed.
+
+The precedence rules (who may override whom) live in ``_on_alive``,
+``_on_suspect`` and ``_on_dead``, each following memberlist's ``state.go`` and
+SWIM section 4.2; the formulas live in :mod:`.suspicion`, :mod:`.awareness`
+and :mod:`.broadcasts`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from swimlib.config import Config
+from swimlib.errors import DecodeError
+from swimlib.membership.awareness import Awareness
+from swimlib.membership.broadcasts import BroadcastQueue, retransmit_limit
+from swimlib.membership.delegate import Delegate, NullDelegate
+from swimlib.membership.suspicion import (
+    Suspicion,
+    expected_confirmations,
+    suspicion_min_timeout,
+)
+from swimlib.membership.types import (
+    Address,
+    DeathDeclared,
+    Effect,
+    EventKind,
+    JoinFinished,
+    Member,
+    MemberEvent,
+    MemberState,
+    OpenStream,
+    Refuted,
+    SendPacket,
+    SuspicionRaised,
+)
+from swimlib.wire import codec
+from swimlib.wire.messages import (
+    DEFAULT_VSN,
+    Ack,
+    Alive,
+    Dead,
+    ErrResp,
+    IndirectPing,
+    Message,
+    Nack,
+    Ping,
+    PushNodeState,
+    PushPull,
+    Suspect,
+    UserMsg,
+)
+
+#: Bytes a compound header costs, and each part's length prefix.
+_COMPOUND_HEADER = 2
+_COMPOUND_PART = 2
+#: AES-GCM version + nonce + tag added to every encrypted datagram.
+_ENCRYPT_OVERHEAD = 29
+#: Framing byte in front of each user (Serf) broadcast.
+_USER_MSG_OVERHEAD = 1
+#: memberlist scales the push-pull interval once the cluster exceeds this size.
+_PUSH_PULL_SCALE_THRESHOLD = 32
+#: Leave room for the message itself in a compound (Go 0.2.2 breaks at 128 parts).
+_MAX_PIGGYBACK_PARTS = 120
+
+# Timer kinds (small ints keep heap entries cheap).
+_T_PROBE, _T_GOSSIP, _T_PUSH_PULL, _T_PROBE_TIMEOUT, _T_PROBE_DEADLINE = range(5)
+_T_RELAY_EXPIRE, _T_SUSPICION = 5, 6
+
+# Pending stream purposes.
+_S_JOIN, _S_PUSH_PULL, _S_TCP_PING = range(3)
+
+_VSN_CACHE: dict[bytes, bytes] = {DEFAULT_VSN: DEFAULT_VSN}
+
+
+def _shared_vsn(vsn: bytes) -> bytes:
+    """One bytes object per distinct Vsn: thousands of nodes share it in simulations."""
+    return _VSN_CACHE.setdefault(vsn, vsn) if len(_VSN_CACHE) < 1024 else vsn
+
+
+def push_pull_interval(base: float, n: int) -> float:
+    """memberlist's push-pull period: ``base * (ceil(log2 n - 5) + 1)`` above 32 nodes."""
+    if n <= _PUSH_PULL_SCALE_THRESHOLD:
+        return base
+    return base * (math.ceil(math.log2(n) - math.log2(_PUSH_PULL_SCALE_THRESHOLD)) + 1)
+
+
+class NodeState:
+    """One row of the member table (mutable; snapshots go out as :class:`Member`)."""
+
+    __slots__ = ("addr", "incarnation", "meta", "name", "port", "state", "state_change", "vsn")
+
+    def __init__(self, name: str, addr: str, port: int, meta: bytes, vsn: bytes,
+                 incarnation: int, state: MemberState, state_change: float) -> None:
+        self.name = name
+        self.addr = addr
+        self.port = port
+        self.meta = meta
+        self.vsn = vsn
+        self.incarnation = incarnation
+        self.state = state
+        self.state_change = state_change
+
+    @property
+    def pmax(self) -> int:
+        """Highest memberlist protocol the member understands (feature gates)."""
+        return self.vsn[1] if len(self.vsn) >= 2 else 0
+
+    def dead_or_left(self) -> bool:
+        return self.state >= MemberState.DEAD
+
+    def snapshot(self) -> Member:
+        return Member(self.name, self.addr, self.port, self.meta, self.incarnation,
+                      self.state, self.vsn)
+
+
+class _Probe:
+    """The probe in flight (memberlist runs at most one at a time)."""
+
+    __slots__ = ("addr", "deadline", "expected_nacks", "incarnation", "nacks", "seq", "target",
+                 "tcp_ok")
+
+    def __init__(self, seq: int, target: NodeState, deadline: float) -> None:
+        self.seq = seq
+        self.target = target.name
+        self.incarnation = target.incarnation
+        self.addr = (target.addr, target.port)
+        self.deadline = deadline
+        self.expected_nacks = 0
+        self.nacks = 0
+        self.tcp_ok = False
+
+
+class _Relay:
+    """We are an indirect-probe helper: relay the target's ack to the requester."""
+
+    __slots__ = ("nack", "orig_seq", "requester")
+
+    def __init__(self, orig_seq: int, requester: Address, nack: bool) -> None:
+        self.orig_seq = orig_seq
+        self.requester = requester
+        self.nack = nack
+
+
+class _JoinAttempt:
+    __slots__ = ("contacted", "failed", "remaining")
+
+    def __init__(self, remaining: int) -> None:
+        self.remaining = remaining
+        self.contacted = 0
+        self.failed: list[Address] = []
+
+
+class Node:
+    """One cluster member's view and protocol duties. See the module docstring."""
+
+    def __init__(self, name: str, addr: str, port: int, config: Config, rng: random.Random,
+                 now: float, meta: bytes = b"", delegate: Delegate | None = None,
+                 vsn: bytes = DEFAULT_VSN, encrypted: bool = False) -> None:
+        if len(vsn) != 6:
+            raise ValueError("vsn must be 6 bytes")
+        self.name = name
+        self.addr = addr
+        self.port = port
+        self.config = config
+        self._rng = rng
+        self._delegate: Delegate = delegate if delegate is not None else NullDelegate()
+        self._has_delegate = delegate is not None
+        self._vsn = vsn
+        self._encrypted = encrypted
+        self._lifeguard = config.lifeguard
+
+        self._nodes: list[NodeState] = []  # probe order (shuffled round robin)
+        self._node_map: dict[str, NodeState] = {}
+        self._probe_index = 0
+        self._seq = 0
+        self._incarnation = 0
+        self._stream_id = 0
+        self._left = False
+        self._leave_done = False
+
+        self.awareness = Awareness(config.awareness_max_multiplier)
+        self._broadcasts = BroadcastQueue()
+        self._suspicions: dict[str, Suspicion] = {}
+        self._ack_handlers: dict[int, _Probe | _Relay] = {}
+        self._probe: _Probe | None = None
+        self._probe_pending = False
+        self._streams: dict[int, tuple[int, Any]] = {}
+
+        self._timers: list[tuple[float, int, int, Any]] = []
+        self._timer_seq = 0
+        self._effects: list[Effect] = []
+        self._handlers: dict[type, Callable[[Any, Address, float], None]] = {
+            Ping: self._on_ping,
+            IndirectPing: self._on_indirect_ping,
+            Ack: self._on_ack,
+            Nack: self._on_nack,
+            Suspect: self._on_suspect_msg,
+            Alive: self._on_alive_msg,
+            Dead: self._on_dead_msg,
+            UserMsg: self._on_user,
+            ErrResp: self._on_err,
+        }
+        #: Counters: ``drop.<reason>`` for refused input, plus protocol activity.
+        self.stats: Counter[str] = Counter()
+
+        # Announce ourselves (memberlist setAlive): incarnation 1, queued broadcast.
+        self._incarnation = 1
+        self._on_alive(Alive(1, name, addr, port, meta, vsn), now, bootstrap=True)
+
+        # Staggered periodic work so nodes started together do not tick in lockstep.
+        self._schedule(now + rng.random() * config.probe_interval, _T_PROBE, None)
+        self._schedule(now + rng.random() * config.gossip_interval, _T_GOSSIP, None)
+        if config.push_pull_interval > 0:
+            self._schedule(now + rng.random() * config.push_pull_interval, _T_PUSH_PULL, None)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def incarnation(self) -> int:
+        return self._node_map[self.name].incarnation
+
+    @property
+    def has_left(self) -> bool:
+        return self._left
+
+    @property
+    def leave_broadcast_sent(self) -> bool:
+        """After :meth:`leave`: whether our departure has been gossiped enough."""
+        return self._leave_done
+
+    @property
+    def health_score(self) -> int:
+        return self.awareness.score
+
+    @property
+    def num_nodes(self) -> int:
+        """Table size, every state included (memberlist's estNumNodes)."""
+        return len(self._nodes)
+
+    def members(self) -> list[Member]:
+        return [s.snapshot() for s in self._node_map.values()]
+
+    def member(self, name: str) -> Member | None:
+        st = self._node_map.get(name)
+        return st.snapshot() if st is not None else None
+
+    def state_of(self, name: str) -> MemberState | None:
+        """The state of ``name`` in this view, without building a snapshot."""
+        st = self._node_map.get(name)
+        return st.state if st is not None else None
+
+    def alive_count(self) -> int:
+        return sum(1 for s in self._nodes if s.state == MemberState.ALIVE)
+
+    def take_effects(self) -> list[Effect]:
+        effects, self._effects = self._effects, []
+        return effects
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def tick(self, now: float) -> None:
+        """Run every timer due at or before ``now``."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, arg = heapq.heappop(timers)
+            self._fire(kind, arg, now)
+
+    def handle_packet(self, data: bytes, source: Address, now: float) -> None:
+        """One (decrypted) UDP datagram from ``source``."""
+        try:
+            messages = codec.decode_packet(data)
+        except DecodeError as exc:
+            self.stats["drop." + exc.reason] += 1
+            return
+        for msg in messages:
+            self._handlers[type(msg)](msg, source, now)
+
+    def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
+        """An inbound TCP exchange: the whole request in, our reply (if any) out."""
+        try:
+            msg = codec.decode_stream(data)
+        except DecodeError as exc:
+            self.stats["drop.stream." + exc.reason] += 1
+            return codec.encode(ErrResp(f"failed to decode stream: {exc.reason}"))
+        if isinstance(msg, PushPull):
+            # Reply with our state before merging theirs (memberlist order).
+            reply = codec.encode_push_pull(self._local_state(msg.join))
+            self._merge(msg, now)
+            return reply
+        if isinstance(msg, Ping):
+            if msg.node and msg.node != self.name:
+                self.stats["drop.ping_wrong_node"] += 1
+                return codec.encode(ErrResp(f"ping for unexpected node {msg.node!r}"))
+            return codec.encode(Ack(msg.seq_no))
+        if isinstance(msg, UserMsg):
+            self._delegate.notify_msg(msg.payload, now)
+            return None
+        self.stats["drop.stream.unexpected"] += 1
+        return None
+
+    def handle_stream_reply(self, request_id: int, data: bytes | None, now: float) -> None:
+        """The reply to an :class:`OpenStream` we asked for (``None`` = it failed)."""
+        pending = self._streams.pop(request_id, None)
+        if pending is None:
+            return
+        purpose, info = pending
+        msg: Any = None
+        if data is not None:
+            try:
+                msg = codec.decode_stream(data)
+            except DecodeError as exc:
+                self.stats["drop.stream." + exc.reason] += 1
+        if purpose == _S_TCP_PING:
+            probe = self._probe
+            if (probe is not None and probe.seq == info and isinstance(msg, Ack)
+                    and msg.seq_no == info):
+                probe.tcp_ok = True
+            return
+        ok = isinstance(msg, PushPull)
+        if ok:
+            self._merge(msg, now)
+        else:
+            self.stats["push_pull.failed"] += 1
+        if purpose == _S_JOIN:
+            attempt, addr = info
+            attempt.remaining -= 1
+            if ok:
+                attempt.contacted += 1
+            else:
+                attempt.failed.append(addr)
+            if attempt.remaining == 0:
+                self._effects.append(JoinFinished(attempt.contacted, tuple(attempt.failed)))
+
+    def join(self, addrs: Sequence[Address], now: float) -> None:
+        """Push-pull (Join=true) with every address; ends with a :class:`JoinFinished`."""
+        if not addrs:
+            self._effects.append(JoinFinished(0, ()))
+            return
+        attempt = _JoinAttempt(len(addrs))
+        data = codec.encode_push_pull(self._local_state(True))
+        for addr in addrs:
+            self._open_stream(addr, data, _S_JOIN, (attempt, addr))
+
+    def leave(self, now: float) -> None:
+        """Gracefully leave: broadcast ``dead(self, From=self)``; we stop refuting."""
+        if self._left:
+            return
+        self._left = True
+        me = self._node_map[self.name]
+        self._on_dead(Dead(me.incarnation, me.name, me.name), now)
+        if not any(s.state == MemberState.ALIVE and s.name != self.name for s in self._nodes):
+            self._leave_done = True
+
+    def set_meta(self, meta: bytes, now: float) -> None:
+        """Advertise new meta (Serf tags): a new incarnation and an alive broadcast."""
+        self._incarnation += 1
+        self._on_alive(Alive(self._incarnation, self.name, self.addr, self.port, meta,
+                             self._vsn), now, bootstrap=True)
+
+    def seed_members(self, members: Iterable[Member], now: float) -> None:
+        """Install already-known members without gossip or events.
+
+        For simulations and tests that start from a converged cluster; a real
+        node learns members by joining.
+        """
+        for m in members:
+            if m.name in self._node_map:
+                continue
+            st = NodeState(sys.intern(m.name), sys.intern(m.addr), m.port, m.meta,
+                           _shared_vsn(m.vsn), m.incarnation, m.state, now)
+            self._node_map[st.name] = st
+            self._nodes.append(st)
+        self._rng.shuffle(self._nodes)
+
+    # ------------------------------------------------------------------ timers
+
+    def _schedule(self, when: float, kind: int, arg: Any) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, kind, arg))
+
+    def _fire(self, kind: int, arg: Any, now: float) -> None:
+        if kind == _T_PROBE:
+            self._schedule(now + self.config.probe_interval, _T_PROBE, None)
+            if self._probe is not None:
+                self._probe_pending = True  # Go's ticker buffers one tick
+            else:
+                self._start_probe(now)
+        elif kind == _T_GOSSIP:
+            self._schedule(now + self.config.gossip_interval, _T_GOSSIP, None)
+            self._gossip(now)
+        elif kind == _T_PUSH_PULL:
+            self._schedule(now + push_pull_interval(self.config.push_pull_interval,
+                                                    len(self._nodes)), _T_PUSH_PULL, None)
+            self._periodic_push_pull(now)
+        elif kind == _T_PROBE_TIMEOUT:
+            self._probe_timeout(arg, now)
+        elif kind == _T_PROBE_DEADLINE:
+            self._probe_deadline(arg, now)
+        elif kind == _T_RELAY_EXPIRE:
+            self._relay_expire(arg)
+        elif kind == _T_SUSPICION:
+            self._suspicion_expired(arg, now)
+
+    # ------------------------------------------------------------------ sending
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        return self._seq
+
+    def _raw_send(self, dest: Address, data: bytes, crc: bool) -> None:
+        if self.config.enable_compression:
+            data = codec.maybe_compress(data)
+        if crc:
+            data = codec.add_crc(data)
+        self.stats["udp.sent"] += 1
+        self._effects.append(SendPacket(dest, data))
+
+    def _send_msg(self, dest: Address, msg: bytes) -> None:
+        """Send one message, piggybacking queued broadcasts (memberlist sendMsg)."""
+        avail = self.config.udp_buffer_size - len(msg) - _COMPOUND_HEADER
+        if self._encrypted:
+            avail -= _ENCRYPT_OVERHEAD
+        extra = self._get_broadcasts(_COMPOUND_PART, avail)
+        if extra:
+            msg = codec.encode_compound([msg, *extra[:_MAX_PIGGYBACK_PARTS]])
+        self._raw_send(dest, msg, crc=False)
+
+    def _get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        out = self._broadcasts.take(overhead, limit,
+                                    retransmit_limit(self.config.retransmit_mult,
+                                                     len(self._nodes)))
+        if self._has_delegate:
+            used = sum(len(m) + overhead for m in out)
+            avail = limit - used
+            if avail > overhead + _USER_MSG_OVERHEAD:
+                for payload in self._delegate.get_broadcasts(overhead + _USER_MSG_OVERHEAD,
+                                                              avail):
+                    out.append(b"\x08" + payload)
+        return out
+
+    def _broadcast(self, key: str, msg: Message,
+                   on_done: Callable[[], None] | None = None) -> None:
+        self._broadcasts.queue(key, codec.encode(msg), on_done)
+
+    def _open_stream(self, dest: Address, data: bytes, purpose: int, info: Any) -> None:
+        self._stream_id += 1
+        self._streams[self._stream_id] = (purpose, info)
+        self.stats["tcp.opened"] += 1
+        self._effects.append(OpenStream(self._stream_id, dest, data, self.config.tcp_timeout))
+
+    def _k_random_nodes(self, k: int, exclude: Callable[[NodeState], bool]) -> list[NodeState]:
+        """Up to ``k`` distinct random members passing the filter (memberlist kRandomNodes)."""
+        nodes = self._nodes
+        n = len(nodes)
+        picked: list[NodeState] = []
+        rand = self._rng.random
+        for _ in range(3 * n):
+            if len(picked) >= k:
+                break
+            st = nodes[int(rand() * n)]
+            if exclude(st) or st in picked:
+                continue
+            picked.append(st)
+        return picked
+
+    # ------------------------------------------------------------------ probing
+
+    def _start_probe(self, now: float) -> None:
+        """Probe the next member in shuffled round-robin order (SWIM section 4.3)."""
+        checked = 0
+        nodes = self._nodes
+        while True:
+            if checked >= len(nodes):
+                return
+            if self._probe_index >= len(nodes):
+                self._reset_nodes(now)
+                self._probe_index = 0
+                checked += 1
+                continue
+            st = nodes[self._probe_index]
+            self._probe_index += 1
+            if st.name == self.name or st.dead_or_left():
+                checked += 1
+                continue
+            self._probe_node(st, now)
+            return
+
+    def _probe_node(self, target: NodeState, now: float) -> None:
+        interval = self.config.probe_interval
+        if self._lifeguard:
+            interval = self.awareness.scale(interval)
+        seq = self._next_seq()
+        probe = _Probe(seq, target, now + interval)
+        self._probe = probe
+        self._ack_handlers[seq] = probe
+        ping = codec.encode(Ping(seq, target.name, self.addr, self.port, self.name))
+        self.stats["probe.sent"] += 1
+        if target.state == MemberState.ALIVE or not self._lifeguard:
+            self._send_msg(probe.addr, ping)
+        else:
+            # Lifeguard buddy system: tell a suspect it is suspected, so it refutes now.
+            buddy = codec.encode(Suspect(target.incarnation, target.name, self.name))
+            self._raw_send(probe.addr, codec.encode_compound([ping, buddy]),
+                           crc=target.pmax >= 5)
+        self._schedule(now + self.config.probe_timeout, _T_PROBE_TIMEOUT, probe)
+        self._schedule(probe.deadline, _T_PROBE_DEADLINE, probe)
+
+    def _probe_timeout(self, probe: _Probe, now: float) -> None:
+        """No direct ack in time: ask helpers, and try TCP in parallel."""
+        if self._probe is not probe:
+            return
+        target = probe.target
+        helpers = self._k_random_nodes(
+            self.config.indirect_checks,
+            lambda s: s.name == self.name or s.name == target or s.state != MemberState.ALIVE)
+        for helper in helpers:
+            nack = self._lifeguard and helper.pmax >= 4
+            if nack:
+                probe.expected_nacks += 1
+            req = IndirectPing(probe.seq, probe.addr[0], probe.addr[1], target, nack,
+                               self.addr, self.port, self.name)
+            self._send_msg((helper.addr, helper.port), codec.encode(req))
+        self.stats["probe.indirect"] += 1
+        st = self._node_map.get(target)
+        if self.config.tcp_pings and st is not None and st.pmax >= 3:
+            ping = Ping(probe.seq, target, self.addr, self.port, self.name)
+            self._open_stream(probe.addr, codec.encode(ping), _S_TCP_PING, probe.seq)
+
+    def _probe_deadline(self, probe: _Probe, now: float) -> None:
+        """The probe period is over without an ack: suspect the target."""
+        if self._probe is not probe:
+            return
+        self._ack_handlers.pop(probe.seq, None)
+        if probe.tcp_ok:
+            self.stats["probe.tcp_only"] += 1
+            self._finish_probe(-1, now)
+            return
+        delta = max(0, probe.expected_nacks - probe.nacks) if probe.expected_nacks > 0 else 1
+        self.stats["probe.failed"] += 1
+        started = self._on_suspect(Suspect(probe.incarnation, probe.target, self.name), now)
+        if started:
+            self._effects.append(SuspicionRaised(probe.target, probe.incarnation))
+        self._finish_probe(delta, now)
+
+    def _finish_probe(self, awareness_delta: int, now: float) -> None:
+        self._probe = None
+        if self._lifeguard:
+            self.awareness.apply_delta(awareness_delta)
+        if self._probe_pending:
+            self._probe_pending = False
+            self._start_probe(now)
+
+    def _reset_nodes(self, now: float) -> None:
+        """End of a round: purge long-dead/left members, reshuffle the rest."""
+        cutoff = now - self.config.gossip_to_the_dead_time
+        keep: list[NodeState] = []
+        for st in self._nodes:
+            if st.dead_or_left() and st.state_change <= cutoff and st.name != self.name:
+                del self._node_map[st.name]
+                self._suspicions.pop(st.name, None)
+            else:
+                keep.append(st)
+        self._rng.shuffle(keep)
+        self._nodes[:] = keep
+
+    # ------------------------------------------------------------------ gossip and push-pull
+
+    def _gossip(self, now: float) -> None:
+        """Send queued broadcasts to a few random live (or recently dead) members."""
+        if not self._broadcasts and not self._has_delegate:
+            return
+        dead_cutoff = now - self.config.gossip_to_the_dead_time
+
+        def exclude(s: NodeState) -> bool:
+            if s.name == self.name:
+                return True
+            if s.state <= MemberState.SUSPECT:
+                return False
+            return s.state != MemberState.DEAD or s.state_change < dead_cutoff
+
+        avail = self.config.udp_buffer_size - _COMPOUND_HEADER
+        if self._encrypted:
+            avail -= _ENCRYPT_OVERHEAD
+        for st in self._k_random_nodes(self.config.gossip_nodes, exclude):
+            msgs = self._get_broadcasts(_COMPOUND_PART, avail)
+            if not msgs:
+                return
+            data = msgs[0] if len(msgs) == 1 else codec.encode_compound(
+                msgs[:_MAX_PIGGYBACK_PARTS + 1])
+            self._raw_send((st.addr, st.port), data, crc=st.pmax >= 5)
+
+    def _periodic_push_pull(self, now: float) -> None:
+        peers = self._k_random_nodes(
+            1, lambda s: s.name == self.name or s.state != MemberState.ALIVE)
+        if peers:
+            peer = peers[0]
+            self._open_stream((peer.addr, peer.port),
+                              codec.encode_push_pull(self._local_state(False)),
+                              _S_PUSH_PULL, None)
+
+    def _local_state(self, join: bool) -> PushPull:
+        states = tuple(PushNodeState(s.name, s.addr, s.port, s.meta, s.incarnation,
+                                     int(s.state), s.vsn) for s in self._nodes)
+        user = self._delegate.local_state(join) if self._has_delegate else b""
+        return PushPull(join, states, user)
+
+    def _merge(self, remote: PushPull, now: float) -> None:
+        """Merge a peer's full state (memberlist mergeState)."""
+        if not self._verify_protocol(remote.nodes):
+            self.stats["drop.push_pull.protocol"] += 1
+            return
+        node_map = self._node_map
+        me = self.name
+        for r in remote.nodes:
+            state = r.state
+            if state == MemberState.ALIVE:
+                known = node_map.get(r.name)
+                if (known is not None and r.incarnation <= known.incarnation
+                        and r.name != me and known.addr == r.addr and known.port == r.port):
+                    continue  # fast path: nothing new (what _on_alive would conclude)
+                self._on_alive(Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn), now)
+            elif state == MemberState.LEFT:
+                self._on_dead(Dead(r.incarnation, r.name, r.name), now)
+            else:
+                # A peer's "dead" only makes us suspect: we never kill on hearsay.
+                self._on_suspect(Suspect(r.incarnation, r.name, me), now)
+        if remote.user_state and self._has_delegate:
+            self._delegate.merge_remote_state(remote.user_state, remote.join, now)
+
+    def _verify_protocol(self, remote: Sequence[PushNodeState]) -> bool:
+        """Every alive node's current versions must fit the cluster-wide ranges."""
+        vsns = [s.vsn for s in self._nodes if s.state == MemberState.ALIVE and len(s.vsn) == 6]
+        vsns += [r.vsn for r in remote if r.state == MemberState.ALIVE and len(r.vsn) == 6]
+        distinct = set(vsns)
+        if len(distinct) <= 1:
+            return True
+        pmin = max(v[0] for v in distinct)
+        pmax = min(v[1] for v in distinct)
+        dmin = max(v[3] for v in distinct)
+        dmax = min(v[4] for v in distinct)
+        return all(pmin <= v[2] <= pmax and dmin <= v[5] <= dmax for v in distinct)
+
+    # ------------------------------------------------------------------ message handlers
+
+    def _on_ping(self, msg: Ping, source: Address, now: float) -> None:
+        if msg.node and msg.node != self.name:
+            self.stats["drop.ping_wrong_node"] += 1
+            return
+        reply_to = (msg.source_addr, msg.source_port) if msg.source_addr else source
+        payload = self._delegate.ack_payload() if self._has_delegate else b""
+        self._send_msg(reply_to, codec.encode(Ack(msg.seq_no, payload)))
+
+    def _on_indirect_ping(self, msg: IndirectPing, source: Address, now: float) -> None:
+        """Probe ``msg.target`` for a requester; relay the ack, or nack if none comes."""
+        requester = (msg.source_addr, msg.source_port) if msg.source_addr else source
+        seq = self._next_seq()
+        self._ack_handlers[seq] = _Relay(msg.seq_no, requester, msg.nack)
+        ping = Ping(seq, msg.node, self.addr, self.port, self.name)
+        self._send_msg((msg.target, msg.port or self.port), codec.encode(ping))
+        self._schedule(now + self.config.probe_timeout, _T_RELAY_EXPIRE, seq)
+
+    def _relay_expire(self, seq: int) -> None:
+        handler = self._ack_handlers.get(seq)
+        if isinstance(handler, _Relay):
+            del self._ack_handlers[seq]
+            if handler.nack:
+                self._send_msg(handler.requester, codec.encode(Nack(handler.orig_seq)))
+
+    def _on_ack(self, msg: Ack, source: Address, now: float) -> None:
+        handler = self._ack_handlers.pop(msg.seq_no, None)
+        if handler is None:
+            self.stats["ack.unexpected"] += 1
+            return
+        if isinstance(handler, _Relay):
+            self._send_msg(handler.requester, codec.encode(Ack(handler.orig_seq)))
+        elif self._probe is handler:
+            self._finish_probe(-1, now)
+
+    def _on_nack(self, msg: Nack, source: Address, now: float) -> None:
+        handler = self._ack_handlers.get(msg.seq_no)
+        if isinstance(handler, _Probe):
+            handler.nacks += 1
+
+    def _on_user(self, msg: UserMsg, source: Address, now: float) -> None:
+        self._delegate.notify_msg(msg.payload, now)
+
+    def _on_err(self, msg: ErrResp, source: Address, now: float) -> None:
+        self.stats["drop.unexpected_err"] += 1
+
+    def _on_alive_msg(self, msg: Alive, source: Address, now: float) -> None:
+        self._on_alive(msg, now)
+
+    def _on_suspect_msg(self, msg: Suspect, source: Address, now: float) -> None:
+        self._on_suspect(msg, now)
+
+    def _on_dead_msg(self, msg: Dead, source: Address, now: float) -> None:
+        self._on_dead(msg, now)
+
+    # ------------------------------------------------------------------ precedence rules
+
+    def _on_alive(self, a: Alive, now: float, bootstrap: bool = False) -> None:
+        """Apply ``alive`` (SWIM: Alive(i) overrides Suspect/Alive(j) for i > j)."""
+        if self._left and a.node == self.name:
+            return  # a queued alive must not undo our leave
+        vsn = a.vsn
+        if len(vsn) >= 3 and (vsn[0] == 0 or vsn[1] == 0 or vsn[0] > vsn[1]):
+            self.stats["drop.alive_bad_vsn"] += 1
+            return
+        st = self._node_map.get(a.node)
+        updates_addr = False
+        is_new = st is None
+        if st is None:
+            st = NodeState(sys.intern(a.node), sys.intern(a.addr), a.port, a.meta,
+                           _shared_vsn(vsn), 0, MemberState.DEAD, now)
+            self._node_map[st.name] = st
+            # Insert at a random position: keeps the detection bound low (SWIM 4.3).
+            n = len(self._nodes)
+            self._nodes.append(st)
+            offset = int(self._rng.random() * (n + 1))
+            self._nodes[offset], self._nodes[n] = self._nodes[n], self._nodes[offset]
+            old_state = MemberState.DEAD
+        else:
+            if st.addr != a.addr or st.port != a.port:
+                reclaim = (self.config.dead_node_reclaim_time > 0
+                           and now - st.state_change > self.config.dead_node_reclaim_time)
+                if st.state == MemberState.LEFT or (st.state == MemberState.DEAD and reclaim):
+                    updates_addr = True
+                else:
+                    self.stats["conflict.address"] += 1
+                    return
+            old_state = st.state
+        is_local = st.name == self.name
+        if a.incarnation <= st.incarnation and not (is_local or updates_addr or is_new):
+            return
+        if a.incarnation < st.incarnation and is_local:
+            return
+        self._suspicions.pop(a.node, None)
+        old_meta = st.meta
+        if not bootstrap and is_local:
+            if (a.incarnation == st.incarnation and a.meta == st.meta
+                    and a.vsn == self._vsn):
+                return
+            self._refute(st, a.incarnation, now)
+            return
+        self._broadcast(a.node, a)
+        if vsn:
+            st.vsn = _shared_vsn(vsn)
+        st.incarnation = a.incarnation
+        st.meta = a.meta
+        if st.addr != a.addr:
+            st.addr = sys.intern(a.addr)
+        st.port = a.port
+        if st.state != MemberState.ALIVE:
+            st.state = MemberState.ALIVE
+            st.state_change = now
+        if old_state >= MemberState.DEAD:
+            self._effects.append(MemberEvent(EventKind.JOIN, st.snapshot()))
+        elif old_meta != st.meta:
+            self._effects.append(MemberEvent(EventKind.UPDATE, st.snapshot()))
+
+    def _on_suspect(self, s: Suspect, now: float) -> bool:
+        """Apply ``suspect``; True if it started a new suspicion of a live member."""
+        st = self._node_map.get(s.node)
+        if st is None or s.incarnation < st.incarnation:
+            return False
+        timer = self._suspicions.get(s.node)
+        if timer is not None:
+            # An independent accuser confirms: shorten the timer, re-gossip (Lifeguard).
+            if self._lifeguard and timer.confirm(s.from_):
+                self._broadcast(s.node, s)
+                self._schedule(timer.deadline, _T_SUSPICION, (s.node, timer))
+            return False
+        if st.state != MemberState.ALIVE:
+            return False
+        if st.name == self.name:
+            self._refute(st, s.incarnation, now)
+            return False
+        self._broadcast(s.node, s)
+        st.incarnation = s.incarnation
+        st.state = MemberState.SUSPECT
+        st.state_change = now
+        n = len(self._nodes)
+        min_timeout = suspicion_min_timeout(self.config.suspicion_mult, n,
+                                            self.config.probe_interval)
+        if self._lifeguard:
+            k = expected_confirmations(self.config.suspicion_mult, n)
+            max_timeout = self.config.suspicion_max_timeout_mult * min_timeout
+        else:
+            k, max_timeout = 0, min_timeout
+        timer = Suspicion(s.from_, k, min_timeout, max_timeout, now)
+        self._suspicions[s.node] = timer
+        self._schedule(timer.deadline, _T_SUSPICION, (s.node, timer))
+        return True
+
+    def _suspicion_expired(self, arg: tuple[str, Suspicion], now: float) -> None:
+        name, timer = arg
+        if self._suspicions.get(name) is not timer or now < timer.deadline:
+            return
+        st = self._node_map.get(name)
+        if st is None or st.state != MemberState.SUSPECT or st.state_change != timer.start:
+            return
+        self.stats["suspicion.expired"] += 1
+        self._effects.append(DeathDeclared(name, st.incarnation, timer.confirmations))
+        self._on_dead(Dead(st.incarnation, name, self.name), now)
+
+    def _on_dead(self, d: Dead, now: float) -> None:
+        """Apply ``dead`` (From == Node means a graceful leave: state LEFT)."""
+        st = self._node_map.get(d.node)
+        if st is None or d.incarnation < st.incarnation:
+            return
+        self._suspicions.pop(d.node, None)
+        if st.dead_or_left():
+            return
+        if st.name == self.name:
+            if not self._left:
+                self._refute(st, d.incarnation, now)
+                return
+            self._broadcast(d.node, d, self._leave_sent)
+        else:
+            self._broadcast(d.node, d)
+        st.incarnation = d.incarnation
+        st.state = MemberState.LEFT if d.node == d.from_ else MemberState.DEAD
+        st.state_change = now
+        self._effects.append(MemberEvent(EventKind.LEAVE, st.snapshot()))
+
+    def _leave_sent(self) -> None:
+        self._leave_done = True
+
+    def _refute(self, me: NodeState, accused: int, now: float) -> None:
+        """Out-bid an accusation about ourselves with a higher incarnation."""
+        self._incarnation += 1
+        if accused >= self._incarnation:
+            self._incarnation = accused + 1
+        me.incarnation = self._incarnation
+        if self._lifeguard:
+            self.awareness.apply_delta(1)
+        self.stats["refute"] += 1
+        self._broadcast(me.name, Alive(me.incarnation, me.name, me.addr, me.port, me.meta,
+                                       self._vsn))
+        self._effects.append(Refuted(me.incarnation))
