@@ -4,22 +4,41 @@ Encoding reproduces Go's bytes: struct maps with keys in sorted order, the old
 "raw" family for both strings and byte slices (``use_bin_type=False``), nil
 for empty byte slices. Decoding is tolerant of what Go may send (any key
 order, missing keys, str8/bin, 16-byte IPs) and strict about what would crash
-a peer (short Vsn, empty compound parts, unterminated LZW). Every failure is a
-:class:`~swimlib.errors.DecodeError` with a stable ``reason``.
+a peer (short Vsn, empty compound parts, compress that inflates to nothing,
+unterminated LZW, lying lengths). Every decode failure is a
+:class:`~swimlib.errors.DecodeError` with a stable ``reason``; the encoders
+raise ``ValueError`` rather than produce bytes that crash a Go peer.
 """
 
 from __future__ import annotations
 
-import socket
+import ipaddress
 import struct
 import zlib
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 
 from swimlib.errors import DecodeError
 from swimlib.wire import lzw
+from swimlib.wire._mp import (
+    MSGPACK_ERRORS,
+    U8,
+    U16,
+    U32,
+    as_map,
+    check_uint,
+    get_bool,
+    get_int,
+    get_raw,
+    get_str,
+    get_uint,
+    name_bytes,
+    pack,
+    unpack_one,
+)
 from swimlib.wire.messages import (
     Ack,
     Alive,
@@ -51,12 +70,15 @@ MAX_INFLATED_STREAM = 40 * 1024 * 1024
 MAX_NESTING = 4
 #: memberlist's limit on node meta.
 MAX_META_SIZE = 512
+#: The only valid Vsn length; 1-5 bytes panic Go 0.2.2, and so does an empty
+#: one in a push-pull merge with a merge delegate.
+VSN_SIZE = 6
 
-_U8, _U16, _U32, _U64 = 0xFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 _V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 
-_packer = msgpack.Packer(use_bin_type=False, autoreset=True)
-_pack: Callable[[Any], bytes] = _packer.pack
+# Kept for callers of the old private names.
+_pack = pack
+_unpack_one = unpack_one
 
 
 # --------------------------------------------------------------------------- addresses
@@ -64,49 +86,64 @@ _pack: Callable[[Any], bytes] = _packer.pack
 
 @lru_cache(maxsize=65536)
 def ip_to_bytes(ip: str) -> bytes:
-    """Text IP -> 4 raw bytes (IPv4) or 16 (IPv6); ``""`` -> ``b""``."""
+    """Text IP -> 4 raw bytes (IPv4) or 16 (IPv6); ``""`` -> ``b""``.
+
+    Raises ``ValueError`` for anything else (including ``%zone`` suffixes,
+    which have no place in memberlist's raw IP fields).
+    """
     if not ip:
         return b""
+    if "%" in ip:
+        raise ValueError(f"scoped IP addresses cannot be sent: {ip!r}")
     try:
-        return socket.inet_pton(socket.AF_INET, ip)
-    except OSError:
-        pass
-    try:
-        return socket.inet_pton(socket.AF_INET6, ip)
-    except OSError as exc:
-        raise ValueError(f"not an IP address: {ip!r}") from exc
+        return ipaddress.ip_address(ip).packed
+    except ValueError:
+        raise ValueError(f"not an IP address: {ip!r}") from None
 
 
 @lru_cache(maxsize=65536)
 def ip_from_bytes(raw: bytes) -> str:
     """Raw 4/16-byte IP -> text, un-mapping v4-mapped IPv6 addresses."""
     if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw)
+        return str(ipaddress.IPv4Address(raw))
     if len(raw) == 16:
         if raw.startswith(_V4_MAPPED_PREFIX):
-            return socket.inet_ntop(socket.AF_INET, raw[12:])
-        return socket.inet_ntop(socket.AF_INET6, raw)
+            return str(ipaddress.IPv4Address(raw[12:]))
+        return str(ipaddress.IPv6Address(raw))
     if not raw:
         return ""
     raise DecodeError("addr", f"IP must be 4 or 16 bytes, got {len(raw)}")
 
 
-def _name_bytes(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
+_name_bytes = name_bytes
 
 
 # --------------------------------------------------------------------------- encode
 
 
+def _check_vsn(vsn: bytes) -> bytes:
+    if len(vsn) != VSN_SIZE:
+        raise ValueError("Vsn must be exactly 6 bytes (other lengths crash Go peers)")
+    return vsn
+
+
+def _check_meta(meta: bytes) -> bytes | None:
+    if len(meta) > MAX_META_SIZE:
+        raise ValueError(f"meta is {len(meta)} bytes; the limit is {MAX_META_SIZE}")
+    return meta or None
+
+
 def _node_state_map(s: PushNodeState) -> dict[str, Any]:
+    if not 0 <= s.state <= 3:
+        raise ValueError(f"node state must be 0..3, got {s.state}")
     return {
         "Addr": ip_to_bytes(s.addr),
-        "Incarnation": s.incarnation,
-        "Meta": s.meta or None,
-        "Name": _name_bytes(s.name),
-        "Port": s.port,
+        "Incarnation": check_uint("Incarnation", s.incarnation, U32),
+        "Meta": _check_meta(s.meta),
+        "Name": name_bytes(s.name),
+        "Port": check_uint("Port", s.port, U16),
         "State": s.state,
-        "Vsn": s.vsn,
+        "Vsn": _check_vsn(s.vsn),
     }
 
 
@@ -115,39 +152,39 @@ def _sources(m: dict[str, Any], addr: str, port: int, node: str) -> dict[str, An
     if addr:
         m["SourceAddr"] = ip_to_bytes(addr)
     if node:
-        m["SourceNode"] = _name_bytes(node)
+        m["SourceNode"] = name_bytes(node)
     if port:
-        m["SourcePort"] = port
+        m["SourcePort"] = check_uint("SourcePort", port, U16)
     return dict(sorted(m.items()))
 
 
 def encode_body(msg: Message) -> dict[str, Any] | bytes:
     """The msgpack map (or raw bytes, for user messages) of one message."""
     if isinstance(msg, Ping):
-        return _sources({"Node": _name_bytes(msg.node), "SeqNo": msg.seq_no},
+        return _sources({"Node": name_bytes(msg.node),
+                         "SeqNo": check_uint("SeqNo", msg.seq_no, U32)},
                         msg.source_addr, msg.source_port, msg.source_node)
     if isinstance(msg, IndirectPing):
         return _sources(
-            {"Nack": msg.nack, "Node": _name_bytes(msg.node), "Port": msg.port,
-             "SeqNo": msg.seq_no, "Target": ip_to_bytes(msg.target)},
+            {"Nack": bool(msg.nack), "Node": name_bytes(msg.node),
+             "Port": check_uint("Port", msg.port, U16),
+             "SeqNo": check_uint("SeqNo", msg.seq_no, U32), "Target": ip_to_bytes(msg.target)},
             msg.source_addr, msg.source_port, msg.source_node)
     if isinstance(msg, Ack):
-        return {"Payload": msg.payload or None, "SeqNo": msg.seq_no}
+        return {"Payload": msg.payload or None, "SeqNo": check_uint("SeqNo", msg.seq_no, U32)}
     if isinstance(msg, Nack):
-        return {"SeqNo": msg.seq_no}
+        return {"SeqNo": check_uint("SeqNo", msg.seq_no, U32)}
     if isinstance(msg, (Suspect, Dead)):
-        return {"From": _name_bytes(msg.from_), "Incarnation": msg.incarnation,
-                "Node": _name_bytes(msg.node)}
+        return {"From": name_bytes(msg.from_),
+                "Incarnation": check_uint("Incarnation", msg.incarnation, U32),
+                "Node": name_bytes(msg.node)}
     if isinstance(msg, Alive):
-        if len(msg.vsn) != 6:
-            raise ValueError("Vsn must be exactly 6 bytes (shorter ones crash Go peers)")
-        if len(msg.meta) > MAX_META_SIZE:
-            raise ValueError(f"meta is {len(msg.meta)} bytes; the limit is {MAX_META_SIZE}")
-        return {"Addr": ip_to_bytes(msg.addr), "Incarnation": msg.incarnation,
-                "Meta": msg.meta or None, "Node": _name_bytes(msg.node),
-                "Port": msg.port, "Vsn": msg.vsn}
+        return {"Addr": ip_to_bytes(msg.addr),
+                "Incarnation": check_uint("Incarnation", msg.incarnation, U32),
+                "Meta": _check_meta(msg.meta), "Node": name_bytes(msg.node),
+                "Port": check_uint("Port", msg.port, U16), "Vsn": _check_vsn(msg.vsn)}
     if isinstance(msg, ErrResp):
-        return {"Error": _name_bytes(msg.error)}
+        return {"Error": name_bytes(msg.error)}
     if isinstance(msg, UserMsg):
         return msg.payload
     raise TypeError(f"cannot encode {type(msg).__name__}")
@@ -172,7 +209,7 @@ def encode(msg: Message) -> bytes:
     head = bytes((_TYPE_OF[type(msg)],))
     if isinstance(body, bytes):
         return head + body
-    return head + _pack(body)
+    return head + pack(body)
 
 
 def encode_compound(parts: list[bytes]) -> bytes:
@@ -181,7 +218,7 @@ def encode_compound(parts: list[bytes]) -> bytes:
         raise ValueError(f"a compound holds 1..{MAX_COMPOUND_PARTS} parts, got {len(parts)}")
     if any(not p for p in parts):
         raise ValueError("compound parts must not be empty (an empty part crashes Go peers)")
-    if any(len(p) > _U16 for p in parts):
+    if any(len(p) > U16 for p in parts):
         raise ValueError("compound part longer than 65535 bytes")
     header = bytes((MessageType.COMPOUND, len(parts))) + struct.pack(
         f">{len(parts)}H", *(len(p) for p in parts))
@@ -189,12 +226,19 @@ def encode_compound(parts: list[bytes]) -> bytes:
 
 
 def encode_compress(data: bytes) -> bytes:
-    """Wrap a message in LZW compression (type 9)."""
-    return bytes((MessageType.COMPRESS,)) + _pack({"Algo": 0, "Buf": lzw.compress(data)})
+    """Wrap a message in LZW compression (type 9).
+
+    Empty input is refused: Go indexes the first inflated byte unchecked.
+    """
+    if not data:
+        raise ValueError("cannot compress an empty message (it crashes Go peers)")
+    return bytes((MessageType.COMPRESS,)) + pack({"Algo": 0, "Buf": lzw.compress(data)})
 
 
 def maybe_compress(data: bytes) -> bytes:
     """Compress only if that makes the datagram smaller (memberlist's UDP policy)."""
+    if not data:
+        return data
     packed = encode_compress(data)
     return packed if len(packed) < len(data) else data
 
@@ -207,10 +251,14 @@ def add_crc(data: bytes) -> bytes:
 def encode_push_pull(pp: PushPull) -> bytes:
     """A push-pull stream payload: type 6, header, node states, raw user state."""
     out = [bytes((MessageType.PUSH_PULL,)),
-           _pack({"Join": pp.join, "Nodes": len(pp.nodes), "UserStateLen": len(pp.user_state)})]
-    out.extend(_pack(_node_state_map(s)) for s in pp.nodes)
+           pack({"Join": bool(pp.join), "Nodes": len(pp.nodes),
+                 "UserStateLen": len(pp.user_state)})]
+    out.extend(pack(_node_state_map(s)) for s in pp.nodes)
     out.append(pp.user_state)
-    return b"".join(out)
+    data = b"".join(out)
+    if len(data) > MAX_STREAM_SIZE:
+        raise ValueError(f"push-pull of {len(data)} bytes exceeds {MAX_STREAM_SIZE}")
+    return data
 
 
 def encode_stream(msg: StreamMessage) -> bytes:
@@ -218,91 +266,28 @@ def encode_stream(msg: StreamMessage) -> bytes:
     if isinstance(msg, PushPull):
         return encode_push_pull(msg)
     if isinstance(msg, UserMsg):
-        return bytes((MessageType.USER,)) + _pack({"UserMsgLen": len(msg.payload)}) + msg.payload
+        if len(msg.payload) > MAX_STREAM_SIZE:
+            raise ValueError("user message too large for a stream")
+        return bytes((MessageType.USER,)) + pack({"UserMsgLen": len(msg.payload)}) + msg.payload
     return encode(msg)
 
 
 # --------------------------------------------------------------------------- decode helpers
 
 
-def _unpack_one(data: bytes | memoryview) -> Any:
-    """Decode exactly one msgpack object from the start of ``data``; trailing bytes ignored."""
-    try:
-        return msgpack.unpackb(data, raw=True, strict_map_key=False, use_list=True)
-    except msgpack.ExtraData as extra:
-        return extra.unpacked
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
-        raise DecodeError("msgpack", str(exc)[:80]) from None
-
-
-def _as_map(obj: Any) -> dict[bytes, Any]:
-    if not isinstance(obj, dict):
-        raise DecodeError("schema", "expected a map")
-    return obj
-
-
-def _uint(m: dict[bytes, Any], key: bytes, limit: int) -> int:
-    v = m.get(key)
-    if v is None:
-        return 0
-    if type(v) is not int or not 0 <= v <= limit:
-        raise DecodeError("schema", f"{key.decode()} is not an unsigned int <= {limit}")
-    return v
-
-
-def _int(m: dict[bytes, Any], key: bytes) -> int:
-    v = m.get(key)
-    if v is None:
-        return 0
-    if type(v) is not int or not -(1 << 63) <= v < (1 << 63):
-        raise DecodeError("schema", f"{key.decode()} is not an int")
-    return v
-
-
-def _bool(m: dict[bytes, Any], key: bytes) -> bool:
-    v = m.get(key)
-    if v is None:
-        return False
-    if type(v) is not bool:
-        raise DecodeError("schema", f"{key.decode()} is not a bool")
-    return v
-
-
-def _raw(m: dict[bytes, Any], key: bytes) -> bytes:
-    v = m.get(key)
-    if v is None:
-        return b""
-    if isinstance(v, list):  # Go also accepts []uint8 as an array of small ints
-        if not all(type(b) is int and 0 <= b <= 255 for b in v):
-            raise DecodeError("schema", f"{key.decode()} is not a byte array")
-        return bytes(v)
-    if not isinstance(v, bytes):
-        raise DecodeError("schema", f"{key.decode()} is not bytes")
-    return v
-
-
-def _str(m: dict[bytes, Any], key: bytes) -> str:
-    v = m.get(key)
-    if v is None:
-        return ""
-    if not isinstance(v, bytes):
-        raise DecodeError("schema", f"{key.decode()} is not a string")
-    return v.decode("utf-8", "surrogateescape")
-
-
 def _ip(m: dict[bytes, Any], key: bytes) -> str:
-    return ip_from_bytes(_raw(m, key))
+    return ip_from_bytes(get_raw(m, key))
 
 
 def _vsn(m: dict[bytes, Any]) -> bytes:
-    vsn = _raw(m, b"Vsn")
-    if len(vsn) not in (0, 6):
+    vsn = get_raw(m, b"Vsn")
+    if len(vsn) not in (0, VSN_SIZE):
         raise DecodeError("vsn", f"Vsn must be 6 bytes, got {len(vsn)}")
     return vsn
 
 
 def _meta(m: dict[bytes, Any]) -> bytes:
-    meta = _raw(m, b"Meta")
+    meta = get_raw(m, b"Meta")
     if len(meta) > MAX_META_SIZE:
         raise DecodeError("meta", f"meta is {len(meta)} bytes")
     return meta
@@ -312,32 +297,33 @@ def _meta(m: dict[bytes, Any]) -> bytes:
 
 
 def _decode_ping(m: dict[bytes, Any]) -> Ping:
-    return Ping(_uint(m, b"SeqNo", _U32), _str(m, b"Node"), _ip(m, b"SourceAddr"),
-                _uint(m, b"SourcePort", _U16), _str(m, b"SourceNode"))
+    return Ping(get_uint(m, b"SeqNo", U32), get_str(m, b"Node"), _ip(m, b"SourceAddr"),
+                get_uint(m, b"SourcePort", U16), get_str(m, b"SourceNode"))
 
 
 def _decode_indirect(m: dict[bytes, Any]) -> IndirectPing:
-    return IndirectPing(_uint(m, b"SeqNo", _U32), _ip(m, b"Target"), _uint(m, b"Port", _U16),
-                        _str(m, b"Node"), _bool(m, b"Nack"), _ip(m, b"SourceAddr"),
-                        _uint(m, b"SourcePort", _U16), _str(m, b"SourceNode"))
+    return IndirectPing(get_uint(m, b"SeqNo", U32), _ip(m, b"Target"),
+                        get_uint(m, b"Port", U16), get_str(m, b"Node"), get_bool(m, b"Nack"),
+                        _ip(m, b"SourceAddr"), get_uint(m, b"SourcePort", U16),
+                        get_str(m, b"SourceNode"))
 
 
 def _decode_alive(m: dict[bytes, Any]) -> Alive:
-    return Alive(_uint(m, b"Incarnation", _U32), _str(m, b"Node"), _ip(m, b"Addr"),
-                 _uint(m, b"Port", _U16), _meta(m), _vsn(m))
+    return Alive(get_uint(m, b"Incarnation", U32), get_str(m, b"Node"), _ip(m, b"Addr"),
+                 get_uint(m, b"Port", U16), _meta(m), _vsn(m))
 
 
 _BODY_DECODERS: dict[int, Callable[[dict[bytes, Any]], Message]] = {
     MessageType.PING: _decode_ping,
     MessageType.INDIRECT_PING: _decode_indirect,
-    MessageType.ACK: lambda m: Ack(_uint(m, b"SeqNo", _U32), _raw(m, b"Payload")),
-    MessageType.NACK: lambda m: Nack(_uint(m, b"SeqNo", _U32)),
-    MessageType.SUSPECT: lambda m: Suspect(_uint(m, b"Incarnation", _U32), _str(m, b"Node"),
-                                           _str(m, b"From")),
+    MessageType.ACK: lambda m: Ack(get_uint(m, b"SeqNo", U32), get_raw(m, b"Payload")),
+    MessageType.NACK: lambda m: Nack(get_uint(m, b"SeqNo", U32)),
+    MessageType.SUSPECT: lambda m: Suspect(get_uint(m, b"Incarnation", U32),
+                                           get_str(m, b"Node"), get_str(m, b"From")),
     MessageType.ALIVE: _decode_alive,
-    MessageType.DEAD: lambda m: Dead(_uint(m, b"Incarnation", _U32), _str(m, b"Node"),
-                                     _str(m, b"From")),
-    MessageType.ERR: lambda m: ErrResp(_str(m, b"Error")),
+    MessageType.DEAD: lambda m: Dead(get_uint(m, b"Incarnation", U32), get_str(m, b"Node"),
+                                     get_str(m, b"From")),
+    MessageType.ERR: lambda m: ErrResp(get_str(m, b"Error")),
 }
 
 
@@ -345,18 +331,19 @@ def decode_message(data: bytes) -> Message:
     """Decode one non-wrapper message (type byte + body)."""
     if not data:
         raise DecodeError("empty", "empty message")
+    data = bytes(data)
     kind = data[0]
     if kind == MessageType.USER:
-        return UserMsg(bytes(data[1:]))
+        return UserMsg(data[1:])
     decoder = _BODY_DECODERS.get(kind)
     if decoder is None:
         raise DecodeError("type", f"unexpected message type {kind}")
-    return decoder(_as_map(_unpack_one(data[1:])))
+    return decoder(as_map(unpack_one(data[1:])))
 
 
 def _decompress_body(data: bytes, limit: int) -> bytes:
-    m = _as_map(_unpack_one(data[1:]))
-    if _uint(m, b"Algo", _U8) != 0:
+    m = as_map(unpack_one(data[1:]), "compress")
+    if get_uint(m, b"Algo", U8) != 0:
         raise DecodeError("compress", "unknown compression algorithm")
     buf = m.get(b"Buf")
     if not isinstance(buf, bytes):
@@ -368,7 +355,11 @@ def _decompress_body(data: bytes, limit: int) -> bytes:
 
 
 def split_compound(data: bytes) -> tuple[list[bytes], bool]:
-    """Parts of a compound datagram, and whether a truncated tail was dropped."""
+    """Parts of a compound datagram, and whether a truncated tail was dropped.
+
+    Refuses 0 or >= 128 parts (Go 0.2.2 mis-parses the latter) and empty parts
+    (which crash Go), so a forwarded part is always safe.
+    """
     if len(data) < 2:
         raise DecodeError("compound", "missing part count")
     n = data[1]
@@ -384,7 +375,7 @@ def split_compound(data: bytes) -> tuple[list[bytes], bool]:
             raise DecodeError("compound", "empty part")
         if offset + length > len(data):
             return parts, True
-        parts.append(data[offset:offset + length])
+        parts.append(bytes(data[offset:offset + length]))
         offset += length
     return parts, False
 
@@ -432,11 +423,15 @@ def decode_stream(data: bytes) -> StreamMessage:
     """Decode one complete (already decrypted) stream payload.
 
     Handles a compress wrapper, push-pull, fallback ping/ack, user and err.
+    Bytes after the message are ignored. An incomplete message raises
+    ``DecodeError`` with reason ``"truncated"`` (see :func:`stream_message_length`
+    to know when a message is complete).
     """
     if len(data) > MAX_STREAM_SIZE:
         raise DecodeError("size", f"stream of {len(data)} bytes")
     if not data:
         raise DecodeError("empty", "empty stream")
+    data = bytes(data)
     if data[0] == MessageType.COMPRESS:
         data = _decompress_body(data, MAX_INFLATED_STREAM)
         if data[0] == MessageType.COMPRESS:
@@ -446,16 +441,21 @@ def decode_stream(data: bytes) -> StreamMessage:
         return _decode_push_pull(data)
     if kind == MessageType.USER:
         return _decode_stream_user(data)
-    if kind in (MessageType.PING, MessageType.ACK, MessageType.ERR):
-        msg = decode_message(data)
-        assert isinstance(msg, (Ping, Ack, ErrResp))
-        return msg
+    if kind == MessageType.PING:
+        return _decode_ping(as_map(unpack_one(data[1:])))
+    if kind == MessageType.ACK:
+        m = as_map(unpack_one(data[1:]))
+        return Ack(get_uint(m, b"SeqNo", U32), get_raw(m, b"Payload"))
+    if kind == MessageType.ERR:
+        return ErrResp(get_str(as_map(unpack_one(data[1:])), b"Error"))
+    if kind == MessageType.ENCRYPT:
+        raise DecodeError("encrypted", "stream is encrypted; decrypt it first")
     raise DecodeError("type", f"unexpected stream message type {kind}")
 
 
-def _stream_unpacker(data: bytes) -> msgpack.Unpacker:
+def _stream_unpacker(data: bytes | memoryview, max_size: int) -> msgpack.Unpacker:
     unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, use_list=True,
-                                max_buffer_size=max(len(data), 1))
+                                max_buffer_size=max(max_size, 1))
     unpacker.feed(data)
     return unpacker
 
@@ -465,39 +465,143 @@ def _next(unpacker: msgpack.Unpacker) -> Any:
         return unpacker.unpack()
     except msgpack.OutOfData:
         raise DecodeError("truncated", "stream ended early") from None
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+    except MSGPACK_ERRORS as exc:
         raise DecodeError("msgpack", str(exc)[:80]) from None
 
 
+def _header_count(header: dict[bytes, Any], key: bytes, limit: int) -> int:
+    # Go sizes a slice/buffer from these ints before reading: a negative count
+    # panics it and a huge one exhausts memory, so both are refused here.
+    value = get_int(header, key)
+    if not 0 <= value <= limit:
+        raise DecodeError("length", f"{key.decode()} {value} out of range")
+    return value
+
+
 def _decode_push_pull(data: bytes) -> PushPull:
-    unpacker = _stream_unpacker(data[1:])
-    header = _as_map(_next(unpacker))
-    count = _int(header, b"Nodes")
-    user_len = _int(header, b"UserStateLen")
+    unpacker = _stream_unpacker(data[1:], len(data))
+    header = as_map(_next(unpacker), "push-pull header")
     # Every node state takes at least one byte, so a count beyond the payload is a lie.
-    if not 0 <= count <= len(data) or not 0 <= user_len <= len(data):
-        raise DecodeError("schema", "push-pull header counts out of range")
+    count = _header_count(header, b"Nodes", len(data))
+    user_len = _header_count(header, b"UserStateLen", len(data))
     nodes = []
     for _ in range(count):
-        m = _as_map(_next(unpacker))
-        state = _int(m, b"State")
+        m = as_map(_next(unpacker), "node state")
+        state = get_int(m, b"State")
         if not 0 <= state <= 3:
             raise DecodeError("schema", f"unknown node state {state}")
-        nodes.append(PushNodeState(_str(m, b"Name"), _ip(m, b"Addr"), _uint(m, b"Port", _U16),
-                                   _meta(m), _uint(m, b"Incarnation", _U32), state, _vsn(m)))
+        nodes.append(PushNodeState(get_str(m, b"Name"), _ip(m, b"Addr"),
+                                   get_uint(m, b"Port", U16), _meta(m),
+                                   get_uint(m, b"Incarnation", U32), state, _vsn(m)))
     start = 1 + unpacker.tell()
     user_state = data[start:start + user_len]
     if len(user_state) != user_len:
         raise DecodeError("truncated", "user state shorter than announced")
-    return PushPull(_bool(header, b"Join"), tuple(nodes), user_state)
+    return PushPull(get_bool(header, b"Join"), tuple(nodes), user_state)
 
 
 def _decode_stream_user(data: bytes) -> UserMsg:
-    unpacker = _stream_unpacker(data[1:])
-    header = _as_map(_next(unpacker))
-    length = _int(header, b"UserMsgLen")
+    unpacker = _stream_unpacker(data[1:], len(data))
+    header = as_map(_next(unpacker), "user message header")
+    length = _header_count(header, b"UserMsgLen", len(data))
     start = 1 + unpacker.tell()
     payload = data[start:start + length]
-    if length < 0 or len(payload) != length:
+    if len(payload) != length:
         raise DecodeError("truncated", "user message shorter than announced")
     return UserMsg(payload)
+
+
+_STREAM_KINDS = frozenset((MessageType.PUSH_PULL, MessageType.USER, MessageType.COMPRESS,
+                           MessageType.PING, MessageType.ACK, MessageType.ERR))
+
+
+class StreamFramer:
+    """Finds, incrementally, where the one message on a stream ends.
+
+    Unencrypted streams carry no length prefix and the peer keeps the
+    connection open for our reply, so a reader must parse as bytes arrive to
+    know when a message (push-pull, compress wrapper, user, ping, ack, err) is
+    complete; an encrypted frame (``0a | L | ...``) is sized by its header.
+    Feed each chunk as it arrives; :meth:`feed` returns the total length of the
+    message once it is known (it may exceed what has arrived so far, e.g. the
+    raw user state of a push-pull still to come). Raises :class:`DecodeError`
+    when the bytes can never become a valid message or exceed the size limit.
+    """
+
+    def __init__(self, limit: int = MAX_STREAM_SIZE) -> None:
+        self._limit = limit
+        self._kind = -1
+        self._unpacker: msgpack.Unpacker | None = None
+        self._head = bytearray()  # only for the 5-byte encrypted header
+        self._received = 0
+        self._header_done = False  # the first msgpack object (header, or the only one)
+        self._objects_left = 0  # node states still to come after a push-pull header
+        self._extra = 0  # raw bytes after the last msgpack object
+        self._length: int | None = None
+
+    @property
+    def length(self) -> int | None:
+        """The total message length, once known."""
+        return self._length
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> int | None:
+        if self._length is not None or not chunk:
+            return self._length
+        view = memoryview(chunk)
+        if self._kind < 0:
+            self._kind = view[0]
+            if self._kind != MessageType.ENCRYPT and self._kind not in _STREAM_KINDS:
+                raise DecodeError("type", f"unexpected stream message type {self._kind}")
+            if self._kind != MessageType.ENCRYPT:
+                self._unpacker = _stream_unpacker(b"", self._limit)
+            view = view[1:]
+        self._received += len(view)
+        if self._kind == MessageType.ENCRYPT:
+            self._head += view[: 4 - len(self._head)]
+            if len(self._head) == 4:
+                (size,) = struct.unpack(">I", self._head)
+                if size > self._limit:
+                    raise DecodeError("size", f"encrypted stream of {size} bytes")
+                self._length = 5 + size
+            return self._length
+        if self._received > self._limit:
+            raise DecodeError("size", "stream message exceeds the size limit")
+        assert self._unpacker is not None
+        try:
+            self._unpacker.feed(view)
+        except msgpack.BufferFull:
+            raise DecodeError("size", "stream message exceeds the size limit") from None
+        while not self._header_done or self._objects_left:
+            try:
+                obj = self._unpacker.unpack()
+            except msgpack.OutOfData:
+                return None
+            except MSGPACK_ERRORS as exc:
+                raise DecodeError("msgpack", str(exc)[:80]) from None
+            if self._header_done:
+                self._objects_left -= 1
+            else:
+                self._header_done = True
+                self._on_header(obj)
+        total: int = 1 + self._unpacker.tell() + self._extra
+        if total > self._limit:
+            raise DecodeError("size", f"stream message of {total} bytes")
+        self._length = total
+        return total
+
+    def _on_header(self, header: Any) -> None:
+        if self._kind == MessageType.PUSH_PULL:
+            header = as_map(header, "push-pull header")
+            self._objects_left = _header_count(header, b"Nodes", self._limit)
+            self._extra = _header_count(header, b"UserStateLen", self._limit)
+        elif self._kind == MessageType.USER:
+            self._extra = _header_count(as_map(header, "user message header"), b"UserMsgLen",
+                                        self._limit)
+
+
+def stream_message_length(buf: bytes | bytearray | memoryview) -> int | None:
+    """Total length of the stream message at the start of ``buf``, or None if not yet known.
+
+    The one-shot form of :class:`StreamFramer` (see there).
+    """
+    return StreamFramer().feed(buf)

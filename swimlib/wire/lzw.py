@@ -4,7 +4,10 @@ memberlist compresses with it (reference section 6). Codes: 256 = clear,
 257 = end, dynamic codes from 258; widths 9..12 bits. The writer starts with a
 clear code and emits another (resetting the table) when the next code would be
 4095; it always ends with the end code and pads to a byte. The reader refuses
-input with no end code, as Go does.
+input with no end code, as Go does; once the table is full and no clear code
+comes, it keeps decoding at 12 bits without adding entries, as Go does. Both
+behaviours are pinned by fixtures made with Go's own package
+(tests/data/wire/lzw).
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ _CLEAR = 256
 _EOF = 257
 _MAX_CODE = 4095
 _START_WIDTH = 9
+_MAX_WIDTH = 12
+#: Default cap on inflated output, so a small hostile input cannot exhaust memory.
+DEFAULT_LIMIT = 40 * 1024 * 1024
 
 
 def compress(data: bytes) -> bytes:
@@ -74,7 +80,7 @@ def compress(data: bytes) -> bytes:
     return bytes(out)
 
 
-def decompress(data: bytes, limit: int) -> bytes:
+def decompress(data: bytes, limit: int = DEFAULT_LIMIT) -> bytes:
     """Inflate Go-LZW ``data``; refuse output over ``limit`` bytes or a missing end code."""
     out = bytearray()
     entries: list[bytes] = [bytes((i,)) for i in range(256)] + [b""] * (_MAX_CODE + 1 - 256)
@@ -124,8 +130,11 @@ def decompress(data: bytes, limit: int) -> bytes:
         last = code
         hi += 1
         if hi >= overflow:
-            if hi > _MAX_CODE:
-                hi = _MAX_CODE
+            if width == _MAX_WIDTH:
+                # Table full and the writer sent no clear: keep decoding at 12
+                # bits but add no more entries (Go's reader does the same).
+                last = -1
+                hi -= 1
             else:
                 width += 1
                 overflow = 1 << width

@@ -9,7 +9,6 @@ addresses are held as text (``"127.0.0.1"``); the codec turns them into the
 from __future__ import annotations
 
 import enum
-from typing import Union
 
 import attrs
 
@@ -134,5 +133,5 @@ class PushPull:
     user_state: bytes = b""
 
 
-Message = Union[Ping, IndirectPing, Ack, Nack, Suspect, Alive, Dead, UserMsg, ErrResp]
-StreamMessage = Union[PushPull, Ping, Ack, UserMsg, ErrResp]
+Message = Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | UserMsg | ErrResp
+StreamMessage = PushPull | Ping | Ack | UserMsg | ErrResp
