@@ -42,11 +42,12 @@ def random_bytes(seed: int, n: int) -> bytes:
     return bytes(next(gen) for _ in range(n))
 
 
-_WORDS = [w.encode() for w in (
+_TEXT = (
     "alive suspect dead left node incarnation meta vsn port addr serf member "
     "gossip probe ack nack ping push pull state join leave event query tag role "
     "web db cache lb 127.0.0.1 10.0.0.7 fd00::2 backend frontend"
-).split()]
+)
+_WORDS = [w.encode() for w in _TEXT.split()]
 
 
 def words(seed: int, n: int) -> bytes:
