@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-lifeguard", action="store_true", help="classic SWIM + suspicion (comparison)"
     )
+    run.add_argument(
+        "--no-reconnect", action="store_true",
+        help="do not emulate Serf's reconnect loop (bare memberlist never heals a split)",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object")
     demo = sub.add_parser("demo", help="narrated crash in a 50-node LAN cluster")
     demo.add_argument("--nodes", type=int, default=50)
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(
         scenario=args.scenario, nodes=args.nodes, seed=args.seed, profile=args.profile,
         loss=args.loss, latency_ms=args.latency_ms, duration=args.duration,
-        lifeguard=not args.no_lifeguard,
+        lifeguard=not args.no_lifeguard, reconnect=not args.no_reconnect,
     )
     result = run_scenario(opts)
     if args.json:

@@ -222,6 +222,12 @@ class Simulation:
         slot.node.join([self.slots[t].addr for t in targets], self.now)
         self._drain(slot)
 
+    def join_addresses(self, i: int, addrs: list[Address]) -> None:
+        """Have node ``i`` push-pull join whatever listens at ``addrs``."""
+        slot = self.slots[i]
+        slot.node.join(addrs, self.now)
+        self._drain(slot)
+
     def leave(self, i: int) -> None:
         """Start a graceful leave; the node keeps running until :meth:`stop`."""
         slot = self.slots[i]

@@ -168,6 +168,8 @@ class Metrics:
         self.deaths_declared = 0
         #: (time, declarer, target) of each false positive, for reports and debugging.
         self.fp_log: list[tuple[float, str, str]] = []
+        #: Distinct hosts wrongly declared dead.
+        self.fp_targets: set[str] = set()
         self._watches: dict[int, _Watch] = {}
         self.stop_when_detected = False
         sim.listeners.append(self._on_event)
@@ -176,6 +178,7 @@ class Metrics:
         """Start the measured phase: forget everything counted during setup."""
         self.suspicions = self.false_positives = self.refutations = self.deaths_declared = 0
         self.fp_log.clear()
+        self.fp_targets.clear()
 
     def watch(self, target: int, kind: str) -> None:
         """Time how long until every live node marks ``target`` dead (crash) or left (leave)."""
@@ -201,7 +204,9 @@ class Metrics:
             j = self.sim.by_name.get(effect.node)
             if j is not None and self._is_false_positive(j, effect.incarnation):
                 self.false_positives += 1
-                self.fp_log.append((now, self.sim.slots[i].name, effect.node))
+                self.fp_targets.add(effect.node)
+                if len(self.fp_log) < 1000:
+                    self.fp_log.append((now, self.sim.slots[i].name, effect.node))
         elif t is SuspicionRaised:
             self.suspicions += 1
         elif t is Refuted:

@@ -21,6 +21,7 @@ from simulations import faults
 from simulations.engine import NodeFactory, SimNode, Simulation
 from simulations.metrics import Metrics, ViewTracker, converged, report
 from simulations.network import DEFAULT_LATENCY_S, Network
+from simulations.reconnect import Reconnector
 from swimlib.config import Config
 from swimlib.membership.types import Member, MemberState
 
@@ -62,6 +63,8 @@ class Options:
     latency_ms: float | None = None
     duration: float | None = None
     lifeguard: bool = True
+    #: Emulate Serf's reconnect loop (see simulations.reconnect).
+    reconnect: bool = True
 
     def config(self) -> Config:
         config = Config.for_profile(self.profile)
@@ -109,6 +112,7 @@ class Run:
         self.rng = random.Random(f"{seed}:scenario")
         self.tracker: ViewTracker | None = None
         self.metrics: Metrics | None = None
+        self.reconnector: Reconnector | None = None
         self.t0 = 0.0
         self._events0 = 0
         self._trace0 = 0
@@ -127,6 +131,8 @@ class Run:
             sim.add_node()
         self.tracker = ViewTracker(sim)
         self.metrics = Metrics(sim)
+        if self.opts.reconnect:
+            self.reconnector = Reconnector(sim)
 
     def seed_converged(self) -> None:
         """Give every node the full member table, then let the start-up gossip drain."""
@@ -177,15 +183,19 @@ class Run:
         wall = time.perf_counter() - self._wall0
         extra: dict[str, Any] = {
             "lifeguard": opts.lifeguard,
+            "reconnect": opts.reconnect,
             "latency_ms": round(opts.latency_s * 1000.0, 3),
             "setup_sim_seconds": round(self.t0, 3),
             "setup_wall_seconds": round(self._setup_wall, 3),
             "trace_events": sim.trace.count - self._trace0,
             "refutations": self.metrics.refutations,
             "deaths_declared": self.metrics.deaths_declared,
+            "false_positive_nodes": len(self.metrics.fp_targets),
             "dropped_loss": net.dropped_loss,
             "dropped_partition": net.dropped_partition,
         }
+        if self.reconnector is not None:
+            extra["reconnect_attempts"] = self.reconnector.attempts
         extra.update(self.extra)
         if self.metrics.fp_log:
             extra["false_positive_examples"] = [
