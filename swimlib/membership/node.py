@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from swimlib.config import Config
-from swimlib.errors import DecodeError
+from swimlib.errors import ConfigError, DecodeError, SwimError
 from swimlib.membership.awareness import Awareness
 from swimlib.membership.broadcasts import BroadcastQueue, retransmit_limit
 from swimlib.membership.delegate import Delegate, NullDelegate
@@ -74,6 +74,8 @@ _ENCRYPT_OVERHEAD = 29
 _USER_MSG_OVERHEAD = 1
 #: memberlist scales the push-pull interval once the cluster exceeds this size.
 _PUSH_PULL_SCALE_THRESHOLD = 32
+#: Incarnations are uint32 on the wire.
+_MAX_INCARNATION = 0xFFFFFFFF
 #: Leave room for the message itself in a compound (Go 0.2.2 breaks at 128 parts).
 _MAX_PIGGYBACK_PARTS = 120
 
@@ -92,6 +94,12 @@ def _shared_vsn(vsn: bytes) -> bytes:
     return _VSN_CACHE.setdefault(vsn, vsn) if len(_VSN_CACHE) < 1024 else vsn
 
 
+#: Encoded rows shared by every node in the process (a simulated cluster holds
+#: the same row in thousands of tables).
+_ROW_BYTES: dict[tuple[Any, ...], bytes] = {}
+_ROW_BYTES_SIZE = 1 << 15
+
+
 def push_pull_interval(base: float, n: int) -> float:
     """memberlist's push-pull period: ``base * (ceil(log2 n - 5) + 1)`` above 32 nodes."""
     if n <= _PUSH_PULL_SCALE_THRESHOLD:
@@ -102,7 +110,8 @@ def push_pull_interval(base: float, n: int) -> float:
 class NodeState:
     """One row of the member table (mutable; snapshots go out as :class:`Member`)."""
 
-    __slots__ = ("addr", "incarnation", "meta", "name", "port", "state", "state_change", "vsn")
+    __slots__ = ("addr", "incarnation", "meta", "name", "port", "row", "state", "state_change",
+                 "vsn")
 
     def __init__(self, name: str, addr: str, port: int, meta: bytes, vsn: bytes,
                  incarnation: int, state: MemberState, state_change: float) -> None:
@@ -114,6 +123,8 @@ class NodeState:
         self.incarnation = incarnation
         self.state = state
         self.state_change = state_change
+        #: This row's encoded push-pull bytes; None whenever a field changes.
+        self.row: bytes | None = None
 
     @property
     def pmax(self) -> int:
@@ -126,6 +137,22 @@ class NodeState:
     def snapshot(self) -> Member:
         return Member(self.name, self.addr, self.port, self.meta, self.incarnation,
                       self.state, self.vsn)
+
+    def encoded_row(self) -> bytes:
+        row = self.row
+        if row is None:
+            key = (self.name, self.addr, self.port, self.meta, self.incarnation, self.state,
+                   self.vsn)
+            row = _ROW_BYTES.get(key)
+            if row is None:
+                row = codec.encode_node_state(PushNodeState(
+                    self.name, self.addr, self.port, self.meta, self.incarnation,
+                    int(self.state), self.vsn))
+                if len(_ROW_BYTES) >= _ROW_BYTES_SIZE:
+                    _ROW_BYTES.clear()
+                _ROW_BYTES[key] = row
+            self.row = row
+        return row
 
 
 class _Probe:
@@ -172,7 +199,9 @@ class Node:
                  now: float, meta: bytes = b"", delegate: Delegate | None = None,
                  vsn: bytes = DEFAULT_VSN, encrypted: bool = False) -> None:
         if len(vsn) != 6:
-            raise ValueError("vsn must be 6 bytes")
+            raise ConfigError("vsn must be 6 bytes")
+        if len(meta) > codec.MAX_META_SIZE:
+            raise ConfigError(f"meta is {len(meta)} bytes; the limit is {codec.MAX_META_SIZE}")
         self.name = name
         self.addr = addr
         self.port = port
@@ -300,7 +329,7 @@ class Node:
             return codec.encode(ErrResp(f"failed to decode stream: {exc.reason}"))
         if isinstance(msg, PushPull):
             # Reply with our state before merging theirs (memberlist order).
-            reply = codec.encode_push_pull(self._local_state(msg.join))
+            reply = self._local_state(msg.join)
             self._merge(msg, now)
             return reply
         if isinstance(msg, Ping):
@@ -353,7 +382,7 @@ class Node:
             self._effects.append(JoinFinished(0, ()))
             return
         attempt = _JoinAttempt(len(addrs))
-        data = codec.encode_push_pull(self._local_state(True))
+        data = self._local_state(True)
         for addr in addrs:
             self._open_stream(addr, data, _S_JOIN, (attempt, addr))
 
@@ -369,6 +398,10 @@ class Node:
 
     def set_meta(self, meta: bytes, now: float) -> None:
         """Advertise new meta (Serf tags): a new incarnation and an alive broadcast."""
+        if len(meta) > codec.MAX_META_SIZE:
+            raise ConfigError(f"meta is {len(meta)} bytes; the limit is {codec.MAX_META_SIZE}")
+        if self._incarnation >= _MAX_INCARNATION:
+            raise SwimError("incarnation number exhausted")
         self._incarnation += 1
         self._on_alive(Alive(self._incarnation, self.name, self.addr, self.port, meta,
                              self._vsn), now, bootstrap=True)
@@ -611,14 +644,13 @@ class Node:
         if peers:
             peer = peers[0]
             self._open_stream((peer.addr, peer.port),
-                              codec.encode_push_pull(self._local_state(False)),
+                              self._local_state(False),
                               _S_PUSH_PULL, None)
 
-    def _local_state(self, join: bool) -> PushPull:
-        states = tuple(PushNodeState(s.name, s.addr, s.port, s.meta, s.incarnation,
-                                     int(s.state), s.vsn) for s in self._nodes)
+    def _local_state(self, join: bool) -> bytes:
+        """Our whole table as an encoded push-pull (rows cached between syncs)."""
         user = self._delegate.local_state(join) if self._has_delegate else b""
-        return PushPull(join, states, user)
+        return codec.encode_push_pull_rows(join, [s.encoded_row() for s in self._nodes], user)
 
     def _merge(self, remote: PushPull, now: float) -> None:
         """Merge a peer's full state (memberlist mergeState)."""
@@ -645,9 +677,9 @@ class Node:
 
     def _verify_protocol(self, remote: Sequence[PushNodeState]) -> bool:
         """Every alive node's current versions must fit the cluster-wide ranges."""
-        vsns = [s.vsn for s in self._nodes if s.state == MemberState.ALIVE and len(s.vsn) == 6]
-        vsns += [r.vsn for r in remote if r.state == MemberState.ALIVE and len(r.vsn) == 6]
-        distinct = set(vsns)
+        distinct = {s.vsn for s in self._nodes if s.state == MemberState.ALIVE}
+        distinct.update(r.vsn for r in remote if r.state == MemberState.ALIVE)
+        distinct.discard(b"")
         if len(distinct) <= 1:
             return True
         pmin = max(v[0] for v in distinct)
@@ -719,7 +751,11 @@ class Node:
         if self._left and a.node == self.name:
             return  # a queued alive must not undo our leave
         vsn = a.vsn
-        if len(vsn) >= 3 and (vsn[0] == 0 or vsn[1] == 0 or vsn[0] > vsn[1]):
+        if len(vsn) != 6:
+            # Go tolerates an empty Vsn, but it cannot be re-gossiped safely: drop it.
+            self.stats["drop.alive_no_vsn"] += 1
+            return
+        if vsn[0] == 0 or vsn[1] == 0 or vsn[0] > vsn[1]:
             self.stats["drop.alive_bad_vsn"] += 1
             return
         st = self._node_map.get(a.node)
@@ -759,8 +795,8 @@ class Node:
             self._refute(st, a.incarnation, now)
             return
         self._broadcast(a.node, a)
-        if vsn:
-            st.vsn = _shared_vsn(vsn)
+        st.row = None
+        st.vsn = _shared_vsn(vsn)
         st.incarnation = a.incarnation
         st.meta = a.meta
         if st.addr != a.addr:
@@ -792,6 +828,7 @@ class Node:
             self._refute(st, s.incarnation, now)
             return False
         self._broadcast(s.node, s)
+        st.row = None
         st.incarnation = s.incarnation
         st.state = MemberState.SUSPECT
         st.state_change = now
@@ -834,6 +871,7 @@ class Node:
             self._broadcast(d.node, d, self._leave_sent)
         else:
             self._broadcast(d.node, d)
+        st.row = None
         st.incarnation = d.incarnation
         st.state = MemberState.LEFT if d.node == d.from_ else MemberState.DEAD
         st.state_change = now
@@ -844,10 +882,13 @@ class Node:
 
     def _refute(self, me: NodeState, accused: int, now: float) -> None:
         """Out-bid an accusation about ourselves with a higher incarnation."""
-        self._incarnation += 1
-        if accused >= self._incarnation:
-            self._incarnation = accused + 1
-        me.incarnation = self._incarnation
+        incarnation = max(self._incarnation + 1, accused + 1)
+        if incarnation > _MAX_INCARNATION:
+            self.stats["refute.incarnation_exhausted"] += 1
+            return
+        self._incarnation = incarnation
+        me.incarnation = incarnation
+        me.row = None
         if self._lifeguard:
             self.awareness.apply_delta(1)
         self.stats["refute"] += 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -248,17 +248,31 @@ def add_crc(data: bytes) -> bytes:
     return bytes((MessageType.HAS_CRC,)) + struct.pack(">I", zlib.crc32(data)) + data
 
 
-def encode_push_pull(pp: PushPull) -> bytes:
-    """A push-pull stream payload: type 6, header, node states, raw user state."""
+def encode_node_state(state: PushNodeState) -> bytes:
+    """One push-pull node-state row; callers may cache it until the row changes."""
+    return pack(_node_state_map(state))
+
+
+def encode_push_pull_rows(join: bool, rows: Sequence[bytes], user_state: bytes) -> bytes:
+    """A push-pull payload from already-encoded rows (see :func:`encode_node_state`).
+
+    Full syncs repeat the same rows over and over; encoding each row once and
+    reusing its bytes is what keeps thousand-node push-pulls cheap.
+    """
     out = [bytes((MessageType.PUSH_PULL,)),
-           pack({"Join": bool(pp.join), "Nodes": len(pp.nodes),
-                 "UserStateLen": len(pp.user_state)})]
-    out.extend(pack(_node_state_map(s)) for s in pp.nodes)
-    out.append(pp.user_state)
+           pack({"Join": bool(join), "Nodes": len(rows), "UserStateLen": len(user_state)})]
+    out.extend(rows)
+    out.append(user_state)
     data = b"".join(out)
     if len(data) > MAX_STREAM_SIZE:
         raise ValueError(f"push-pull of {len(data)} bytes exceeds {MAX_STREAM_SIZE}")
     return data
+
+
+def encode_push_pull(pp: PushPull) -> bytes:
+    """A push-pull stream payload: type 6, header, node states, raw user state."""
+    return encode_push_pull_rows(pp.join, [encode_node_state(s) for s in pp.nodes],
+                                 pp.user_state)
 
 
 def encode_stream(msg: StreamMessage) -> bytes:
@@ -478,6 +492,20 @@ def _header_count(header: dict[bytes, Any], key: bytes, limit: int) -> int:
     return value
 
 
+#: Decoded push-pull rows by their bytes (values are immutable, so sharing is safe).
+_ROW_CACHE: dict[bytes, PushNodeState] = {}
+_ROW_CACHE_SIZE = 1 << 15
+
+
+def _decode_node_state(row: bytes) -> PushNodeState:
+    m = as_map(unpack_one(row), "node state")
+    state = get_int(m, b"State")
+    if not 0 <= state <= 3:
+        raise DecodeError("schema", f"unknown node state {state}")
+    return PushNodeState(get_str(m, b"Name"), _ip(m, b"Addr"), get_uint(m, b"Port", U16),
+                         _meta(m), get_uint(m, b"Incarnation", U32), state, _vsn(m))
+
+
 def _decode_push_pull(data: bytes) -> PushPull:
     unpacker = _stream_unpacker(data[1:], len(data))
     header = as_map(_next(unpacker), "push-pull header")
@@ -485,14 +513,26 @@ def _decode_push_pull(data: bytes) -> PushPull:
     count = _header_count(header, b"Nodes", len(data))
     user_len = _header_count(header, b"UserStateLen", len(data))
     nodes = []
+    cache = _ROW_CACHE
+    start = unpacker.tell()
     for _ in range(count):
-        m = as_map(_next(unpacker), "node state")
-        state = get_int(m, b"State")
-        if not 0 <= state <= 3:
-            raise DecodeError("schema", f"unknown node state {state}")
-        nodes.append(PushNodeState(get_str(m, b"Name"), _ip(m, b"Addr"),
-                                   get_uint(m, b"Port", U16), _meta(m),
-                                   get_uint(m, b"Incarnation", U32), state, _vsn(m)))
+        # Rows repeat across a cluster's syncs: decode each distinct row once.
+        try:
+            unpacker.skip()
+        except msgpack.OutOfData:
+            raise DecodeError("truncated", "stream ended early") from None
+        except MSGPACK_ERRORS as exc:
+            raise DecodeError("msgpack", str(exc)[:80]) from None
+        end = unpacker.tell()
+        row = data[1 + start:1 + end]
+        start = end
+        node = cache.get(row)
+        if node is None:
+            node = _decode_node_state(row)
+            if len(cache) >= _ROW_CACHE_SIZE:
+                cache.clear()
+            cache[row] = node
+        nodes.append(node)
     start = 1 + unpacker.tell()
     user_state = data[start:start + user_len]
     if len(user_state) != user_len:

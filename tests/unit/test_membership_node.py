@@ -11,6 +11,7 @@ import random
 import pytest
 
 from swimlib.config import Config
+from swimlib.errors import ConfigError
 from swimlib.membership.node import Node
 from swimlib.membership.suspicion import suspicion_min_timeout
 from swimlib.membership.types import (
@@ -196,6 +197,27 @@ class TestRefutation:
         feed(node, Dead(5, "me", "x"), Alive(9, "me", "127.0.0.1", 7946))
         assert node.state_of("me") == MemberState.LEFT
         assert not [e for e in node.take_effects() if isinstance(e, Refuted)]
+
+
+class TestHostileInput:
+    def test_accusation_at_max_incarnation_cannot_overflow(self):
+        node = make_node()
+        feed(node, Suspect(0xFFFFFFFF, "me", "x"), Dead(0xFFFFFFFF, "me", "x"))
+        assert node.incarnation == 1
+        assert node.stats["refute.incarnation_exhausted"] == 2
+        node.tick(10.0)  # still able to encode and send everything it queued
+
+    def test_alive_without_vsn_is_dropped_not_regossiped(self):
+        node = make_node()
+        node.handle_packet(b"\x04" + codec.pack({"Addr": b"\x7f\0\0\x09", "Incarnation": 1,
+                                                   "Node": b"x", "Port": 7946}), SRC, 0.0)
+        assert node.member("x") is None
+        assert node.stats["drop.alive_no_vsn"] == 1
+
+    def test_oversized_meta_is_a_config_error(self):
+        node = make_node()
+        with pytest.raises(ConfigError):
+            node.set_meta(b"x" * 513, 0.0)
 
 
 class TestPushPull:
