@@ -70,6 +70,30 @@ class Config:
     #: Profile name this config was derived from (informational).
     profile: str = "lan"
 
+    # --- Serf layer (swimlib.cluster); Serf's defaults, the same in every profile.
+    #: How long leave, force-leave and tag broadcasts may take to go out.
+    broadcast_timeout: float = attrs.field(default=5.0, validator=_positive)
+    #: After leaving, keep answering probes this long so peers learn we left.
+    leave_propagate_delay: float = attrs.field(default=1.0, validator=_non_negative)
+    #: How often failed and left members are checked for reaping.
+    reap_interval: float = attrs.field(default=15.0, validator=_positive)
+    #: How often we may try to reconnect to a failed member.
+    reconnect_interval: float = attrs.field(default=30.0, validator=_positive)
+    #: Failed members are forgotten (member-reap) after this long.
+    reconnect_timeout: float = attrs.field(default=86400.0, validator=_positive)
+    #: Left members are forgotten (member-reap) after this long.
+    tombstone_timeout: float = attrs.field(default=86400.0, validator=_positive)
+    #: Intents about not-yet-known members are kept this long.
+    recent_intent_timeout: float = attrs.field(default=300.0, validator=_positive)
+    #: Serf's broadcast queues are pruned to this many messages (oldest dropped).
+    max_queue_depth: int = attrs.field(default=4096, validator=_positive)
+    #: Default query timeout = gossip_interval * this * ceil(log10(alive + 1)).
+    query_timeout_mult: int = attrs.field(default=16, validator=_positive)
+    #: Encoded size limits (bytes) for queries, query responses and user events.
+    query_size_limit: int = attrs.field(default=1024, validator=_positive)
+    query_response_size_limit: int = attrs.field(default=1024, validator=_positive)
+    user_event_size_limit: int = attrs.field(default=512, validator=_positive)
+
     def __attrs_post_init__(self) -> None:
         if self.probe_timeout > self.probe_interval:
             raise ConfigError(

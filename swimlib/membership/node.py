@@ -184,9 +184,10 @@ class _Relay:
 
 
 class _JoinAttempt:
-    __slots__ = ("contacted", "failed", "remaining")
+    __slots__ = ("contacted", "failed", "join_id", "remaining")
 
-    def __init__(self, remaining: int) -> None:
+    def __init__(self, remaining: int, join_id: int) -> None:
+        self.join_id = join_id
         self.remaining = remaining
         self.contacted = 0
         self.failed: list[Address] = []
@@ -219,6 +220,7 @@ class Node:
         self._seq = 0
         self._incarnation = 0
         self._stream_id = 0
+        self._join_id = 0
         self._left = False
         self._leave_done = False
 
@@ -374,17 +376,23 @@ class Node:
             else:
                 attempt.failed.append(addr)
             if attempt.remaining == 0:
-                self._effects.append(JoinFinished(attempt.contacted, tuple(attempt.failed)))
+                self._effects.append(JoinFinished(attempt.contacted, tuple(attempt.failed),
+                                                  attempt.join_id))
 
-    def join(self, addrs: Sequence[Address], now: float) -> None:
-        """Push-pull (Join=true) with every address; ends with a :class:`JoinFinished`."""
+    def join(self, addrs: Sequence[Address], now: float) -> int:
+        """Push-pull (Join=true) with every address; ends with a :class:`JoinFinished`.
+
+        Returns the join id that the :class:`JoinFinished` effect will carry.
+        """
+        self._join_id += 1
         if not addrs:
-            self._effects.append(JoinFinished(0, ()))
-            return
-        attempt = _JoinAttempt(len(addrs))
+            self._effects.append(JoinFinished(0, (), self._join_id))
+            return self._join_id
+        attempt = _JoinAttempt(len(addrs), self._join_id)
         data = self._local_state(True)
         for addr in addrs:
             self._open_stream(addr, data, _S_JOIN, (attempt, addr))
+        return self._join_id
 
     def leave(self, now: float) -> None:
         """Gracefully leave: broadcast ``dead(self, From=self)``; we stop refuting."""
@@ -405,6 +413,10 @@ class Node:
         self._incarnation += 1
         self._on_alive(Alive(self._incarnation, self.name, self.addr, self.port, meta,
                              self._vsn), now, bootstrap=True)
+
+    def send_user(self, dest: Address, payload: bytes) -> None:
+        """Send a user (Serf) message directly, without piggybacking (memberlist SendTo)."""
+        self._raw_send(dest, b"\x08" + payload, crc=False)
 
     def seed_members(self, members: Iterable[Member], now: float) -> None:
         """Install already-known members without gossip or events.

@@ -111,6 +111,8 @@ class JoinFinished:
 
     contacted: int
     failed: tuple[Address, ...]
+    #: What :meth:`Node.join` returned for this attempt.
+    join_id: int = 0
 
 
 Effect = (

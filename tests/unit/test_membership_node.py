@@ -258,13 +258,13 @@ class TestPushPull:
 
     def test_join_reports_contacted_and_failed(self):
         node = make_node()
-        node.join([("127.0.0.2", 7946), ("127.0.0.3", 7946)], 0.0)
+        join_id = node.join([("127.0.0.2", 7946), ("127.0.0.3", 7946)], 0.0)
         opens = [e for e in node.take_effects() if isinstance(e, OpenStream)]
         assert len(opens) == 2 and all(codec.decode_stream(o.data).join for o in opens)
         peer = PushPull(True, (PushNodeState("p", "127.0.0.2", 7946, b"", 1, 0),))
         node.handle_stream_reply(opens[0].request_id, codec.encode_push_pull(peer), 0.1)
         node.handle_stream_reply(opens[1].request_id, None, 0.2)
-        assert node.take_effects()[-1] == JoinFinished(1, (("127.0.0.3", 7946),))
+        assert node.take_effects()[-1] == JoinFinished(1, (("127.0.0.3", 7946),), join_id)
         assert node.state_of("p") == MemberState.ALIVE
 
 
