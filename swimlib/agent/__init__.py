@@ -1,0 +1,1 @@
+"""The trio agent runtime: sockets, timers, event-handler scripts, snapshot, signals."""
