@@ -94,6 +94,15 @@ class BroadcastQueue:
             self._insert(item)
         return out
 
+    def prune(self, max_retain: int) -> int:
+        """Drop the oldest messages beyond ``max_retain``; returns how many were dropped."""
+        items = sorted((i for tier in self._tiers.values() for i in tier), key=lambda i: i.id)
+        excess = len(items) - max_retain
+        for item in items[:max(0, excess)]:
+            self._remove(item)
+            self._forget(item)
+        return max(0, excess)
+
     def pending_for(self, key: str) -> bool:
         """Whether a message about ``key`` is still queued."""
         return key in self._by_key

@@ -13,17 +13,20 @@ from typing import Any
 
 from swimlib.config import Config
 from swimlib.membership.node import Node
-from swimlib.membership.types import Address, Effect, MemberState, OpenStream, SendPacket
+from swimlib.membership.types import Address, Effect, OpenStream, SendPacket
 
 LATENCY = 0.001
 
 
 class Net:
-    def __init__(self, config: Config | None = None, seed: int = 0) -> None:
+    def __init__(self, config: Config | None = None, seed: int = 0,
+                 factory: Callable[..., Any] | None = None) -> None:
+        #: Builds a member: (name, addr, port, config, rng, now) -> Node-like.
+        self.factory = factory or Node
         self.config = config or Config.lan(enable_compression=False)
         self.seed = seed
         self.now = 0.0
-        self.nodes: dict[Address, Node] = {}
+        self.nodes: dict[Address, Any] = {}
         self.down: set[Address] = set()
         #: Drop UDP datagrams src -> dst when this returns True.
         self.drop: Callable[[Address, Address], bool] = lambda src, dst: False
@@ -34,11 +37,11 @@ class Net:
         self._queue: list[tuple[float, int, Any]] = []
         self._seq = 0
 
-    def add(self, name: str, join: bool = True) -> Node:
+    def add(self, name: str, join: bool = True, **kwargs: Any) -> Any:
         i = len(self.nodes)
         addr = (f"127.0.0.{i + 1}", 7946)
-        node = Node(name, addr[0], addr[1], self.config,
-                    random.Random(f"{self.seed}:{name}"), self.now)
+        node = self.factory(name, addr[0], addr[1], self.config,
+                            random.Random(f"{self.seed}:{name}"), self.now, **kwargs)
         first = next(iter(self.nodes), None)
         self.nodes[addr] = node
         self.effects[name] = []
@@ -47,17 +50,17 @@ class Net:
         self._flush(node)
         return node
 
-    def node(self, name: str) -> Node:
+    def node(self, name: str) -> Any:
         return next(n for n in self.nodes.values() if n.name == name)
 
-    def addr_of(self, node: Node) -> Address:
+    def addr_of(self, node: Any) -> Address:
         return (node.addr, node.port)
 
     def _push(self, when: float, item: Any) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (when, self._seq, item))
 
-    def _flush(self, node: Node) -> None:
+    def _flush(self, node: Any) -> None:
         src = self.addr_of(node)
         for eff in node.take_effects():
             self.effects[node.name].append((self.now, eff))
@@ -112,11 +115,16 @@ class Net:
             raise AssertionError("event budget exhausted")
         self.now = end
 
-    def view(self, name: str) -> dict[str, MemberState]:
-        return {m.name: m.state for m in self.node(name).members()}
+    def view(self, name: str) -> dict[str, Any]:
+        """name -> state (a Node's MemberState, or a Serf member's status)."""
+        return {m.name: m.state if hasattr(m, "state") else m.status
+                for m in self.node(name).members()}
 
     def events(self, name: str, kind: type) -> list[tuple[float, Any]]:
         return [(t, e) for t, e in self.effects[name] if isinstance(e, kind)]
 
-    def live(self) -> list[Node]:
-        return [n for a, n in self.nodes.items() if a not in self.down and not n.has_left]
+    def live(self) -> list[Any]:
+        def left(n: Any) -> bool:
+            return bool(getattr(n, "has_left", False) or getattr(n, "state", "") in (
+                "leaving", "left"))
+        return [n for a, n in self.nodes.items() if a not in self.down and not left(n)]

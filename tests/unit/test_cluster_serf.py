@@ -1,0 +1,207 @@
+"""The Serf layer over the in-memory network: tags, status, intents, events, queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from swimlib.cluster.events import EventType, MemberEvent, QueryEvent, UserEvent
+from swimlib.cluster.serf import Emit, LeaveFinished, QueryDone, QueryReply, Serf
+from swimlib.config import Config
+from swimlib.errors import SwimError
+from swimlib.wire import serf as sw
+from swimlib.wire.crypto import Keyring, encode_key
+
+from .harness import Net
+
+
+def serf_net(n: int, seed: int = 0, tags: dict[str, dict[str, str]] | None = None,
+             **cfg: Any) -> Net:
+    tags = tags or {}
+
+    def factory(name, addr, port, config, rng, now, **kw):
+        return Serf(name, addr, port, config, rng, now,
+                    tags=tags.get(name, {"role": "web"}), **kw)
+
+    net = Net(Config.lan(enable_compression=False, **cfg), seed=seed, factory=factory)
+    for i in range(n):
+        net.add(f"n{i}")
+    net.run(3)
+    return net
+
+
+def statuses(net: Net, name: str) -> dict[str, str]:
+    return {m.name: m.status_name for m in net.node(name).members()}
+
+
+def emitted(net: Net, name: str, kind: type) -> list[Any]:
+    return [e.event for _, e in net.effects[name] if isinstance(e, Emit)
+            and isinstance(e.event, kind)]
+
+
+def act(net: Net, node: Serf, fn: str, *args: Any, **kw: Any) -> Any:
+    result = getattr(node, fn)(*args, now=net.now, **kw)
+    net._flush(node)
+    return result
+
+
+def test_members_converge_with_tags_and_join_events():
+    net = serf_net(4, tags={"n2": {"role": "db", "dc": "x"}})
+    for node in net.live():
+        assert statuses(net, node.name) == dict.fromkeys(["n0", "n1", "n2", "n3"], "alive")
+        assert {m.name: m.tag_map for m in node.members()}["n2"] == {"role": "db", "dc": "x"}
+        joins = {m.name for e in emitted(net, node.name, MemberEvent)
+                 if e.type == EventType.MEMBER_JOIN for m in e.members}
+        assert joins == {"n0", "n1", "n2", "n3"}
+
+
+def test_tag_update_reaches_everyone_as_member_update():
+    net = serf_net(3)
+    act(net, net.node("n1"), "set_tags", {"role": "web", "weight": "10"})
+    net.run(2)
+    for node in net.live():
+        assert {m.name: m.tag_map for m in node.members()}["n1"]["weight"] == "10"
+        assert any(e.type == EventType.MEMBER_UPDATE for e in emitted(net, node.name, MemberEvent))
+
+
+def test_user_event_delivered_once_everywhere():
+    net = serf_net(6)
+    act(net, net.node("n2"), "user_event", "deploy", b"v42", True)
+    net.run(3)
+    for node in net.live():
+        got = emitted(net, node.name, UserEvent)
+        assert [(e.name, e.payload) for e in got] == [("deploy", b"v42")]
+
+
+def test_user_event_size_limit():
+    net = serf_net(2)
+    with pytest.raises(SwimError, match="exceeds limit"):
+        net.node("n0").user_event("big", b"x" * 600, True, net.now)
+
+
+def test_query_acks_responses_and_done():
+    net = serf_net(4)
+    handle = act(net, net.node("n0"), "query", "ping", b"hi", request_ack=True, timeout=2.0)
+    net.run(0.5)
+    for node in net.live():
+        (q,) = emitted(net, node.name, QueryEvent)
+        assert (q.name, q.payload, q.source_node) == ("ping", b"hi", "n0")
+        act(net, node, "respond", q.id, b"pong-" + node.name.encode())
+    net.run(2)
+    replies = [e for _, e in net.effects["n0"] if isinstance(e, QueryReply)]
+    assert {r.from_node for r in replies if r.kind == "ack"} == {"n0", "n1", "n2", "n3"}
+    assert {(r.from_node, r.payload) for r in replies if r.kind == "response"} == {
+        (f"n{i}", f"pong-n{i}".encode()) for i in range(4)}
+    assert QueryDone(handle) in [e for _, e in net.effects["n0"]]
+
+
+def test_query_filters_by_node_and_tag_regex():
+    net = serf_net(4, tags={"n1": {"role": "db"}, "n2": {"role": "dbx"}})
+    act(net, net.node("n0"), "query", "q", b"", filter_tags={"role": "^db$"}, request_ack=True)
+    act(net, net.node("n0"), "query", "q2", b"", filter_nodes=["n3"])
+    net.run(2)
+    assert [n.name for n in net.live() if emitted(net, n.name, QueryEvent)
+            and emitted(net, n.name, QueryEvent)[0].name == "q"] == ["n1"]
+    assert [n.name for n in net.live()
+            if any(q.name == "q2" for q in emitted(net, n.name, QueryEvent))] == ["n3"]
+
+
+def test_respond_twice_or_late_is_refused():
+    net = serf_net(2)
+    act(net, net.node("n0"), "query", "x", b"", timeout=1.0)
+    net.run(0.2)
+    (q,) = emitted(net, "n1", QueryEvent)
+    act(net, net.node("n1"), "respond", q.id, b"a")
+    with pytest.raises(SwimError):
+        net.node("n1").respond(q.id, b"b", net.now)
+
+
+def test_internal_ping_query_is_acked_not_delivered():
+    net = serf_net(3)
+    act(net, net.node("n0"), "query", "_serf_ping", b"", request_ack=True)
+    net.run(1)
+    assert not any(emitted(net, n.name, QueryEvent) for n in net.live())
+    acks = {e.from_node for _, e in net.effects["n0"] if isinstance(e, QueryReply)}
+    assert acks == {"n0", "n1", "n2"}
+
+
+def test_graceful_leave_is_left_never_failed():
+    net = serf_net(5)
+    act(net, net.node("n3"), "leave")
+    net.run(4)
+    assert any(isinstance(e, LeaveFinished) for _, e in net.effects["n3"])
+    net.down.add(net.addr_of(net.node("n3")))
+    net.run(20)
+    for node in net.live():
+        assert statuses(net, node.name)["n3"] == "left"
+        kinds = [e.type for e in emitted(net, node.name, MemberEvent)
+                 if e.members[0].name == "n3"]
+        assert EventType.MEMBER_FAILED not in kinds
+        assert kinds[-1] == EventType.MEMBER_LEAVE
+
+
+def test_crash_is_failed_then_force_leave_makes_it_left_then_reaped():
+    net = serf_net(4, reap_interval=1.0, tombstone_timeout=30.0)
+    net.down.add(net.addr_of(net.node("n2")))
+    net.run(15)
+    for node in net.live():
+        assert statuses(net, node.name)["n2"] == "failed"
+    act(net, net.node("n0"), "force_leave", "n2", False)
+    net.run(2)
+    for node in net.live():
+        assert statuses(net, node.name)["n2"] == "left"
+    net.run(30)  # the tombstone timeout counts from when it failed
+    for node in net.live():
+        assert "n2" not in statuses(net, node.name)
+        assert any(e.type == EventType.MEMBER_REAP for e in emitted(net, node.name, MemberEvent))
+
+
+def test_leave_intent_about_self_is_refuted():
+    net = serf_net(3)
+    n1 = net.node("n1")
+    bogus = sw.LeaveIntent(n1.clock.time() + 5, "n1")
+    net.node("n0").notify_msg(sw.encode_serf(bogus), net.now)
+    net._flush(net.node("n0"))
+    net.run(3)
+    for node in net.live():
+        assert statuses(net, node.name)["n1"] == "alive"
+
+
+def test_late_joiner_ignores_old_events_unless_replay():
+    net = serf_net(3)
+    act(net, net.node("n0"), "user_event", "old", b"1", False)
+    net.run(2)
+    late = net.add("late")
+    net.run(2)
+    assert not emitted(net, "late", UserEvent)
+    replayer = net.add("replayer", join=False)
+    act(net, replayer, "join", [net.addr_of(net.node("n0"))], ignore_old=False)
+    net.run(2)
+    assert [e.name for e in emitted(net, "replayer", UserEvent)] == ["old"]
+    assert late.clock.time() > 1
+
+
+def test_key_queries_change_every_keyring():
+    keys = {}
+
+    def factory(name, addr, port, config, rng, now, **kw):
+        keys[name] = Keyring([b"k" * 16])
+        return Serf(name, addr, port, config, rng, now, keyring=keys[name])
+
+    net = Net(Config.lan(enable_compression=False), factory=factory)
+    for i in range(3):
+        net.add(f"n{i}")
+    net.run(3)
+    new = b"n" * 32
+    payload = sw.encode_serf(sw.KeyRequest(new))
+    act(net, net.node("n0"), "query", "_serf_install-key", payload)
+    net.run(2)
+    assert all(new in k for k in keys.values())
+    act(net, net.node("n0"), "query", "_serf_list-keys", sw.encode_serf(sw.KeyRequest()))
+    net.run(2)
+    responses = [sw.decode_serf(e.payload) for _, e in net.effects["n0"]
+                 if isinstance(e, QueryReply) and e.kind == "response"]
+    listed = [r for r in responses if r.keys]
+    assert len(listed) == 3
+    assert all(set(r.keys) == {encode_key(b"k" * 16), encode_key(new)} for r in listed)
