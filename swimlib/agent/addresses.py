@@ -1,0 +1,61 @@
+"""Turning ``--join`` arguments into socket addresses.
+
+Accepted forms (memberlist's): ``host``, ``host:port``, ``[v6]:port``, a bare
+IPv6 literal, and ``name/host[:port]`` (the name is informational). Host
+names are resolved and every A/AAAA record is tried, so ``--join ha`` works
+the way the original container setup used it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+
+import trio
+
+from swimlib.errors import ConfigError
+from swimlib.membership.types import Address
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``"ha"`` -> ``("ha", default)``; ``"[::1]:7946"`` -> ``("::1", 7946)``."""
+    spec = text.strip()
+    if "/" in spec:
+        spec = spec.split("/", 1)[1]
+    if not spec:
+        raise ConfigError(f"empty address in {text!r}")
+    if spec.startswith("["):
+        host, sep, rest = spec[1:].partition("]")
+        if not sep:
+            raise ConfigError(f"unterminated IPv6 literal in {text!r}")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif spec.count(":") == 1:
+        host, port_text = spec.split(":")
+    else:
+        host, port_text = spec, ""  # bare host or bare IPv6 literal
+    if not port_text:
+        return host, default_port
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"bad port in address {text!r}") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"port out of range in address {text!r}")
+    return host, port
+
+
+async def resolve_join_addresses(specs: Sequence[str], default_port: int) -> list[Address]:
+    """Every address the specs resolve to (unresolvable names are skipped)."""
+    out: list[Address] = []
+    for spec in specs:
+        host, port = split_host_port(spec, default_port)
+        try:
+            infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            continue
+        for family, _, _, _, sockaddr in infos:
+            if family in (socket.AF_INET, socket.AF_INET6):
+                addr = (str(sockaddr[0]), int(sockaddr[1]))
+                if addr not in out:
+                    out.append(addr)
+    return out

@@ -1,0 +1,415 @@
+"""The trio runtime around the sans-IO Serf state machine: sockets, timers, streams.
+
+One UDP socket and one TCP listener share the gossip port (memberlist's
+layout). Every input (datagram, inbound stream, stream reply, timer) is fed
+to :class:`~swimlib.cluster.serf.Serf` synchronously, then its effects are
+carried out: datagrams sent, streams opened in their own tasks, events
+published to subscribers. The protocol never waits on a subscriber: a full
+subscriber channel drops (and counts) instead.
+
+``now`` is ``trio.current_time()`` throughout, so trio's ``MockClock`` drives
+the whole agent in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+
+import trio
+
+from swimlib.agent.addresses import resolve_join_addresses
+from swimlib.agent.streams import open_stream, read_message, seal_stream
+from swimlib.cluster import events as ev
+from swimlib.cluster.serf import Emit, LeaveFinished, QueryDone, QueryReply, Serf
+from swimlib.config import Config
+from swimlib.errors import DecodeError, SwimError
+from swimlib.membership.types import (
+    Address,
+    DeathDeclared,
+    JoinFinished,
+    OpenStream,
+    Refuted,
+    SendPacket,
+    SuspicionRaised,
+)
+from swimlib.wire.crypto import Keyring
+
+log = logging.getLogger("swimlib")
+
+#: Datagrams are read into buffers this large (memberlist: 64 KiB).
+_UDP_READ = 65536
+#: Concurrent inbound TCP exchanges beyond this are refused (memberlist: 128).
+_MAX_INBOUND_STREAMS = 128
+
+
+class JoinError(SwimError):
+    """No address given to join answered."""
+
+
+class QueryHandle:
+    """Replies to a query: iterate for :class:`QueryReply` values until its deadline."""
+
+    def __init__(self, handle: int, receive: trio.MemoryReceiveChannel[QueryReply]) -> None:
+        self.handle = handle
+        self._receive = receive
+
+    def __aiter__(self) -> AsyncIterator[QueryReply]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[QueryReply]:
+        async with self._receive:
+            async for reply in self._receive:
+                yield reply
+
+
+class Agent:
+    """A running swimlib agent. Create with :func:`open_agent`."""
+
+    def __init__(self, serf: Serf, udp: trio.socket.SocketType, keyring: Keyring | None,
+                 nursery: trio.Nursery) -> None:
+        self.serf = serf
+        self.config = serf.config
+        self.keyring = keyring
+        self._udp = udp
+        self._nursery = nursery
+        self._wakeup = trio.Event()
+        self._sleeping_until = math.inf
+        self._subscribers: list[trio.MemorySendChannel[ev.Event]] = []
+        self._queries: dict[int, trio.MemorySendChannel[QueryReply]] = {}
+        self._joins: dict[int, tuple[trio.Event, list[JoinFinished]]] = {}
+        self._left = trio.Event()
+        self._inbound_streams = 0
+        #: Runtime counters (sends, stream failures, decrypt drops ...).
+        self.counters: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def name(self) -> str:
+        return self.serf.name
+
+    @property
+    def address(self) -> Address:
+        return (self.serf.addr, self.serf.port)
+
+    def members(self) -> list[ev.ClusterMember]:
+        return self.serf.members()
+
+    def local_member(self) -> ev.ClusterMember:
+        return self.serf.local_member()
+
+    def events(self, buffer: int = 1024) -> trio.MemoryReceiveChannel[ev.Event]:
+        """Subscribe to cluster events; close the returned channel to unsubscribe."""
+        send, receive = trio.open_memory_channel[ev.Event](buffer)
+        self._subscribers.append(send)
+        return receive
+
+    async def join(self, addrs: Sequence[str], replay: bool = False) -> int:
+        """Join through ``addrs`` (``host``, ``host:port``, ``name/host:port``).
+
+        Returns how many addresses answered; raises :class:`JoinError` if none did.
+        """
+        resolved = await resolve_join_addresses(addrs, self.serf.port)
+        if not resolved:
+            raise JoinError(f"could not resolve any of {', '.join(addrs)}")
+        join_id = self.serf.join(resolved, trio.current_time(), ignore_old=not replay)
+        done = trio.Event()
+        result: list[JoinFinished] = []
+        self._joins[join_id] = (done, result)
+        await self._drive()
+        await done.wait()
+        finished = result[0]
+        if finished.contacted == 0:
+            failed = ", ".join(f"{h}:{p}" for h, p in finished.failed)
+            raise JoinError(f"failed to join any of: {failed}")
+        return finished.contacted
+
+    async def leave(self) -> None:
+        """Leave gracefully and wait until the departure has propagated."""
+        self.serf.leave(trio.current_time())
+        await self._drive()
+        limit = 2 * self.config.broadcast_timeout + self.config.leave_propagate_delay + 1
+        with trio.move_on_after(limit):
+            await self._left.wait()
+
+    @property
+    def has_left(self) -> bool:
+        return self._left.is_set()
+
+    async def user_event(self, name: str, payload: bytes = b"", coalesce: bool = True) -> None:
+        self.serf.user_event(name, payload, coalesce, trio.current_time())
+        await self._drive()
+
+    async def query(self, name: str, payload: bytes = b"", *,
+                    filter_nodes: Sequence[str] = (),
+                    filter_tags: Mapping[str, str] | None = None,
+                    request_ack: bool = False, relay_factor: int = 0,
+                    timeout: float = 0.0) -> QueryHandle:
+        """Send a query; iterate the returned handle for acks and responses."""
+        send, receive = trio.open_memory_channel[QueryReply](math.inf)
+        handle = self.serf.query(name, payload, trio.current_time(),
+                                 filter_nodes=filter_nodes, filter_tags=filter_tags,
+                                 request_ack=request_ack, relay_factor=relay_factor,
+                                 timeout=timeout)
+        self._queries[handle] = send
+        await self._drive()
+        return QueryHandle(handle, receive)
+
+    async def respond(self, query_id: int, payload: bytes) -> None:
+        self.serf.respond(query_id, payload, trio.current_time())
+        await self._drive()
+
+    async def set_tags(self, tags: Mapping[str, str] | None = None,
+                       delete: Sequence[str] = ()) -> None:
+        """Merge ``tags`` into ours and drop ``delete``; announced as member-update."""
+        merged = self.serf.tags
+        merged.update(tags or {})
+        for key in delete:
+            merged.pop(key, None)
+        try:
+            self.serf.set_tags(merged, trio.current_time())
+        except ValueError as exc:
+            raise SwimError(str(exc)) from None
+        await self._drive()
+
+    async def force_leave(self, node: str, prune: bool = False) -> None:
+        self.serf.force_leave(node, prune, trio.current_time())
+        await self._drive()
+
+    def stats(self) -> dict[str, dict[str, str]]:
+        """What ``swimlib info`` / ``serf info`` show, plus drop counters by reason."""
+        members = self.serf.members()
+        count = Counter(m.status_name for m in members)
+        drops: Counter[str] = Counter()
+        for source in (self.serf.node.stats, self.serf.stats, self.counters):
+            for key, value in source.items():
+                if key.startswith("drop."):
+                    drops[key[5:]] += value
+        return {
+            "agent": {"name": self.name},
+            "runtime": {"version": "swimlib"},
+            "serf": {
+                "members": str(len(members)),
+                "failed": str(count["failed"]),
+                "left": str(count["left"]),
+                "health_score": str(self.serf.node.health_score),
+                "member_time": str(self.serf.clock.time()),
+                "event_time": str(self.serf.event_clock.time()),
+                "query_time": str(self.serf.query_clock.time()),
+                "encrypted": str(self.keyring is not None).lower(),
+            },
+            "tags": self.serf.tags,
+            "drops": {k: str(v) for k, v in sorted(drops.items())},
+        }
+
+    # ------------------------------------------------------------------ loops
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.serf.next_deadline()
+            self._wakeup = trio.Event()
+            self._sleeping_until = deadline if deadline is not None else math.inf
+            with trio.move_on_at(self._sleeping_until):
+                await self._wakeup.wait()
+            self._sleeping_until = math.inf
+            self.serf.tick(trio.current_time())
+            await self._drive()
+
+    async def _udp_loop(self) -> None:
+        while True:
+            try:
+                data, source = await self._udp.recvfrom(_UDP_READ)
+            except OSError as exc:  # e.g. ICMP port unreachable surfaced on Linux
+                self.counters["udp.recv_error"] += 1
+                log.debug("memberlist: UDP read error: %s", exc)
+                continue
+            if self.keyring is not None:
+                try:
+                    data = self.keyring.decrypt_packet(data)
+                except DecodeError as exc:
+                    self.counters["drop." + exc.reason] += 1
+                    continue
+            self.serf.handle_packet(data, (source[0], source[1]), trio.current_time())
+            await self._drive()
+
+    async def _serve_stream(self, stream: trio.SocketStream) -> None:
+        """One inbound TCP exchange: read, answer, close."""
+        if self._inbound_streams >= _MAX_INBOUND_STREAMS:
+            self.counters["drop.stream.too_many"] += 1
+            await stream.aclose()
+            return
+        self._inbound_streams += 1
+        try:
+            peer = stream.socket.getpeername()
+            with trio.fail_after(self.config.tcp_timeout):
+                raw = await read_message(stream)
+                plain = open_stream(raw, self.keyring)
+                reply = self.serf.handle_stream(plain, (peer[0], peer[1]), trio.current_time())
+                await self._drive()
+                if reply is not None:
+                    await stream.send_all(seal_stream(reply, self.keyring,
+                                                      self.config.enable_compression))
+        except DecodeError as exc:
+            self.counters["drop.stream." + exc.reason] += 1
+        except (trio.TooSlowError, trio.BrokenResourceError, OSError):
+            self.counters["stream.in_failed"] += 1
+        finally:
+            self._inbound_streams -= 1
+            await stream.aclose()
+
+    async def _stream_out(self, effect: OpenStream) -> None:
+        reply: bytes | None = None
+        try:
+            with trio.fail_after(effect.timeout):
+                stream = await trio.open_tcp_stream(effect.dest[0], effect.dest[1])
+                async with stream:
+                    await stream.send_all(seal_stream(effect.data, self.keyring,
+                                                      self.config.enable_compression))
+                    reply = open_stream(await read_message(stream), self.keyring)
+        except DecodeError as exc:
+            self.counters["drop.stream." + exc.reason] += 1
+        except (trio.TooSlowError, trio.BrokenResourceError, OSError):
+            self.counters["stream.out_failed"] += 1
+        self.serf.handle_stream_reply(effect.request_id, reply, trio.current_time())
+        await self._drive()
+
+    # ------------------------------------------------------------------ effects
+
+    async def _drive(self) -> None:
+        """Carry out everything the state machine asked for since the last call."""
+        for effect in self.serf.take_effects():
+            if isinstance(effect, SendPacket):
+                await self._send_packet(effect)
+            elif isinstance(effect, OpenStream):
+                self._nursery.start_soon(self._stream_out, effect)
+            elif isinstance(effect, Emit):
+                self._publish(effect.event)
+            elif isinstance(effect, QueryReply):
+                channel = self._queries.get(effect.handle)
+                if channel is not None:
+                    channel.send_nowait(effect)
+            elif isinstance(effect, QueryDone):
+                channel = self._queries.pop(effect.handle, None)
+                if channel is not None:
+                    channel.close()
+            elif isinstance(effect, JoinFinished):
+                waiter = self._joins.pop(effect.join_id, None)
+                if waiter is not None:
+                    waiter[1].append(effect)
+                    waiter[0].set()
+            elif isinstance(effect, LeaveFinished):
+                self._left.set()
+            elif isinstance(effect, SuspicionRaised):
+                log.info("memberlist: Suspect %s has failed, no acks received", effect.node)
+            elif isinstance(effect, DeathDeclared):
+                log.info("memberlist: Marking %s as failed, suspect timeout reached "
+                         "(%d peer confirmations)", effect.node, effect.confirmations)
+            elif isinstance(effect, Refuted):
+                log.warning("memberlist: Refuting a suspicion about ourselves "
+                            "(incarnation %d)", effect.incarnation)
+        deadline = self.serf.next_deadline()
+        if deadline is not None and deadline < self._sleeping_until:
+            self._wakeup.set()
+
+    async def _send_packet(self, effect: SendPacket) -> None:
+        data = effect.data
+        if self.keyring is not None:
+            data = self.keyring.encrypt_packet(data)
+        try:
+            await self._udp.sendto(data, effect.dest)
+            self.counters["udp.sent"] += 1
+        except OSError as exc:
+            self.counters["udp.send_error"] += 1
+            log.debug("memberlist: failed to send to %s: %s", effect.dest, exc)
+
+    def _publish(self, event: ev.Event) -> None:
+        if isinstance(event, ev.MemberEvent):
+            label = {ev.EventType.MEMBER_JOIN: "EventMemberJoin",
+                     ev.EventType.MEMBER_LEAVE: "EventMemberLeave",
+                     ev.EventType.MEMBER_FAILED: "EventMemberFailed",
+                     ev.EventType.MEMBER_UPDATE: "EventMemberUpdate",
+                     ev.EventType.MEMBER_REAP: "EventMemberReap"}[event.type]
+            for m in event.members:
+                log.info("serf: %s: %s %s", label, m.name, m.addr)
+        elif isinstance(event, ev.UserEvent):
+            log.info("serf: Received event: user-event: %s", event.name)
+        kept = []
+        for channel in self._subscribers:
+            try:
+                channel.send_nowait(event)
+                kept.append(channel)
+            except trio.WouldBlock:
+                self.counters["events.dropped_slow_subscriber"] += 1
+                kept.append(channel)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # unsubscribed
+        self._subscribers = kept
+
+
+def _default_advertise(bind_host: str) -> str:
+    """An address peers can reach us at when bound to a wildcard (set --advertise!)."""
+    if bind_host not in ("", "0.0.0.0", "::"):
+        return bind_host
+    try:
+        addr = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        addr = "127.0.0.1"
+    return addr
+
+
+async def _bind(host: str, port: int) -> tuple[trio.socket.SocketType, list[trio.SocketListener]]:
+    """UDP and TCP on the same port; with port 0, retry until both get the same one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(20):
+        udp = trio.socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            await udp.bind((host or "0.0.0.0", port))
+            chosen = udp.getsockname()[1]
+            listeners = await trio.open_tcp_listeners(chosen, host=host or None)
+            return udp, listeners
+        except OSError:
+            udp.close()
+            if port != 0:
+                raise
+    raise SwimError("could not bind UDP and TCP to the same port")
+
+
+@asynccontextmanager
+async def open_agent(name: str | None = None, *, bind: Address = ("0.0.0.0", 7946),
+                     advertise: Address | None = None, config: Config | None = None,
+                     tags: Mapping[str, str] | None = None, keyring: Keyring | None = None,
+                     join: Sequence[str] = (), replay: bool = False,
+                     rng: random.Random | None = None) -> AsyncIterator[Agent]:
+    """Run an agent for the duration of the ``async with`` block.
+
+    Leaving the block shuts the agent down without a graceful leave; call
+    ``await agent.leave()`` first to leave gracefully.
+    """
+    config = config or Config.lan()
+    udp, listeners = await _bind(bind[0], bind[1])
+    port = udp.getsockname()[1]
+    adv_host, adv_port = advertise or (_default_advertise(bind[0]), port)
+    serf = Serf(name or socket.gethostname(), adv_host, adv_port or port, config,
+                rng or random.Random(), trio.current_time(), tags=tags, keyring=keyring)
+    try:
+        async with trio.open_nursery() as nursery:
+            agent = Agent(serf, udp, keyring, nursery)
+            nursery.start_soon(agent._timer_loop)
+            nursery.start_soon(agent._udp_loop)
+            nursery.start_soon(trio.serve_listeners, agent._serve_stream, listeners)
+            await agent._drive()
+            if join:
+                await agent.join(join, replay=replay)
+            yield agent
+            nursery.cancel_scope.cancel()
+    finally:
+        udp.close()
+        for listener in listeners:
+            await listener.aclose()
+
