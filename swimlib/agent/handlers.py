@@ -119,6 +119,8 @@ HANDLER_EVENT_TYPES = frozenset({t.value for t in EventType} | {"*"})
 _TAG_SANITIZE = re.compile(r"[^A-Z0-9_]")
 # Seconds between SIGTERM and SIGKILL when a script must be stopped.
 _KILL_GRACE = 1.0
+# Seconds between "dropping events" warnings (each includes the running total).
+_DROP_LOG_INTERVAL = 10.0
 
 
 # --------------------------------------------------------------------------- specs
@@ -191,9 +193,14 @@ def parse_handler_specs(specs: Iterable[str]) -> list[HandlerSpec]:
 # --------------------------------------------------------------------------- env and stdin
 
 
+def _go_upper(text: str) -> str:
+    """Go's ``strings.ToUpper``: per-character simple mapping (``ß`` stays one character)."""
+    return "".join(u if len(u := c.upper()) == 1 else c for c in text)
+
+
 def tag_env_name(key: str) -> str:
-    """``SERF_TAG_<KEY>``: upper-cased, everything outside ``[A-Z0-9_]`` becomes ``_``."""
-    return "SERF_TAG_" + _TAG_SANITIZE.sub("_", key.upper())
+    """``SERF_TAG_<KEY>``: upper-cased, each character outside ``[A-Z0-9_]`` becomes ``_``."""
+    return "SERF_TAG_" + _TAG_SANITIZE.sub("_", _go_upper(key))
 
 
 def build_env(
@@ -454,6 +461,7 @@ class HandlerRunner:
         self.timeouts = 0
         #: Queries for which ``respond`` was called.
         self.queries_answered = 0
+        self._last_drop_log: float | None = None
 
     @property
     def specs(self) -> tuple[HandlerSpec, ...]:
@@ -474,13 +482,16 @@ class HandlerRunner:
         except trio.WouldBlock:
             oldest = self._queue_recv.receive_nowait()
             self.dropped += 1
-            log.warning(
-                "agent: event handlers are %d events behind; dropped the oldest (%s), "
-                "%d dropped so far",
-                self._max_queue,
-                oldest.type.value,
-                self.dropped,
-            )
+            now = trio.current_time()
+            if self._last_drop_log is None or now - self._last_drop_log >= _DROP_LOG_INTERVAL:
+                self._last_drop_log = now
+                log.warning(
+                    "agent: event handlers are %d events behind; dropping the oldest (%s), "
+                    "%d dropped so far",
+                    self._max_queue,
+                    oldest.type.value,
+                    self.dropped,
+                )
             self._queue_send.send_nowait(event)
 
     async def run(
