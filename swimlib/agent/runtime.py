@@ -403,7 +403,8 @@ async def open_agent(name: str | None = None, *, bind: Address = ("0.0.0.0", 794
             nursery.start_soon(agent._timer_loop)
             nursery.start_soon(agent._udp_loop)
             nursery.start_soon(trio.serve_listeners, agent._serve_stream, listeners)
-            await agent._drive()
+            # Effects so far (our own member-join) go out on the timer loop's first pass,
+            # after the caller had a chance to subscribe with agent.events().
             if join:
                 await agent.join(join, replay=replay)
             yield agent

@@ -318,6 +318,14 @@ class Serf:
         self._event_queue.queue(None, raw)
         self._pump(now)
 
+    def restore_clocks(self, clock: int, event_clock: int, query_clock: int) -> None:
+        """After a restart (snapshot): never reuse an old LTime, never replay old events."""
+        self.clock.witness(clock)
+        self.event_clock.witness(event_clock)
+        self.query_clock.witness(query_clock)
+        self._event_min_time = max(self._event_min_time, event_clock + 1)
+        self._query_min_time = max(self._query_min_time, query_clock + 1)
+
     def default_query_timeout(self) -> float:
         n = self.alive_count()
         return (self.config.gossip_interval * self.config.query_timeout_mult

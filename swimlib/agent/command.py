@@ -1,0 +1,311 @@
+"""``swimlib agent``: a drop-in for ``serf agent``.
+
+Wires the runtime to what the command line asks for: Serf-style logs, joins
+retried with backoff (``--join ha`` works before ``ha`` is up), the snapshot
+file, event-handler scripts fed through Serf's coalescing, the RPC port for
+``serf``/``swimlib`` clients, and a graceful leave on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import logging
+import random
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import trio
+
+from swimlib.agent.addresses import split_host_port
+from swimlib.agent.handlers import HandlerRunner, HandlerSpec, parse_handler_specs
+from swimlib.agent.runtime import Agent, JoinError, open_agent
+from swimlib.agent.snapshot import Snapshotter
+from swimlib.cluster.coalesce import EventCoalescer
+from swimlib.cluster.events import Event, QueryEvent
+from swimlib.config import PROFILES, Config
+from swimlib.errors import ConfigError, SwimError
+from swimlib.wire.crypto import Keyring
+
+log = logging.getLogger("swimlib")
+
+#: Join retry backoff: first wait, growth factor, ceiling (seconds).
+JOIN_BACKOFF = (1.0, 2.0, 30.0)
+_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
+           "warn": logging.WARNING, "warning": logging.WARNING, "err": logging.ERROR,
+           "error": logging.ERROR}
+
+
+class SerfLogFormatter(logging.Formatter):
+    """``    2026/11/25 01:10:35 [INFO] serf: EventMemberJoin: n2 127.0.0.1`` (Serf's layout)."""
+
+    _NAMES: ClassVar[dict[str, str]] = {"WARNING": "WARN", "ERROR": "ERR", "CRITICAL": "ERR"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
+        level = self._NAMES.get(record.levelname, record.levelname)
+        return f"    {stamp} [{level}] {record.getMessage()}"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("agent", help="run a swimlib agent (drop-in for serf agent)")
+    p.add_argument("--node", help="node name (default: hostname)")
+    p.add_argument("--bind", default="0.0.0.0:7946", help="gossip address (UDP and TCP)")
+    p.add_argument("--advertise", help="address peers use to reach us")
+    p.add_argument("--join", action="append", default=[], metavar="ADDR",
+                   help="join through ADDR (retried with backoff until it succeeds)")
+    p.add_argument("--replay", action="store_true", help="replay old user events on join")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--rpc-addr", default="127.0.0.1:7373", help="RPC address")
+    p.add_argument("--rpc-auth", default="", help="RPC auth token")
+    p.add_argument("--event-handler", action="append", default=[], metavar="[FILTER=]SCRIPT")
+    p.add_argument("--encrypt", metavar="BASE64KEY", help="gossip encryption key")
+    p.add_argument("--keyring-file", metavar="PATH", help="JSON keyring (first key primary)")
+    p.add_argument("--snapshot", metavar="PATH", help="snapshot file for rejoin after restart")
+    p.add_argument("--profile", choices=PROFILES, default="lan")
+    p.add_argument("--log-level", default="info", choices=sorted(_LEVELS))
+    p.set_defaults(func=run)
+
+
+def parse_tags(items: Sequence[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"invalid tag {item!r}: expected KEY=VALUE")
+        tags[key] = value
+    return tags
+
+
+def load_keyring(encrypt: str | None, keyring_file: str | None) -> Keyring | None:
+    if encrypt and keyring_file:
+        raise ConfigError("--encrypt and --keyring-file are mutually exclusive")
+    if encrypt:
+        try:
+            key = base64.b64decode(encrypt, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError("--encrypt: key is not valid base64") from None
+        return Keyring([key])
+    if keyring_file:
+        try:
+            return Keyring.from_json(Path(keyring_file).read_text())
+        except OSError as exc:
+            raise ConfigError(f"--keyring-file: {exc}") from None
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``swimlib agent``; returns the process exit code."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(SerfLogFormatter())
+    root = logging.getLogger("swimlib")
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS[args.log_level])
+    root.propagate = False
+    try:
+        settings = _Settings.from_args(args)
+    except (ConfigError, SwimError) as exc:
+        print(f"==> Error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        trio.run(_run_agent, settings)
+    except KeyboardInterrupt:
+        return 1
+    except (ConfigError, SwimError, OSError) as exc:
+        print(f"==> Error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _Settings:
+    """Validated command-line settings (errors surface before anything binds)."""
+
+    def __init__(self) -> None:
+        self.name = ""
+        self.bind: tuple[str, int] = ("0.0.0.0", 7946)
+        self.advertise: tuple[str, int] | None = None
+        self.rpc: tuple[str, int] = ("127.0.0.1", 7373)
+        self.rpc_auth = ""
+        self.join: list[str] = []
+        self.replay = False
+        self.tags: dict[str, str] = {}
+        self.handlers: list[HandlerSpec] = []
+        self.keyring: Keyring | None = None
+        self.keyring_file: str | None = None
+        self.snapshot: str | None = None
+        self.config = Config.lan()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> _Settings:
+        s = cls()
+        s.name = args.node or socket.gethostname()
+        s.bind = split_host_port(args.bind, 7946)
+        if args.advertise:
+            s.advertise = split_host_port(args.advertise, s.bind[1])
+        s.rpc = split_host_port(args.rpc_addr, 7373)
+        s.rpc_auth = args.rpc_auth
+        s.join = list(args.join)
+        s.replay = args.replay
+        s.tags = parse_tags(args.tag)
+        s.handlers = parse_handler_specs(args.event_handler)
+        s.keyring = load_keyring(args.encrypt, args.keyring_file)
+        s.keyring_file = args.keyring_file
+        s.snapshot = args.snapshot
+        s.config = Config.for_profile(args.profile)
+        return s
+
+
+async def _run_agent(s: _Settings) -> None:
+    snapshotter = Snapshotter.open(s.snapshot) if s.snapshot else None
+    print("==> Starting swimlib agent...", flush=True)
+    async with open_agent(s.name, bind=s.bind, advertise=s.advertise, config=s.config,
+                          tags=s.tags, keyring=s.keyring) as agent:
+        raw_events = agent.events()  # before any checkpoint: our own member-join included
+        if snapshotter is not None:
+            r = snapshotter.replay
+            agent.serf.restore_clocks(r.last_clock, r.last_event_clock, r.last_query_clock)
+        async with trio.open_nursery() as nursery:
+            rpc_started = await _start_rpc(nursery, agent, s)
+            _banner(agent, s, rpc_started)
+            handler_events = await _start_pipeline(nursery, agent, s, snapshotter)
+            nursery.start_soon(_fan_out, agent, raw_events, handler_events, snapshotter)
+            nursery.start_soon(_join_with_retry, agent, s, snapshotter)
+            await _wait_for_exit(agent)
+            if not agent.has_left:
+                log.info("agent: Gracefully shutting down agent...")
+                if snapshotter is not None:
+                    snapshotter.leave(trio.current_time())
+                await agent.leave()
+            nursery.cancel_scope.cancel()
+    if snapshotter is not None:
+        snapshotter.close(trio.current_time(), agent.serf.clock.time())
+    log.info("agent: shutdown complete")
+
+
+def _banner(agent: Agent, s: _Settings, rpc: bool) -> None:
+    lines = ["==> swimlib agent running!",
+             f"         Node name: '{agent.name}'",
+             f"         Bind addr: '{s.bind[0]}:{agent.address[1]}'",
+             f"          RPC addr: '{s.rpc[0]}:{s.rpc[1]}'" if rpc else "          RPC addr: -",
+             f"         Encrypted: {str(agent.keyring is not None).lower()}",
+             f"          Snapshot: {str(bool(s.snapshot)).lower()}",
+             f"           Profile: {s.config.profile}",
+             "", "==> Log data will now stream in as it occurs:", ""]
+    print("\n".join(lines), flush=True)
+
+
+async def _start_rpc(nursery: trio.Nursery, agent: Agent, s: _Settings) -> bool:
+    """Start the RPC server if the RPC package is available (swimlib.rpc)."""
+    try:
+        from swimlib.agent.rpc_adapter import (  # type: ignore[import-not-found,unused-ignore]
+            start_rpc_server,
+        )
+    except ImportError:
+        return False
+    await start_rpc_server(nursery, agent, s.rpc, s.rpc_auth, s.keyring_file)
+    return True
+
+
+async def _start_pipeline(nursery: trio.Nursery, agent: Agent, s: _Settings,
+                          snapshotter: Snapshotter | None
+                          ) -> trio.MemorySendChannel[Event] | None:
+    """Handlers get coalesced events in their own task, never on the protocol path."""
+    if not s.handlers:
+        return None
+    send, receive = trio.open_memory_channel[Event](4096)
+    runner = HandlerRunner(s.handlers, agent.local_member)
+
+    async def respond(query: QueryEvent, payload: bytes) -> None:
+        try:
+            await agent.respond(query.id, payload)
+        except SwimError as exc:
+            log.warning("agent: failed to respond to query %r: %s", query.name, exc)
+
+    nursery.start_soon(runner.run, receive, respond)
+    return send
+
+
+async def _fan_out(agent: Agent, raw: trio.MemoryReceiveChannel[Event],
+                   handlers: trio.MemorySendChannel[Event] | None,
+                   snapshotter: Snapshotter | None) -> None:
+    """Raw events -> snapshot; coalesced events -> handlers (Serf 3 s / 1 s windows)."""
+    coalescer = EventCoalescer()
+
+    def deliver(events: list[Event]) -> None:
+        if handlers is None:
+            return
+        for e in events:
+            try:
+                handlers.send_nowait(e)
+            except trio.WouldBlock:
+                agent.counters["handlers.dropped"] += 1
+
+    while True:
+        deadline = coalescer.next_deadline()
+        flush_at = min(deadline if deadline is not None else float("inf"),
+                       trio.current_time() + 0.5)
+        with trio.move_on_at(flush_at):
+            event = await raw.receive()
+            now = trio.current_time()
+            if snapshotter is not None:
+                snapshotter.record(event, now, agent.serf.clock.time())
+            deliver(coalescer.push(event, now))
+        now = trio.current_time()
+        deliver(coalescer.flush_due(now))
+        if snapshotter is not None:
+            snapshotter.tick(now, agent.serf.clock.time())
+
+
+async def _join_with_retry(agent: Agent, s: _Settings, snapshotter: Snapshotter | None) -> None:
+    """``--join`` retried with backoff; without it, rejoin what the snapshot remembers."""
+    if not s.join and snapshotter is not None:
+        candidates = snapshotter.replay.rejoin_candidates(random.Random(), exclude={agent.name})
+        for candidate in candidates:
+            try:
+                n = await agent.join([f"{candidate.addr}"], replay=s.replay)
+                log.info("agent: rejoined through snapshot member %s (%d)", candidate.name, n)
+                return
+            except (JoinError, ConfigError):
+                continue
+        if candidates:
+            log.warning("agent: no snapshot member answered; waiting to be joined")
+        return
+    if not s.join:
+        return
+    delay, factor, ceiling = JOIN_BACKOFF
+    while True:
+        try:
+            n = await agent.join(s.join, replay=s.replay)
+            log.info("agent: joined: %d nodes", n)
+            return
+        except (JoinError, ConfigError) as exc:
+            log.warning("agent: join failed: %s; retrying in %.0fs", exc, delay)
+        await trio.sleep(delay)
+        delay = min(ceiling, delay * factor)
+
+
+async def _wait_for_exit(agent: Agent) -> None:
+    """Until SIGINT/SIGTERM, or until the agent left through RPC (``serf leave``)."""
+    async with trio.open_nursery() as nursery:
+        async def signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+                async for signum in received:
+                    log.info("agent: Caught signal: %s", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        async def left() -> None:
+            while not agent.has_left:
+                await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(signals)
+        nursery.start_soon(left)
+
+
