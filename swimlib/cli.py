@@ -1,7 +1,9 @@
 """The ``swimlib`` command line.
 
-Subcommands grow with the agent (issue 3: ``agent``, ``members``, ``join`` ...);
-for now the ones that need no running agent.
+``keygen`` and ``version`` work offline; ``members``, ``join``, ``leave``,
+``force-leave``, ``event``, ``query``, ``tags``, ``keys``, ``monitor``, ``info``
+and ``reachability`` talk to an agent over Serf's RPC protocol and print what
+``serf`` prints (see :mod:`swimlib.rpc.commands`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 from collections.abc import Sequence
 
 from swimlib import __version__
+from swimlib.rpc import commands as rpc_commands
+from swimlib.rpc.goflags import normalize_bool_flags
 
 
 def _keygen(_args: argparse.Namespace) -> int:
@@ -33,13 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     sub.add_parser("keygen", help="generate a new encryption key").set_defaults(func=_keygen)
     sub.add_parser("version", help="print the version").set_defaults(func=_version)
+    rpc_commands.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
-    return result
+    parser = build_parser()
+    raw = list(sys.argv[1:] if argv is None else argv)
+    try:
+        raw = normalize_bool_flags(raw, rpc_commands.BOOL_FLAGS)
+    except ValueError as exc:
+        parser.error(str(exc))
+    args = parser.parse_args(raw)
+    return rpc_commands.run(args.func, args)
 
 
 if __name__ == "__main__":
