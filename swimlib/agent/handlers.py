@@ -34,6 +34,10 @@ Deliberate differences (why in brackets):
   describe the current cluster; old queries are past their deadline anyway].
 * A query answered by several matching scripts responds once, with the first successful output
   [Serf calls ``Respond`` again and logs the "already responded" error].
+* Member tags on stdin are in sorted key order [Go's map order is random, so scripts cannot
+  rely on any order]. An empty script is a ConfigError [Serf silently runs ``sh -c ""``].
+* The "output truncated" warning is logged after the script ends [Serf checks right after
+  start, when nothing has been written, so it never fires].
 
 Public API::
 
@@ -57,12 +61,13 @@ Public API::
         async run(events: trio.MemoryReceiveChannel[Event],
                   respond: Callable[[QueryEvent, bytes], Awaitable[None]] | None = None) -> None
         update_specs(specs: Sequence[HandlerSpec]) -> None        # SIGHUP: used from next event
-        dropped, invocations, failures, timeouts, queries_answered: int; queued: int (property)
+        specs: tuple[HandlerSpec, ...]; queued: int                # properties
+        dropped, invocations, failures, timeouts, queries_answered: int   # counters
 
-``run`` returns once ``events`` is closed and everything already queued has run; cancelling it
-stops the running script. The caller sends events into the channel and never waits for scripts.
-``respond`` is awaited with the query and its output; the caller checks size (1024 B) and
-deadline. Exceptions from ``respond`` are logged, not raised.
+``run`` may be called once per runner. It returns once ``events`` is closed and everything
+already queued has run; cancelling it stops the running script. The caller sends events into
+the channel and never waits for scripts. ``respond`` is awaited with the query and its output;
+the caller checks size (1024 B) and deadline. Exceptions from ``respond`` are logged.
 """
 
 from __future__ import annotations
@@ -75,7 +80,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import attrs
@@ -335,7 +339,7 @@ async def invoke_script(
     env = build_env(event, self_member, base_env)
     stdin_data = event_stdin(event)
     ring = _Ring(MAX_OUTPUT)
-    started = time.monotonic()
+    started = trio.current_time()
     etype = event.type.value
     try:
         proc = await trio.lowlevel.open_process(
@@ -348,7 +352,7 @@ async def invoke_script(
         )
     except (OSError, ValueError) as exc:
         log.error("agent: Error invoking script '%s': %s", script, exc)
-        return InvocationResult(script, None, b"", 0, time.monotonic() - started)
+        return InvocationResult(script, None, b"", 0, trio.current_time() - started)
 
     assert proc.stdin is not None and proc.stdout is not None
     stdin_stream, stdout_stream = proc.stdin, proc.stdout
@@ -402,7 +406,7 @@ async def invoke_script(
     finally:
         await trio.aclose_forcefully(stdout_stream)
 
-    duration = time.monotonic() - started
+    duration = trio.current_time() - started
     output = ring.value()
     if ring.total > ring.size:
         log.warning(
@@ -462,6 +466,7 @@ class HandlerRunner:
         #: Queries for which ``respond`` was called.
         self.queries_answered = 0
         self._last_drop_log: float | None = None
+        self._started = False
 
     @property
     def specs(self) -> tuple[HandlerSpec, ...]:
@@ -500,6 +505,9 @@ class HandlerRunner:
         respond: Callable[[QueryEvent, bytes], Awaitable[None]] | None = None,
     ) -> None:
         """Consume ``events`` until it closes, then finish what is queued and return."""
+        if self._started:
+            raise RuntimeError("HandlerRunner.run() may only be called once")
+        self._started = True
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._worker, respond)
             try:
@@ -518,7 +526,12 @@ class HandlerRunner:
         specs = [s for s in self._specs if s.matches(event)]
         if not specs:
             return
-        self_member = self._self_info()
+        try:
+            self_member = self._self_info()
+        except Exception:  # a bug in the caller must not end all future handler runs
+            log.exception("agent: cannot read our own member; skipping handlers for an event")
+            self.failures += len(specs)
+            return
         answered = False
         for spec in specs:
             self.invocations += 1

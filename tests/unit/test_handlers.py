@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -340,7 +341,7 @@ def _alive(pid: int) -> bool:
 async def run_events(
     runner: HandlerRunner,
     events: list[Event],
-    respond: object = None,
+    respond: Callable[[QueryEvent, bytes], Awaitable[None]] | None = None,
     limit: float = 20,
 ) -> None:
     send, recv = trio.open_memory_channel[Event](0)
@@ -531,3 +532,28 @@ async def test_events_without_matching_specs_start_nothing() -> None:
     left = ClusterMember("n1", "127.0.0.1", 1, {}, status=MemberStatus.LEFT)
     await run_events(runner, [MemberEvent(EventType.MEMBER_LEAVE, (left,)), user("y")])
     assert runner.invocations == 0
+
+
+async def test_a_failing_self_info_skips_the_event_not_the_runner(tmp_path: Path) -> None:
+    out = tmp_path / "log"
+    calls = [0]
+
+    def self_info() -> ClusterMember:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("not ready")
+        return N0
+
+    runner = HandlerRunner(parse_handler_specs([f"echo $SERF_USER_LTIME >> {out}"]), self_info)
+    await run_events(runner, [user(ltime=1), user(ltime=2)])
+    assert out.read_text().split() == ["2"] and runner.failures == 1
+
+
+async def test_run_is_single_use() -> None:
+    runner = HandlerRunner([], lambda: N0)
+    send, recv = trio.open_memory_channel[Event](0)
+    await send.aclose()
+    with trio.fail_after(5):
+        await runner.run(recv)
+        with pytest.raises(RuntimeError, match="only be called once"):
+            await runner.run(recv)
