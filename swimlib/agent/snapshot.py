@@ -18,6 +18,8 @@ candidates, tried after the alive ones, newest failure first. They are stored as
 silently (unknown lines it would log as warnings), so a real Serf reading our file sees exactly
 its own semantics. A later ``alive:``/``not-alive:`` for the name (rejoin, leave, or our
 ``not-alive:`` on member-reap) clears the candidate; at most ``max_failed`` are kept.
+Checked against serf 0.9.4: it replays such a file without a warning and re-joins only the
+alive members (tests/integration/test_handler_scripts.py).
 
 Writing follows Serf: lines are buffered and written once >= 500 ms passed since the previous
 write (and on :meth:`Snapshotter.tick`, leave and close, which Serf lacks: its buffer waits for
@@ -27,6 +29,12 @@ decisions take ``now`` (seconds, any monotonic clock), so tests are deterministi
 :class:`FileStore` touches the filesystem. Bad lines are counted, logged (first few) and
 skipped; a truncated last line (crash mid-write) is skipped like Serf does. Write errors are
 logged and counted and recovered by a compaction attempt at most every 30 s.
+
+Other small differences from Serf, each to keep the file meaning what it says: the compaction
+threshold counts failed candidates too (else a compacted file could exceed it at once);
+compaction after a leave keeps the ``leave`` line (Serf drops it, so a later replay would
+rejoin); members whose name contains a newline are not recorded (Serf writes them and corrupts
+the line structure); a failed compaction is retried after 30 s, not on every line.
 
 How to use the replay (as Serf does): ``clock.witness(replay.last_clock)``, accept user events
 only above ``replay.last_event_clock`` and queries above ``replay.last_query_clock``, and join
@@ -47,7 +55,8 @@ Public API::
     class Snapshotter(store: SnapshotStore, *, rejoin_after_leave=False,
             min_compact_size=MIN_COMPACT_SIZE, max_failed=MAX_FAILED)
         @classmethod open(path, **same keywords) -> Snapshotter
-        .replay: SnapshotReplay; .alive, .failed -> dict[str, str]
+        .replay: SnapshotReplay; .alive, .failed -> dict[str, str]; max_size() -> int
+        .last_clock, .last_event_clock, .last_query_clock: int    # as written so far
         record(event: Event, now: float, clock: int | None = None)
         update_clock(clock: int, now: float); tick(now: float, clock: int | None = None)
         leave(now: float); close(now: float, clock: int | None = None)
