@@ -32,9 +32,10 @@ logged and counted and recovered by a compaction attempt at most every 30 s.
 
 Other small differences from Serf, each to keep the file meaning what it says: the compaction
 threshold counts failed candidates too (else a compacted file could exceed it at once);
-compaction after a leave keeps the ``leave`` line (Serf drops it, so a later replay would
-rejoin); members whose name contains a newline are not recorded (Serf writes them and corrupts
-the line structure); a failed compaction is retried after 30 s, not on every line.
+compaction after a leave keeps the ``leave`` line (Serf drops it, so whether a replay resets
+the clocks would depend on when compaction ran); members whose name contains a newline are
+not recorded (Serf writes them and corrupts the line structure); a failed compaction is
+retried after 30 s, not on every line.
 
 How to use the replay (as Serf does): ``clock.witness(replay.last_clock)``, accept user events
 only above ``replay.last_event_clock`` and queries above ``replay.last_query_clock``, and join
