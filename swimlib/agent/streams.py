@@ -13,8 +13,8 @@ import trio
 
 from swimlib.errors import DecodeError
 from swimlib.wire import codec
-from swimlib.wire.messages import MessageType
 from swimlib.wire.crypto import Keyring
+from swimlib.wire.messages import MessageType
 
 #: Bytes read per receive call.
 _CHUNK = 65536

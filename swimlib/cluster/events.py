@@ -9,7 +9,7 @@ and queries.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -18,8 +18,10 @@ from swimlib.wire.serf import MemberStatus
 __all__ = ["ClusterMember", "EventType", "MemberEvent", "MemberStatus", "QueryEvent", "UserEvent"]
 
 
-def _freeze_tags(tags: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(tags.items()))
+def _freeze_tags(tags: Mapping[str, str] | Iterable[tuple[str, str]]
+                 ) -> tuple[tuple[str, str], ...]:
+    items = tags.items() if isinstance(tags, Mapping) else tags
+    return tuple(sorted((str(k), str(v)) for k, v in items))
 
 
 @attrs.frozen(slots=True)

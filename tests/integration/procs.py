@@ -1,0 +1,172 @@
+"""Real processes for integration tests: serf agents and swimlib agents on loopback.
+
+Every process is started through :class:`Procs`, remembered by PID and
+stopped by the test (SIGTERM, then SIGKILL after a grace period). Ports come
+from the kernel (bound UDP+TCP to port 0, then released). Every wait is
+bounded in time and count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SERF = shutil.which("serf") or "/usr/bin/serf"
+HAVE_SERF = os.path.exists(SERF)
+needs_serf = pytest.mark.skipif(not HAVE_SERF, reason="Debian's serf is not installed "
+                                "(make test installs it when run as root)")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return int(port)
+    raise RuntimeError("no free port")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
+              what: str = "condition") -> Any:
+    """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 2):
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            break
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Proc:
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], log: Path,
+                 rpc: str, gossip: str) -> None:
+        self.name = name
+        self.popen = popen
+        self.log = log
+        self.rpc = rpc
+        self.gossip = gossip
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+class Procs:
+    """Starts agents and guarantees they are stopped (use as a fixture)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[Proc] = []
+
+    def _spawn(self, name: str, argv: list[str], rpc: str, gossip: str,
+               env: dict[str, str] | None = None) -> Proc:
+        log = self.workdir / f"{name}-{len(self.procs)}.log"
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                     env={**os.environ, **(env or {})},
+                                     start_new_session=True)
+        proc = Proc(name, popen, log, rpc, gossip)
+        self.procs.append(proc)
+        return proc
+
+    def serf(self, name: str, *extra: str, join: str | None = None,
+             port: int | None = None, rpc_port: int | None = None) -> Proc:
+        port = port or free_port()
+        rpc_port = rpc_port or free_port()
+        argv = [SERF, "agent", f"-node={name}", f"-bind=127.0.0.1:{port}",
+                f"-rpc-addr=127.0.0.1:{rpc_port}", "-log-level=debug", *extra]
+        if join:
+            argv.append(f"-join={join}")
+        proc = self._spawn(name, argv, f"127.0.0.1:{rpc_port}", f"127.0.0.1:{port}")
+        wait_for(lambda: self.rpc_ready(proc), 10, what=f"serf agent {name} RPC")
+        return proc
+
+    def swimlib(self, name: str, *extra: str, join: str | None = None,
+                port: int | None = None, rpc_port: int | None = None,
+                wait: bool = True) -> Proc:
+        port = port or free_port()
+        rpc_port = rpc_port or free_port()
+        argv = [sys.executable, "-m", "swimlib.cli", "agent", "--node", name,
+                "--bind", f"127.0.0.1:{port}", "--rpc-addr", f"127.0.0.1:{rpc_port}",
+                "--log-level", "debug", *extra]
+        if join:
+            argv += ["--join", join]
+        proc = self._spawn(name, argv, f"127.0.0.1:{rpc_port}", f"127.0.0.1:{port}")
+        if wait:
+            wait_for(lambda: self.rpc_ready(proc), 15, what=f"swimlib agent {name} RPC")
+        return proc
+
+    def rpc_ready(self, proc: Proc) -> bool:
+        if not proc.alive():
+            raise AssertionError(f"{proc.name} exited:\n{proc.output()[-3000:]}")
+        host, port = proc.rpc.rsplit(":", 1)
+        try:
+            with socket.create_connection((host, int(port)), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def members(self, proc: Proc, cli: str = "serf") -> dict[str, dict[str, Any]]:
+        """``serf members -format=json`` (or ``swimlib members``) as name -> member."""
+        if cli == "serf":
+            argv = [SERF, "members", f"-rpc-addr={proc.rpc}", "-format=json"]
+        else:
+            argv = [sys.executable, "-m", "swimlib.cli", "members", "--rpc-addr", proc.rpc,
+                    "--format", "json"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        if out.returncode != 0:
+            return {}
+        return {m["name"]: m for m in json.loads(out.stdout)["members"]}
+
+    def kill(self, proc: Proc, sig: int = signal.SIGKILL) -> None:
+        if proc.alive():
+            os.kill(proc.pid, sig)
+
+    def stop(self, proc: Proc, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL: the process is gone when this returns."""
+        if proc.alive():
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                return proc.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+        return proc.popen.wait(5)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.alive():
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                proc.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
