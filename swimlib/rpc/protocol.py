@@ -9,7 +9,8 @@ one. Streams (``stream``, ``monitor``, ``query``) keep sending ``{Seq, Error}``
 The codec is not the gossip one (``swimlib.wire._mp``): Serf's agent and
 client use go-msgpack with ``WriteExt: true, RawToString: true``, so strings
 are msgpack *str* (str8 allowed) and ``[]byte`` is *bin*. Structs are maps
-keyed by the Go field name in declaration order. Decoding follows Go: missing
+keyed by the Go field name, sorted by name as go-msgpack writes them.
+Decoding follows Go: missing
 keys are zero values, unknown keys are skipped, nil is the zero value, and a
 string field also accepts bin (and a bytes field str) for older clients.
 """
@@ -17,6 +18,7 @@ string field also accepts bin (and a bytes field str) for older clients.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, Self
@@ -225,19 +227,40 @@ class _Field:
     go: str
     decode: Callable[[Any], Any]
     zero: Callable[[], Any]
+    #: Send an empty value as nil, as Go does for a slice it never filled.
+    nil_if_empty: bool = False
 
 
-def _f(attr: str, go: str, decode: Callable[[Any], Any], zero: Callable[[], Any]) -> _Field:
-    return _Field(attr, go, decode, zero)
+def _f(
+    attr: str,
+    go: str,
+    decode: Callable[[Any], Any],
+    zero: Callable[[], Any],
+    nil_if_empty: bool = False,
+) -> _Field:
+    return _Field(attr, go, decode, zero, nil_if_empty)
+
+
+@functools.cache
+def _wire_order(fields: tuple[_Field, ...]) -> tuple[_Field, ...]:
+    return tuple(sorted(fields, key=lambda f: f.go))
 
 
 class Body:
-    """A Go struct sent as a msgpack map; subclasses list their fields in Go order."""
+    """A Go struct sent as a msgpack map; subclasses list their fields in Go order.
+
+    go-msgpack writes struct fields sorted by name, so :meth:`to_wire` does
+    too and our bytes equal the Go agent's.
+    """
 
     FIELDS: ClassVar[tuple[_Field, ...]] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {f.go: _to_wire(getattr(self, f.attr)) for f in self.FIELDS}
+        wire = {}
+        for f in _wire_order(self.FIELDS):
+            value = getattr(self, f.attr)
+            wire[f.go] = None if f.nil_if_empty and not value else _to_wire(value)
+        return wire
 
     @classmethod
     def from_wire(cls, obj: Any) -> Self:
@@ -306,14 +329,10 @@ class EventRequest(Body):
     coalesce: bool = False
     FIELDS = (
         _f("name", "Name", _str, str),
-        _f("payload", "Payload", _bytes, bytes),
+        _f("payload", "Payload", _bytes, bytes, True),
         _f("coalesce", "Coalesce", _bool, bool),
     )
 
-    def to_wire(self) -> dict[str, Any]:
-        wire = super().to_wire()
-        wire["Payload"] = self.payload or None  # Go sends a nil slice as nil
-        return wire
 
 
 @attrs.frozen
@@ -370,7 +389,10 @@ class StopRequest(Body):
 class TagsRequest(Body):
     tags: dict[str, str] = attrs.field(factory=dict)
     delete_tags: list[str] = attrs.field(factory=list)
-    FIELDS = (_f("tags", "Tags", _str_map, dict), _f("delete_tags", "DeleteTags", _str_list, list))
+    FIELDS = (
+        _f("tags", "Tags", _str_map, dict),
+        _f("delete_tags", "DeleteTags", _str_list, list, True),
+    )
 
 
 @attrs.frozen
@@ -384,13 +406,13 @@ class QueryRequest(Body):
     #: time.Duration: nanoseconds, 0 = the agent's default
     timeout_ns: int = 0
     FIELDS = (
-        _f("filter_nodes", "FilterNodes", _str_list, list),
+        _f("filter_nodes", "FilterNodes", _str_list, list, True),
         _f("filter_tags", "FilterTags", _str_map, dict),
         _f("request_ack", "RequestAck", _bool, bool),
         _f("relay_factor", "RelayFactor", U8, int),
         _f("timeout_ns", "Timeout", I64, int),
         _f("name", "Name", _str, str),
-        _f("payload", "Payload", _bytes, bytes),
+        _f("payload", "Payload", _bytes, bytes, True),
     )
 
 
@@ -398,7 +420,7 @@ class QueryRequest(Body):
 class RespondRequest(Body):
     id: int
     payload: bytes = b""
-    FIELDS = (_f("id", "ID", U64, int), _f("payload", "Payload", _bytes, bytes))
+    FIELDS = (_f("id", "ID", U64, int), _f("payload", "Payload", _bytes, bytes, True))
 
 
 # -- response bodies and stream records ----------------------------------------------
@@ -466,7 +488,7 @@ class KeyResponse(Body):
     num_resp: int = 0
     FIELDS = (
         _f("messages", "Messages", _str_map, dict),
-        _f("keys", "Keys", _int_map, dict),
+        _f("keys", "Keys", _int_map, dict, True),
         _f("num_nodes", "NumNodes", INT, int),
         _f("num_err", "NumErr", INT, int),
         _f("num_resp", "NumResp", INT, int),
@@ -481,13 +503,9 @@ class QueryRecord(Body):
     FIELDS = (
         _f("type", "Type", _str, str),
         _f("from_node", "From", _str, str),
-        _f("payload", "Payload", _bytes, bytes),
+        _f("payload", "Payload", _bytes, bytes, True),
     )
 
-    def to_wire(self) -> dict[str, Any]:
-        wire = super().to_wire()
-        wire["Payload"] = self.payload or None
-        return wire
 
 
 @attrs.frozen
@@ -507,7 +525,7 @@ class UserEventRecord(Body):
         _f("event", "Event", _str, str),
         _f("ltime", "LTime", U64, int),
         _f("name", "Name", _str, str),
-        _f("payload", "Payload", _bytes, bytes),
+        _f("payload", "Payload", _bytes, bytes, True),
         _f("coalesce", "Coalesce", _bool, bool),
     )
 
@@ -524,7 +542,7 @@ class QueryEventRecord(Body):
         _f("id", "ID", U64, int),
         _f("ltime", "LTime", U64, int),
         _f("name", "Name", _str, str),
-        _f("payload", "Payload", _bytes, bytes),
+        _f("payload", "Payload", _bytes, bytes, True),
     )
 
 
@@ -544,16 +562,12 @@ class Coordinate(Body):
     adjustment: float = 0.0
     height: float = 0.0
     FIELDS = (
-        _f("vec", "Vec", _float_list, list),
+        _f("vec", "Vec", _float_list, list, True),
         _f("error", "Error", _float, float),
         _f("adjustment", "Adjustment", _float, float),
         _f("height", "Height", _float, float),
     )
 
-    def to_wire(self) -> dict[str, Any]:
-        wire = super().to_wire()
-        wire["Vec"] = self.vec or None
-        return wire
 
 
 def _coordinate(value: Any) -> Coordinate:
