@@ -1,6 +1,7 @@
 """The ``swimlib`` command line.
 
-``keygen`` and ``version`` work offline; ``members``, ``join``, ``leave``,
+``agent`` runs an agent (:mod:`swimlib.agent.command`); ``keygen`` and
+``version`` work offline; ``members``, ``join``, ``leave``,
 ``force-leave``, ``event``, ``query``, ``tags``, ``keys``, ``monitor``, ``info``
 and ``reachability`` talk to an agent over Serf's RPC protocol and print what
 ``serf`` prints (see :mod:`swimlib.rpc.commands`).
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from swimlib import __version__
+from swimlib.agent import command as agent_command
 from swimlib.rpc import commands as rpc_commands
 from swimlib.rpc.goflags import normalize_bool_flags
 
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     sub.add_parser("keygen", help="generate a new encryption key").set_defaults(func=_keygen)
     sub.add_parser("version", help="print the version").set_defaults(func=_version)
+    agent_command.add_parser(sub)
     rpc_commands.register(sub)
     return parser
 
