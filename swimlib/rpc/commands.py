@@ -9,6 +9,7 @@ prints them on stdout), and bad usage exits 2 (argparse) instead of 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -512,4 +513,8 @@ def run(func: Handler, args: argparse.Namespace) -> int:
         err(str(exc))
         return 1
     except KeyboardInterrupt:
+        return 1
+    except BrokenPipeError:  # ``swimlib monitor | head``: the reader went away
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

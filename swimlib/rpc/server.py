@@ -328,7 +328,11 @@ class _Session:
 
     async def _stats(self, seq: int) -> None:
         try:
-            stats = {k: dict(v) for k, v in self.agent.stats().items()}
+            # Go's client decodes map[string]map[string]string: send only strings.
+            stats = {
+                str(k): {str(a): str(b) for a, b in v.items()}
+                for k, v in self.agent.stats().items()
+            }
         except Exception as exc:
             await self._send(seq, _err(exc), {})
             return
