@@ -25,6 +25,7 @@ import trio
 
 from swimlib.agent.addresses import split_host_port
 from swimlib.agent.handlers import HandlerRunner, HandlerSpec, parse_handler_specs
+from swimlib.agent.rpc_adapter import start_rpc_server
 from swimlib.agent.runtime import Agent, JoinError, open_agent
 from swimlib.agent.snapshot import Snapshotter
 from swimlib.cluster.coalesce import EventCoalescer
@@ -171,12 +172,12 @@ async def _run_agent(s: _Settings) -> None:
             r = snapshotter.replay
             agent.serf.restore_clocks(r.last_clock, r.last_event_clock, r.last_query_clock)
         async with trio.open_nursery() as nursery:
-            rpc_started = await _start_rpc(nursery, agent, s)
-            _banner(agent, s, rpc_started)
+            stop_requested = await _start_rpc(nursery, agent, s)
+            _banner(agent, s)
             handler_events = await _start_pipeline(nursery, agent, s, snapshotter)
             nursery.start_soon(_fan_out, agent, raw_events, handler_events, snapshotter)
             nursery.start_soon(_join_with_retry, agent, s, snapshotter)
-            await _wait_for_exit(agent)
+            await _wait_for_exit(agent, stop_requested)
             if not agent.has_left:
                 log.info("agent: Gracefully shutting down agent...")
                 if snapshotter is not None:
@@ -188,11 +189,11 @@ async def _run_agent(s: _Settings) -> None:
     log.info("agent: shutdown complete")
 
 
-def _banner(agent: Agent, s: _Settings, rpc: bool) -> None:
+def _banner(agent: Agent, s: _Settings) -> None:
     lines = ["==> swimlib agent running!",
              f"         Node name: '{agent.name}'",
              f"         Bind addr: '{s.bind[0]}:{agent.address[1]}'",
-             f"          RPC addr: '{s.rpc[0]}:{s.rpc[1]}'" if rpc else "          RPC addr: -",
+             f"          RPC addr: '{s.rpc[0]}:{s.rpc[1]}'",
              f"         Encrypted: {str(agent.keyring is not None).lower()}",
              f"          Snapshot: {str(bool(s.snapshot)).lower()}",
              f"           Profile: {s.config.profile}",
@@ -200,16 +201,10 @@ def _banner(agent: Agent, s: _Settings, rpc: bool) -> None:
     print("\n".join(lines), flush=True)
 
 
-async def _start_rpc(nursery: trio.Nursery, agent: Agent, s: _Settings) -> bool:
-    """Start the RPC server if the RPC package is available (swimlib.rpc)."""
-    try:
-        from swimlib.agent.rpc_adapter import (  # type: ignore[import-not-found,unused-ignore]
-            start_rpc_server,
-        )
-    except ImportError:
-        return False
-    await start_rpc_server(nursery, agent, s.rpc, s.rpc_auth, s.keyring_file)
-    return True
+async def _start_rpc(nursery: trio.Nursery, agent: Agent, s: _Settings) -> trio.Event:
+    """Serve Serf's RPC protocol; the returned event fires when a client asks us to stop."""
+    adapter = await start_rpc_server(nursery, agent, s.rpc, s.rpc_auth, s.keyring_file)
+    return adapter.shutdown_requested
 
 
 async def _start_pipeline(nursery: trio.Nursery, agent: Agent, s: _Settings,
@@ -290,8 +285,8 @@ async def _join_with_retry(agent: Agent, s: _Settings, snapshotter: Snapshotter 
         delay = min(ceiling, delay * factor)
 
 
-async def _wait_for_exit(agent: Agent) -> None:
-    """Until SIGINT/SIGTERM, or until the agent left through RPC (``serf leave``)."""
+async def _wait_for_exit(agent: Agent, stop_requested: trio.Event) -> None:
+    """Until SIGINT/SIGTERM, or until an RPC client had us leave (``serf leave``)."""
     async with trio.open_nursery() as nursery:
         async def signals() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
@@ -301,8 +296,7 @@ async def _wait_for_exit(agent: Agent) -> None:
                     return
 
         async def left() -> None:
-            while not agent.has_left:
-                await trio.sleep(0.2)
+            await stop_requested.wait()
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(signals)

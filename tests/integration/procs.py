@@ -8,6 +8,7 @@ bounded in time and count.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -162,11 +163,7 @@ class Procs:
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.alive():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                pass

@@ -1,0 +1,215 @@
+"""The running agent as the RPC server sees it (:class:`swimlib.rpc.api.AgentAPI`).
+
+Translates RPC calls into :class:`~swimlib.agent.runtime.Agent` calls, runs
+Serf's keyring queries (install/use/remove/list with per-node results), keeps
+the keyring file in step after key changes, and streams log lines to
+``monitor`` clients from a bounded backlog.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import trio
+
+from swimlib.agent.runtime import Agent
+from swimlib.cluster.events import ClusterMember, Event, QueryEvent
+from swimlib.errors import DecodeError, SwimError
+from swimlib.rpc import api
+from swimlib.rpc.server import serve_rpc
+from swimlib.wire import serf as sw
+
+log = logging.getLogger("swimlib")
+
+#: Lines and events kept for slow subscribers (Serf: 512).
+_BUFFER = 512
+_LEVEL_NAMES = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERR",
+                "CRITICAL": "ERR"}
+
+
+class LogFanout(logging.Handler):
+    """Copies formatted log records to ``monitor`` subscribers, with a backlog."""
+
+    def __init__(self, formatter: logging.Formatter) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.setFormatter(formatter)
+        self.backlog: deque[api.LogLine] = deque(maxlen=_BUFFER)
+        self.subscribers: set[trio.MemorySendChannel[api.LogLine]] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = api.LogLine(_LEVEL_NAMES.get(record.levelname, "INFO"), self.format(record))
+        self.backlog.append(line)
+        for channel in list(self.subscribers):
+            with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                channel.send_nowait(line)
+
+
+class AgentRPC:
+    """Implements :class:`~swimlib.rpc.api.AgentAPI` for one :class:`Agent`."""
+
+    def __init__(self, agent: Agent, keyring_file: str | None, logs: LogFanout) -> None:
+        self.agent = agent
+        self.keyring_file = keyring_file
+        self.logs = logs
+        #: Set when a client asked the agent to leave and shut down.
+        self.shutdown_requested = trio.Event()
+
+    def members(self) -> Sequence[ClusterMember]:
+        return self.agent.members()
+
+    async def join(self, addrs: Sequence[str], replay: bool) -> int:
+        return await self.agent.join(addrs, replay=replay)
+
+    async def leave(self) -> None:
+        await self.agent.leave()
+
+    def request_shutdown(self) -> None:
+        self.shutdown_requested.set()
+
+    async def force_leave(self, node: str, prune: bool) -> None:
+        await self.agent.force_leave(node, prune)
+
+    async def user_event(self, name: str, payload: bytes, coalesce: bool) -> None:
+        await self.agent.user_event(name, payload, coalesce)
+
+    async def set_tags(self, set: Mapping[str, str], delete: Sequence[str]) -> None:
+        await self.agent.set_tags(set, delete)
+
+    async def query(self, name: str, payload: bytes, *, filter_nodes: Sequence[str],
+                    filter_tags: Mapping[str, str], request_ack: bool, relay_factor: int,
+                    timeout: float) -> AsyncIterator[api.QueryReply]:
+        handle = await self.agent.query(name, payload, filter_nodes=filter_nodes,
+                                        filter_tags=filter_tags, request_ack=request_ack,
+                                        relay_factor=relay_factor, timeout=timeout)
+
+        async def replies() -> AsyncIterator[api.QueryReply]:
+            async for reply in handle:
+                if reply.kind == "ack":
+                    yield api.QueryReply("ack", reply.from_node)
+                else:
+                    yield api.QueryReply("response", reply.from_node, reply.payload)
+
+        return replies()
+
+    async def respond(self, query: QueryEvent, payload: bytes) -> None:
+        await self.agent.respond(query.id, payload)
+
+    def stats(self) -> Mapping[str, Mapping[str, str]]:
+        return self.agent.stats()
+
+    # ------------------------------------------------------------------ keys
+
+    async def install_key(self, key: str) -> api.KeyResult:
+        return await self._key_query("install-key", key)
+
+    async def use_key(self, key: str) -> api.KeyResult:
+        return await self._key_query("use-key", key)
+
+    async def remove_key(self, key: str) -> api.KeyResult:
+        return await self._key_query("remove-key", key)
+
+    async def list_keys(self) -> api.KeyResult:
+        return await self._key_query("list-keys", None)
+
+    async def _key_query(self, kind: str, key: str | None) -> api.KeyResult:
+        """Serf's KeyManager: a cluster-wide internal query, then per-node verdicts."""
+        raw = b""
+        if key is not None:
+            try:
+                raw = base64.b64decode(key, validate=True)
+            except (binascii.Error, ValueError):
+                raise SwimError("illegal base64 data in key") from None
+        handle = await self.agent.query(sw.INTERNAL_QUERY_PREFIX + kind,
+                                        sw.encode_serf(sw.KeyRequest(raw)))
+        num_nodes = self.agent.serf.alive_count()
+        messages: dict[str, str] = {}
+        keys: dict[str, int] = {}
+        num_resp = num_err = 0
+        async for reply in handle:
+            if reply.kind != "response":
+                continue
+            num_resp += 1
+            try:
+                resp = sw.decode_serf(reply.payload)
+            except DecodeError:
+                resp = None
+            if not isinstance(resp, sw.KeyResponse):
+                messages[reply.from_node] = "Invalid key query response"
+                num_err += 1
+                continue
+            if not resp.result:
+                messages[reply.from_node] = resp.message
+                num_err += 1
+            for k in resp.keys:
+                keys[k] = keys.get(k, 0) + 1
+        result = api.KeyResult(messages, keys, num_nodes, num_err, num_resp)
+        if kind != "list-keys":
+            self._save_keyring()
+        if num_err:
+            raise api.KeyringError(f"{num_err}/{num_nodes} nodes reported failure", result)
+        if num_resp != num_nodes:
+            raise api.KeyringError(f"{num_resp}/{num_nodes} nodes reported success", result)
+        return result
+
+    def _save_keyring(self) -> None:
+        """Persist the keyring after a change, atomically (Serf rewrites the file too)."""
+        keyring = self.agent.keyring
+        if self.keyring_file is None or keyring is None:
+            return
+        path = Path(self.keyring_file)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(keyring.to_json())
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("agent: failed to write keyring file %s: %s", path, exc)
+
+    # ------------------------------------------------------------------ subscriptions
+
+    @asynccontextmanager
+    async def subscribe_events(self) -> AsyncIterator[AsyncIterator[Event]]:
+        receive = self.agent.events(_BUFFER)
+        async with receive:
+            yield _without_internal_queries(receive)
+
+    @asynccontextmanager
+    async def subscribe_logs(self) -> AsyncIterator[AsyncIterator[api.LogLine]]:
+        send, receive = trio.open_memory_channel[api.LogLine](_BUFFER)
+        for line in list(self.logs.backlog):
+            send.send_nowait(line)
+        self.logs.subscribers.add(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self.logs.subscribers.discard(send)
+            send.close()
+
+
+async def _without_internal_queries(
+        events: trio.MemoryReceiveChannel[Event]) -> AsyncIterator[Event]:
+    async for event in events:
+        if isinstance(event, QueryEvent) and event.name.startswith(sw.INTERNAL_QUERY_PREFIX):
+            continue
+        yield event
+
+
+async def start_rpc_server(nursery: trio.Nursery, agent: Agent, addr: tuple[str, int],
+                           auth_key: str, keyring_file: str | None) -> AgentRPC:
+    """Serve Serf's RPC protocol for ``agent`` on ``addr``; returns the adapter."""
+    root = logging.getLogger("swimlib")
+    formatter = root.handlers[0].formatter if root.handlers else None
+    fanout = LogFanout(formatter or logging.Formatter("%(message)s"))
+    root.addHandler(fanout)
+    adapter = AgentRPC(agent, keyring_file, fanout)
+    await nursery.start(lambda task_status: serve_rpc(adapter, addr[0], addr[1],
+                                                      auth_key=auth_key,
+                                                      task_status=task_status))
+    return adapter
