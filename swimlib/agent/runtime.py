@@ -13,6 +13,7 @@ the whole agent in tests.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -44,6 +45,8 @@ log = logging.getLogger("swimlib")
 
 #: Datagrams are read into buffers this large (memberlist: 64 KiB).
 _UDP_READ = 65536
+#: Receive buffer requested for the gossip socket (memberlist: 2 MiB).
+_UDP_RCVBUF = 2 * 1024 * 1024
 #: Concurrent inbound TCP exchanges beyond this are refused (memberlist: 128).
 _MAX_INBOUND_STREAMS = 128
 
@@ -368,6 +371,8 @@ async def _bind(host: str, port: int) -> tuple[trio.socket.SocketType, list[trio
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(20):
         udp = trio.socket.socket(family, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):  # memberlist asks for 2 MiB too; bursts happen
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF)
         try:
             await udp.bind((host or "0.0.0.0", port))
             chosen = udp.getsockname()[1]

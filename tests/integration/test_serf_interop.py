@@ -179,3 +179,39 @@ def test_snapshot_rejoin_after_kill(procs: Procs, tmp_path: Path) -> None:
     wait_for(lambda: status_of(procs, go, "py1") == "failed", 30, what="py1 failed")
     procs.swimlib("py1", "--snapshot", str(snap), port=port)  # no --join
     wait_for(lambda: status_of(procs, go, "py1") == "alive", 15, what="py1 back via snapshot")
+
+
+KEY1 = "cg8StVXbQJ0gPvMd9o7yrg=="  # 16 bytes
+KEY2 = "4le8jYSHnLLyMjt+pFkY5Emz7F5G0wf3kMgqy6rUMhQ="  # 32 bytes
+WRONG = "HvY8ubRZMgafUOWvrOadwOckVa1wN3QWAo46FVKbVN8="
+
+
+def test_encrypted_mixed_cluster_wrong_key_and_rotation(procs: Procs) -> None:
+    go = procs.serf("go0", f"-encrypt={KEY1}")
+    py = procs.swimlib("py1", "--encrypt", KEY1, join=go.gossip)
+    wait_for(lambda: status_of(procs, go, "py1") == "alive", 10, what="encrypted join")
+
+    # An agent with the wrong key is kept out, and its packets are counted as drops.
+    bad = procs.swimlib("bad", "--encrypt", WRONG, join=py.gossip, wait=True)
+    time.sleep(3)
+    assert "bad" not in procs.members(go)
+    assert "bad" not in procs.members(py, cli="swimlib")
+    info = swim_cli("info", "--rpc-addr", py.rpc, "--format", "json")
+    drops = __import__("json").loads(info.stdout)["drops"]
+    assert int(drops.get("stream.decrypt", 0)) >= 1, drops
+    procs.stop(bad)
+    assert status_of(procs, go, "py1") == "alive"
+
+    # Rotation driven from the serf side reaches the swimlib agent too.
+    for step in (["-install", KEY2], ["-use", KEY2], ["-remove", KEY1]):
+        out = serf_cli("keys", f"-rpc-addr={go.rpc}", *step)
+        assert out.returncode == 0, out.stdout + out.stderr
+    listed = serf_cli("keys", f"-rpc-addr={go.rpc}", "-list")
+    assert KEY2 in listed.stdout and KEY1 not in listed.stdout, listed.stdout
+    ours = swim_cli("keys", "--rpc-addr", py.rpc, "--list")
+    assert KEY2 in ours.stdout and KEY1 not in ours.stdout, ours.stdout
+    # A newcomer that only knows the new key joins through either implementation.
+    fresh = procs.swimlib("py2", "--encrypt", KEY2, join=go.gossip)
+    wait_for(lambda: status_of(procs, go, "py2") == "alive", 10, what="join with new key")
+    wait_for(lambda: procs.members(fresh, cli="swimlib").get("py1", {}).get("status")
+             == "alive", 10, what="py2 sees py1")
