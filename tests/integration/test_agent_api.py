@@ -1,0 +1,76 @@
+"""The Python API: several agents in one trio process, on real loopback sockets."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+import swimlib
+from swimlib import Config, EventType, MemberStatus, open_agent
+
+LOCAL = Config.local()
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.05)
+
+
+async def test_three_agents_join_gossip_query_and_leave() -> None:
+    async with open_agent("a", bind=("127.0.0.1", 0), config=LOCAL,
+                          tags={"role": "web"}) as a:
+        seed = [f"127.0.0.1:{a.address[1]}"]
+        async with open_agent("b", bind=("127.0.0.1", 0), config=LOCAL, join=seed) as b, \
+                open_agent("c", bind=("127.0.0.1", 0), config=LOCAL) as c:
+            events = b.events()
+            assert await c.join(seed) == 1
+            await wait_until(lambda: all(len(x.members()) == 3 for x in (a, b, c)))
+            assert {m.name: m.tag_map for m in c.members()}["a"] == {"role": "web"}
+
+            await c.set_tags({"dc": "x"})
+            await a.user_event("deploy", b"v42")
+            seen_update = seen_user = False
+            with trio.fail_after(10):
+                async for event in events:
+                    if event.type == EventType.MEMBER_UPDATE and event.members[0].name == "c":
+                        seen_update = True
+                    if isinstance(event, swimlib.UserEvent):
+                        assert (event.name, event.payload) == ("deploy", b"v42")
+                        seen_user = True
+                    if seen_update and seen_user:
+                        break
+
+            q_events = c.events()
+            handle = await a.query("ping", b"hi", request_ack=True, timeout=2.0)
+            with trio.fail_after(5):
+                async for event in q_events:
+                    if isinstance(event, swimlib.QueryEvent):
+                        await c.respond(event.id, b"pong")
+                        break
+            replies = [r async for r in handle]
+            assert {r.from_node for r in replies if r.kind == "ack"} == {"a", "b", "c"}
+            assert [(r.from_node, r.payload) for r in replies if r.kind == "response"] == [
+                ("c", b"pong")]
+
+            await c.leave()
+            assert c.has_left
+            await wait_until(lambda: {m.name: m.status for m in a.members()}["c"]
+                             == MemberStatus.LEFT)
+
+
+async def test_join_to_nothing_raises_join_error() -> None:
+    async with open_agent("lonely", bind=("127.0.0.1", 0), config=LOCAL) as agent:
+        with pytest.raises(swimlib.JoinError, match="127.0.0.1:1"):
+            await agent.join(["127.0.0.1:1"])
+
+
+async def test_encrypted_agents_ignore_plaintext_peers() -> None:
+    ring = swimlib.Keyring([b"k" * 32])
+    async with open_agent("e1", bind=("127.0.0.1", 0), config=LOCAL, keyring=ring) as e1, \
+            open_agent("p1", bind=("127.0.0.1", 0), config=LOCAL) as p1:
+        with pytest.raises(swimlib.JoinError):
+            await p1.join([f"127.0.0.1:{e1.address[1]}"])
+        await trio.sleep(0.5)
+        assert [m.name for m in e1.members()] == ["e1"]
+        assert int(e1.stats()["drops"].get("stream.plaintext", "0")) >= 1
