@@ -61,7 +61,7 @@ async def test_three_agents_join_gossip_query_and_leave() -> None:
 
 async def test_join_to_nothing_raises_join_error() -> None:
     async with open_agent("lonely", bind=("127.0.0.1", 0), config=LOCAL) as agent:
-        with pytest.raises(swimlib.JoinError, match="127.0.0.1:1"):
+        with pytest.raises(swimlib.JoinError, match=r"127\.0\.0\.1:1"):
             await agent.join(["127.0.0.1:1"])
 
 
