@@ -19,7 +19,6 @@ from swimlib.cluster.events import (
 )
 from swimlib.config import Config
 from swimlib.errors import ConfigError, DecodeError, DecryptError, SwimError
-from swimlib.wire.crypto import Keyring
 
 __all__ = [
     "Agent",
@@ -41,3 +40,12 @@ __all__ = [
     "open_agent",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # Keyring pulls in cryptography (several MB): load it only when asked for.
+    if name == "Keyring":
+        from swimlib.wire.crypto import Keyring
+
+        return Keyring
+    raise AttributeError(f"module 'swimlib' has no attribute {name!r}")

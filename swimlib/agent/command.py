@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
@@ -32,7 +32,9 @@ from swimlib.cluster.coalesce import EventCoalescer
 from swimlib.cluster.events import Event, QueryEvent
 from swimlib.config import PROFILES, Config
 from swimlib.errors import ConfigError, SwimError
-from swimlib.wire.crypto import Keyring
+
+if TYPE_CHECKING:
+    from swimlib.wire.crypto import Keyring
 
 log = logging.getLogger("swimlib")
 
@@ -85,6 +87,8 @@ def parse_tags(items: Sequence[str]) -> dict[str, str]:
 
 
 def load_keyring(encrypt: str | None, keyring_file: str | None) -> Keyring | None:
+    from swimlib.wire.crypto import Keyring
+
     if encrypt and keyring_file:
         raise ConfigError("--encrypt and --keyring-file are mutually exclusive")
     if encrypt:

@@ -21,6 +21,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -39,7 +40,9 @@ from swimlib.membership.types import (
     SendPacket,
     SuspicionRaised,
 )
-from swimlib.wire.crypto import Keyring
+
+if TYPE_CHECKING:  # cryptography is imported only when encryption is on
+    from swimlib.wire.crypto import Keyring
 
 log = logging.getLogger("swimlib")
 

@@ -9,12 +9,16 @@ is set, exactly as memberlist's ``rawSendMsgStream`` does.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import trio
 
 from swimlib.errors import DecodeError
 from swimlib.wire import codec
-from swimlib.wire.crypto import Keyring
 from swimlib.wire.messages import MessageType
+
+if TYPE_CHECKING:  # cryptography is imported only when encryption is on
+    from swimlib.wire.crypto import Keyring
 
 #: Bytes read per receive call.
 _CHUNK = 65536

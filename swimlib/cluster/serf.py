@@ -21,7 +21,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -40,8 +40,10 @@ from swimlib.membership.types import (
 )
 from swimlib.membership.types import MemberEvent as NodeMemberEvent
 from swimlib.wire import serf as sw
-from swimlib.wire.crypto import Keyring, KeyringError, encode_key
 from swimlib.wire.messages import DEFAULT_VSN
+
+if TYPE_CHECKING:  # cryptography is imported only when encryption is on
+    from swimlib.wire.crypto import Keyring
 
 MemberStatus = sw.MemberStatus
 
@@ -763,6 +765,8 @@ class Serf:
 
     def _key_query(self, kind: str, payload: bytes) -> bytes:
         """Answer Serf's keyring queries (install/use/remove/list) from our keyring."""
+        from swimlib.wire.crypto import KeyringError, encode_key
+
         keyring = self.keyring
         if keyring is None:
             return sw.encode_serf(sw.KeyResponse(
