@@ -87,6 +87,8 @@ def parse_tags(items: Sequence[str]) -> dict[str, str]:
 
 
 def load_keyring(encrypt: str | None, keyring_file: str | None) -> Keyring | None:
+    if not encrypt and not keyring_file:
+        return None  # and cryptography stays unloaded (several MB of RSS)
     from swimlib.wire.crypto import Keyring
 
     if encrypt and keyring_file:
