@@ -23,7 +23,7 @@ system-deps:
 	@sh scripts/install-system-deps.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check swimlib simulations benchmarks tests
+	$(VENV)/bin/ruff check swimlib simulations benchmarks lbadapter tests
 	$(VENV)/bin/mypy
 
 test: $(STAMP) system-deps lint

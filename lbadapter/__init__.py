@@ -1,0 +1,56 @@
+"""lbadapter: keep HAProxy in step with swimlib/Serf cluster membership.
+
+``lbadapter run`` embeds a swimlib agent (tag ``role=balancer``), runs HAProxy
+in master-worker mode as its child and applies membership changes through
+HAProxy's runtime API, without reloads. The config file is re-rendered on
+every change anyway, so a restart at any moment comes back with the current
+members. Design and verified HAProxy 2.6 facts: /work/shared/reference/haproxy.md.
+
+Commands (``lbadapter.cli``)::
+
+    lbadapter run [--join ADDR]... [--node NAME] [--bind HOST:PORT] [--advertise HOST:PORT]
+                  [--rpc-addr HOST:PORT] [--backend-tag role=backend] [--backend-port 3000]
+                  [--listen 0.0.0.0:80] [--stats 0.0.0.0:1936] [--template PATH.j2]
+                  [--config PATH.toml] [--haproxy PATH] [--state-dir DIR] [--log-level info]
+    lbadapter render --template T.j2 --members-json F.json [same settings flags]
+    lbadapter status [--state-dir DIR] [--json]
+
+``--config FILE.toml`` takes the same settings as keys (``backend_tag = "role=backend"``,
+dashes or underscores), plus tuning keys: ``backend_name``, ``balance``,
+``server_options``, ``reconcile_interval``, ``drain_grace``, ``reload_min_wait``,
+``reload_max_wait``, ``hard_stop_after``. Command-line flags win over the file.
+
+State directory (``--state-dir``, default ``./lbadapter-state``)::
+
+    haproxy.cfg      the live config (only ever replaced by a file that passed ``haproxy -c``)
+    haproxy.cfg.bak  the previous good config
+    admin.sock       HAProxy stats socket, ``level admin`` (runtime API)
+    master.sock      HAProxy master CLI (``show proc``, ``reload``)
+    state.json       desired servers and the last reconcile result (read by ``lbadapter status``)
+
+Python API (all async code is trio):
+
+* ``lbadapter.config``: ``Settings`` (frozen attrs; every setting, documented defaults),
+  ``load_settings(argv_namespace) -> Settings``, ``SettingsError(ValueError)``.
+* ``lbadapter.desired``: ``server_name(member_name) -> str`` (a stable, HAProxy-safe name),
+  ``DesiredServer(name, member, addr, port, want)``, ``Want.READY|DRAIN|GONE``,
+  ``desired_servers(members, backend_tag, default_port) -> dict[str, DesiredServer]``,
+  ``members_from_json(obj) -> list[MemberRecord]`` (``serf members -format=json`` shape).
+* ``lbadapter.render``: ``render_config(settings, servers, template=None) -> str``,
+  ``RenderError`` (message names template file and line), ``check_config(haproxy, path)``,
+  ``ConfigWriter(path, haproxy).write(text) -> bool`` (atomic, validated; ``ConfigCheckError``
+  carries HAProxy's ``[ALERT]`` lines).
+* ``lbadapter.haproxy``: ``RuntimeClient(admin_sock)`` (``show_servers_state(be)``,
+  ``show_stat(be)``, ``add_server``, ``enable_health``, ``set_ready_health_down``,
+  ``set_state``, ``set_addr``, ``del_server``), ``MasterClient(master_sock)`` (``show_proc()``,
+  ``reload()``), ``parse_stat_csv(text) -> list[dict[str, str]]``,
+  ``up_servers(rows, backend) -> set[str]``, ``find_haproxy(path=None) -> str``.
+* ``lbadapter.supervisor``: ``Supervisor`` (runs and restarts the HAProxy master).
+* ``lbadapter.reconcile``: ``Reconciler`` (desired vs ``show servers state``),
+  ``ReloadScheduler`` (coalesced, backed-off reloads).
+* ``lbadapter.adapter``: ``run_adapter(settings)`` (everything ``lbadapter run`` does).
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
