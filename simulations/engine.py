@@ -64,7 +64,7 @@ class SimNode(Protocol):
 
     def next_deadline(self) -> float | None: ...
 
-    def join(self, addrs: list[Address], now: float) -> None: ...
+    def join(self, addrs: Sequence[Address], now: float) -> object: ...
 
     def leave(self, now: float) -> None: ...
 
@@ -216,17 +216,16 @@ class Simulation:
 
     # -- commands into nodes ---------------------------------------------------
 
-    def join(self, i: int, targets: Sequence[int]) -> None:
-        """Have node ``i`` push-pull join the given nodes now."""
-        slot = self.slots[i]
-        slot.node.join([self.slots[t].addr for t in targets], self.now)
-        self._drain(slot)
+    def join(self, i: int, targets: Sequence[int]) -> object:
+        """Have node ``i`` push-pull join the given nodes now; returns the node's join id."""
+        return self.join_addresses(i, [self.slots[t].addr for t in targets])
 
-    def join_addresses(self, i: int, addrs: list[Address]) -> None:
+    def join_addresses(self, i: int, addrs: Sequence[Address]) -> object:
         """Have node ``i`` push-pull join whatever listens at ``addrs``."""
         slot = self.slots[i]
-        slot.node.join(addrs, self.now)
+        join_id = slot.node.join(addrs, self.now)
         self._drain(slot)
+        return join_id
 
     def leave(self, i: int) -> None:
         """Start a graceful leave; the node keeps running until :meth:`stop`."""
@@ -267,7 +266,7 @@ class Simulation:
             self.trace.record(self.now, name, f"fault {effect.kind} {effect.detail}".rstrip())
         else:
             self.trace.record(self.now, name, describe(effect))
-        for listener in self.listeners:
+        for listener in tuple(self.listeners):  # listeners may remove themselves
             listener(self.now, i, effect)
 
     def _drain(self, slot: Slot) -> None:

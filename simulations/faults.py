@@ -8,13 +8,17 @@ Timing of a fault is the scenario's business; these only apply one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from simulations.engine import CRASHED, LEFT, Lifecycle, Simulation
+from swimlib.membership.types import JoinFinished
 
 #: memberlist's LeavePropagateDelay: how long a leaving node keeps gossiping.
 LEAVE_PROPAGATE_DELAY = 1.0
 #: Lag range (seconds) added to everything a slow node processes.
 SLOW_LAG = (1.0, 3.0)
+#: Serf's retry_interval: a restarted agent whose join failed tries again this often.
+RETRY_JOIN_S = 30.0
 
 
 def crash(sim: Simulation, i: int) -> None:
@@ -51,14 +55,49 @@ def heal_slow(sim: Simulation, i: int) -> None:
     sim.notify(i, Lifecycle("fast"))
 
 
-def restart(sim: Simulation, i: int, via: int) -> None:
-    """Bring a stopped node back as a fresh instance with the same name and address.
-
-    It rejoins through node ``via`` and has to refute its own death with a
-    higher incarnation, as a real restarted agent does.
-    """
+def restart(sim: Simulation, i: int, via: int, retry_every: float = RETRY_JOIN_S) -> None:
+    """Bring a stopped node back as a fresh instance; it (re)joins through ``via``."""
     sim.restart(i)
-    sim.join(i, [via])
+    restart_join(sim, i, via, retry_every)
+
+
+def restart_join(sim: Simulation, i: int, via: int, retry_every: float = RETRY_JOIN_S) -> None:
+    """Have node ``i`` join through ``via`` the way a (re)started agent does.
+
+    A restarted node must then refute its own death with a higher
+    incarnation, as a real restarted agent does. Like ``serf agent
+    -retry-join`` given the cluster's address list, it tries again every
+    ``retry_every`` seconds, through another random running node, until a
+    join reaches somebody (through a partition, or via a node that has
+    crashed since, the first attempt may not).
+    """
+    gen = sim.slots[i].gen
+    target = [via]
+    pending: list[object] = [None]
+
+    def on_event(now: float, j: int, effect: Any) -> None:
+        if j != i:
+            return
+        if sim.slots[i].gen != gen:  # this instance is gone; so is its join
+            sim.listeners.remove(on_event)
+        elif type(effect) is JoinFinished and (
+            not isinstance(pending[0], int) or effect.join_id == pending[0]
+        ):
+            sim.listeners.remove(on_event)
+            if effect.contacted == 0:
+                others = [s.index for s in sim.slots if s.running and s.index != i]
+                if others:
+                    target[0] = sim.fault_rng.choice(others)
+                sim.call_at(now + retry_every, attempt)
+
+    def attempt() -> None:
+        slot = sim.slots[i]
+        if slot.gen == gen and slot.live:
+            sim.listeners.append(on_event)
+            pending[0] = None  # until join() returns, accept any JoinFinished
+            pending[0] = sim.join_addresses(i, [sim.slots[target[0]].addr])
+
+    attempt()
 
 
 def partition(

@@ -281,7 +281,10 @@ class Run:
         sim = self.sim
 
         def joiner(i: int) -> Callable[[], None]:
-            return lambda: sim.join(i, [0])
+            def join() -> None:
+                sim.join(i, [0])
+
+            return join
 
         for i in range(1, self.opts.nodes):
             # Everyone joins the first node within the first second.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -48,7 +49,7 @@ class Scripted:
     def next_deadline(self) -> float | None:
         return self.deadlines[0] if self.deadlines else None
 
-    def join(self, addrs: list[Address], now: float) -> None:
+    def join(self, addrs: Sequence[Address], now: float) -> None:
         pass
 
     def leave(self, now: float) -> None:
