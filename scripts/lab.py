@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+"""The original Docker lab (``ha`` balancer + ``s1``/``s2`` backends) on network namespaces.
+
+Why namespaces: they give each node its own IP, its own port 80/3000/7946
+and its own ``/etc/hosts`` (``--join ha`` resolves) without Docker, so the
+lab runs on any Linux box where we are root. Nothing leaves the machine:
+the nodes sit on a private bridge (``swlab0``, 10.231.0.0/24), the host
+gets 10.231.0.1 on it so ``curl http://10.231.0.2/`` reaches ``ha``.
+
+Commands (``make lab``, ``make lab-add``, ``make lab-stop NODE=s2``, ``make lab-down``)::
+
+    python scripts/lab.py up          # bridge, ha, s1, s2; idempotent (restarts what is missing)
+    python scripts/lab.py add         # next free sN (s3, s4, ...)
+    python scripts/lab.py stop NODE   # graceful: SIGTERM the agent (leave), then the app
+    python scripts/lab.py status      # nodes, PIDs, what curl through ha sees
+    python scripts/lab.py down        # stop everything, delete namespaces, bridge, /etc/netns
+
+Every process is started with its PID written under the state directory
+(``/run/swimlib-lab``, or ``$LAB_STATE_DIR``), and stopped by that PID after
+checking ``/proc/PID/cmdline`` still names it. Every wait is bounded.
+Standard library only, so ``lab-down`` works even without the virtualenv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("LAB_STATE_DIR", "/run/swimlib-lab"))
+BRIDGE = "swlab0"
+NET = "10.231.0"  # /24, private, only on the bridge
+HOST_IP = f"{NET}.1"
+NETNS_ETC = Path("/etc/netns")
+MARKER = "# swimlib lab"
+GOSSIP_PORT = 7946
+APP_PORT = 3000
+#: Seconds a graceful stop may take before SIGKILL (an agent's leave takes ~1-2 s).
+STOP_TIMEOUT = 10.0
+NODE_RE = re.compile(r"^(ha|s[0-9]{1,2})$")
+
+
+class LabError(Exception):
+    """A step failed; the message says which and how to recover."""
+
+
+def node_ip(node: str) -> str:
+    """ha -> .2, sN -> .(10+N)."""
+    if node == "ha":
+        return f"{NET}.2"
+    return f"{NET}.{10 + int(node[1:])}"
+
+
+def veth_name(node: str) -> str:
+    return f"swl-{node}"
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    """Run a short command (bounded); raise LabError with its stderr when it fails."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def python() -> str:
+    venv = REPO / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+# ----------------------------------------------------------------- network
+
+
+def namespaces() -> set[str]:
+    out = sh("ip", "netns", "list", check=False).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def lab_nodes() -> list[str]:
+    """Nodes of this lab: recorded in the state dir or marked in /etc/netns (state lost)."""
+    found: set[str] = set()
+    if (STATE / "nodes").is_dir():
+        found |= {p.name for p in (STATE / "nodes").iterdir() if NODE_RE.match(p.name)}
+    if NETNS_ETC.is_dir():
+        for d in NETNS_ETC.iterdir():
+            hosts = d / "hosts"
+            if NODE_RE.match(d.name) and hosts.exists() and MARKER in hosts.read_text():
+                found.add(d.name)
+    return sorted(found, key=lambda n: (n != "ha", int(n[1:]) if n != "ha" else 0))
+
+
+def ensure_bridge() -> None:
+    if sh("ip", "link", "show", BRIDGE, check=False).returncode != 0:
+        sh("ip", "link", "add", BRIDGE, "type", "bridge")
+    addrs = sh("ip", "-o", "-4", "addr", "show", "dev", BRIDGE).stdout
+    if f"{HOST_IP}/24" not in addrs:
+        sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", BRIDGE)
+    sh("ip", "link", "set", BRIDGE, "up")
+
+
+def write_hosts(nodes: list[str]) -> None:
+    """/etc/netns/<ns>/hosts for every node, written in place so running processes see it."""
+    lines = [MARKER, "127.0.0.1 localhost", f"{HOST_IP} host"]
+    lines += [f"{node_ip(n)} {n}" for n in nodes]
+    text = "\n".join(lines) + "\n"
+    for n in nodes:
+        d = NETNS_ETC / n
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / "hosts", "w") as f:  # same inode: bind mounts keep showing it
+            f.write(text)
+
+
+def ensure_netns(node: str) -> None:
+    """Namespace + veth on the bridge + address; each step skipped when already done."""
+    if node not in namespaces():
+        sh("ip", "netns", "add", node)
+    inside = ("ip", "netns", "exec", node)
+    if sh(*inside, "ip", "link", "show", "eth0", check=False).returncode != 0:
+        veth = veth_name(node)
+        sh("ip", "link", "del", veth, check=False)  # a half-made pair from an earlier failure
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", node)
+        sh("ip", "link", "set", veth, "master", BRIDGE)
+        sh("ip", "link", "set", veth, "up")
+    addrs = sh(*inside, "ip", "-o", "-4", "addr", "show", "dev", "eth0").stdout
+    if f"{node_ip(node)}/24" not in addrs:
+        sh(*inside, "ip", "addr", "add", f"{node_ip(node)}/24", "dev", "eth0")
+    sh(*inside, "ip", "link", "set", "eth0", "up")
+    sh(*inside, "ip", "link", "set", "lo", "up")
+    (STATE / "nodes" / node).mkdir(parents=True, exist_ok=True)
+
+
+# --------------------------------------------------------------- processes
+
+
+def pid_file(node: str, proc: str) -> Path:
+    return STATE / "nodes" / node / f"{proc}.pid"
+
+
+def running_pid(node: str, proc: str) -> int | None:
+    """The PID in the file if that process is alive and still ours (cmdline names the node)."""
+    path = pid_file(node, proc)
+    try:
+        pid = int(path.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if node.encode() in cmdline and b"-m" in cmdline else None
+
+
+def start(node: str, proc: str, argv: list[str]) -> int:
+    """Start ``argv`` inside the node's namespace, detached, log and PID under the state dir."""
+    pid = running_pid(node, proc)
+    if pid is not None:
+        return pid
+    log = STATE / "nodes" / node / f"{proc}.log"
+    with open(log, "ab") as out:
+        p = subprocess.Popen(["ip", "netns", "exec", node, *argv], stdout=out,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO),
+                                  "PYTHONUNBUFFERED": "1"},
+                             start_new_session=True)
+    # `ip netns exec` execs the command, so this PID is the python process itself.
+    pid_file(node, proc).write_text(f"{p.pid}\n")
+    return p.pid
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap if it was our child
+        if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stop_proc(node: str, proc: str, timeout: float = STOP_TIMEOUT) -> str:
+    """SIGTERM by PID, SIGKILL after ``timeout``; returns what happened."""
+    pid = running_pid(node, proc)
+    pid_file(node, proc).unlink(missing_ok=True)
+    if pid is None:
+        return "not running"
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if wait_gone(pid, timeout):
+        return f"stopped (pid {pid})"
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    wait_gone(pid, 5.0)
+    return f"killed after {timeout:.0f}s (pid {pid})"
+
+
+def kill_leftovers(node: str) -> list[int]:
+    """SIGKILL processes still in the namespace (HAProxy if lbadapter died), by PID."""
+    if node not in namespaces():
+        return []
+    pids = [int(p) for p in sh("ip", "netns", "pids", node, check=False).stdout.split()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        wait_gone(pid, 5.0)
+    return pids
+
+
+def start_node(node: str) -> None:
+    py, ip = python(), node_ip(node)
+    if node == "ha":
+        start(node, "lbadapter", [
+            py, "-m", "lbadapter.cli", "run", "--node", "ha",
+            "--bind", f"{ip}:{GOSSIP_PORT}", "--rpc-addr", "127.0.0.1:7373",
+            "--backend-tag", "role=backend", "--backend-port", str(APP_PORT),
+            "--listen", "0.0.0.0:80", "--stats", "0.0.0.0:1936",
+            "--state-dir", str(STATE / "nodes" / "ha" / "lbadapter")])
+        return
+    start(node, "app", [py, "-m", "lbadapter.backend_app", "--name", node,
+                        "--listen", f"0.0.0.0:{APP_PORT}"])
+    start(node, "agent", [py, "-m", "swimlib.cli", "agent", "--node", node,
+                          "--bind", f"{ip}:{GOSSIP_PORT}", "--rpc-addr", "127.0.0.1:7373",
+                          "--tag", "role=backend", "--join", "ha"])
+
+
+def stop_node(node: str) -> list[str]:
+    """Graceful: the agent leaves first (HAProxy drains the server), then the app stops."""
+    if node == "ha":
+        return [f"ha lbadapter: {stop_proc(node, 'lbadapter', 20.0)}"]
+    return [f"{node} agent: {stop_proc(node, 'agent')}",
+            f"{node} app: {stop_proc(node, 'app')}"]
+
+
+# --------------------------------------------------------------- checking
+
+
+#: Lab addresses are local: never go through an http_proxy from the environment.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url: str, timeout: float = 2.0) -> str | None:
+    try:
+        with OPENER.open(url, timeout=timeout) as resp:
+            body: bytes = resp.read()
+            return body.decode(errors="replace")
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def sample(count: int = 20) -> Counter[str]:
+    """Which backend answered each of ``count`` requests through ha (no proxy, new connections)."""
+    seen: Counter[str] = Counter()
+    for _ in range(count):
+        body = http_get(f"http://{node_ip('ha')}/")
+        seen[body.strip() if body is not None else "error"] += 1
+    return seen
+
+
+def wait_backends(want: set[str], timeout: float) -> Counter[str]:
+    """Until requests through ha are answered by exactly ``want`` (bounded)."""
+    deadline = time.monotonic() + timeout
+    seen: Counter[str] = Counter()
+    while time.monotonic() < deadline:
+        seen = sample(max(12, 4 * len(want)))
+        if set(seen) == want:
+            return seen
+        time.sleep(0.5)
+    raise LabError(f"after {timeout:.0f}s requests through ha reached {dict(seen)}, "
+                   f"expected exactly {sorted(want)}; logs in {STATE}/nodes/*/")
+
+
+def running_backends() -> set[str]:
+    return {n for n in lab_nodes() if n != "ha" and running_pid(n, "app") is not None
+            and running_pid(n, "agent") is not None}
+
+
+def show(seen: Counter[str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(seen.items()))
+
+
+# --------------------------------------------------------------- commands
+
+
+def preflight() -> None:
+    if not sys.platform.startswith("linux"):
+        raise LabError("the lab needs Linux network namespaces")
+    if os.geteuid() != 0:
+        raise LabError("the lab creates network namespaces: run it as root (sudo make lab)")
+    if shutil.which("ip") is None:
+        raise LabError("`ip` is missing: sudo apt-get install iproute2")
+    if shutil.which("haproxy") is None:
+        raise LabError("haproxy is missing: sudo apt-get install haproxy")
+
+
+def cmd_up(_args: argparse.Namespace) -> int:
+    preflight()
+    nodes = sorted(set(lab_nodes()) | {"ha", "s1", "s2"},
+                   key=lambda n: (n != "ha", int(n[1:]) if n != "ha" else 0))
+    ensure_bridge()
+    write_hosts(nodes)
+    for node in nodes:
+        ensure_netns(node)
+    for node in ("ha", "s1", "s2"):
+        start_node(node)
+    if http_get(f"http://{node_ip('ha')}:1936/;csv;norefresh", 1.0) is None:
+        deadline = time.monotonic() + 30.0
+        while http_get(f"http://{node_ip('ha')}:1936/;csv;norefresh", 1.0) is None:
+            if running_pid("ha", "lbadapter") is None or time.monotonic() > deadline:
+                raise LabError(f"ha did not come up; see {STATE}/nodes/ha/lbadapter.log")
+            time.sleep(0.3)
+    seen = wait_backends(running_backends(), 45.0)
+    print(f"lab up: nodes {', '.join(nodes)} on {BRIDGE} ({NET}.0/24)")
+    print(f"  through ha (20 requests): {show(seen)}")
+    print(f"  stats page: http://{node_ip('ha')}:1936/   site: http://{node_ip('ha')}/")
+    print("  shell in a node: ip netns exec s1 bash;  members: "
+          "ip netns exec ha swimlib members")
+    return 0
+
+
+def cmd_add(_args: argparse.Namespace) -> int:
+    preflight()
+    existing = [int(n[1:]) for n in lab_nodes() if n != "ha"]
+    if "ha" not in lab_nodes():
+        raise LabError("no lab is up: run `make lab` first")
+    node = f"s{max(existing, default=0) + 1}"
+    if int(node[1:]) > 200:
+        raise LabError("the lab's address plan stops at s200")
+    ensure_netns(node)
+    write_hosts([*lab_nodes(), node])
+    start_node(node)
+    seen = wait_backends(running_backends(), 45.0)
+    print(f"added {node} ({node_ip(node)}); through ha: {show(seen)}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    preflight()
+    node: str = args.node
+    if node not in lab_nodes():
+        raise LabError(f"no lab node {node!r}; nodes: {', '.join(lab_nodes()) or 'none'}")
+    for line in stop_node(node):
+        print(line)
+    if node != "ha":
+        seen = wait_backends(running_backends(), 30.0)
+        print(f"through ha: {show(seen)}")
+    return 0
+
+
+def cmd_status(_args: argparse.Namespace) -> int:
+    nodes = lab_nodes()
+    if not nodes:
+        print("no lab")
+        return 1
+    for node in nodes:
+        procs = ["lbadapter"] if node == "ha" else ["agent", "app"]
+        states = [f"{p}={running_pid(node, p) or 'stopped'}" for p in procs]
+        ns = "netns" if node in namespaces() else "no netns"
+        print(f"  {node:<4} {node_ip(node):<12} {ns:<9} {' '.join(states)}")
+    if running_pid("ha", "lbadapter") is not None:
+        print(f"  through ha: {show(sample())}")
+    return 0
+
+
+def cmd_down(_args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise LabError("run as root (sudo make lab-down)")
+    nodes = lab_nodes()
+    for node in nodes:  # backends first (graceful leaves reach ha), then ha
+        if node != "ha":
+            for line in stop_node(node):
+                print(line)
+    if "ha" in nodes:
+        for line in stop_node("ha"):
+            print(line)
+    for node in nodes:
+        left = kill_leftovers(node)
+        if left:
+            print(f"{node}: killed leftover pids {left}")
+        if node in namespaces():
+            sh("ip", "netns", "del", node)
+        sh("ip", "link", "del", veth_name(node), check=False)
+        hosts = NETNS_ETC / node / "hosts"
+        if hosts.exists() and MARKER in hosts.read_text():
+            shutil.rmtree(NETNS_ETC / node)
+    if sh("ip", "link", "show", BRIDGE, check=False).returncode == 0:
+        sh("ip", "link", "del", BRIDGE)
+    with contextlib.suppress(OSError):
+        NETNS_ETC.rmdir()  # only if empty (we may have created it)
+    if STATE.exists():
+        shutil.rmtree(STATE)
+    print(f"lab down: removed {', '.join(nodes) or 'nothing'}, bridge {BRIDGE}, {STATE}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scripts/lab.py", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="bridge + ha, s1, s2 (idempotent)").set_defaults(fn=cmd_up)
+    sub.add_parser("add", help="add the next backend sN").set_defaults(fn=cmd_add)
+    stop = sub.add_parser("stop", help="stop one node gracefully")
+    stop.add_argument("node", help="ha, s1, s2, ...")
+    stop.set_defaults(fn=cmd_stop)
+    sub.add_parser("status", help="nodes, PIDs and traffic").set_defaults(fn=cmd_status)
+    sub.add_parser("down", help="remove everything").set_defaults(fn=cmd_down)
+    args = p.parse_args(argv)
+    try:
+        rc: int = args.fn(args)
+    except LabError as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
