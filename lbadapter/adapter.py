@@ -1,0 +1,309 @@
+"""``lbadapter run``: the embedded agent, HAProxy, and the loop keeping them in step.
+
+One task (:meth:`Adapter.run`'s loop) does all the work in order, so CLI
+writes are serialised: compute the desired servers from the current
+membership snapshot, render and install the config file, reload if the
+non-server part of the config changed (or a pass asked for it), then run a
+reconcile pass. It wakes on membership events, on HAProxy (re)starts, when
+a drain or delete retry is due, and every ``reconcile_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from lbadapter.config import Settings
+from lbadapter.desired import DesiredServer, MemberLike, desired_servers
+from lbadapter.haproxy import RuntimeClient, find_haproxy
+from lbadapter.reconcile import PassResult, Reconciler, ReloadScheduler
+from lbadapter.render import (
+    ConfigCheckError,
+    ConfigWriter,
+    RenderError,
+    check_config,
+    render_config,
+)
+from lbadapter.supervisor import ReloadFailed, Supervisor
+
+__all__ = ["Adapter", "AdapterError", "run_adapter"]
+
+log = logging.getLogger("lbadapter")
+
+#: Join retry backoff for ``--join``: first wait, factor, ceiling (seconds).
+JOIN_BACKOFF = (1.0, 2.0, 30.0)
+
+
+class AdapterError(Exception):
+    """The adapter cannot start (no valid config, no haproxy binary...)."""
+
+
+class Adapter:
+    """Keeps one HAProxy in step with ``members()``; see the module docstring.
+
+    ``members`` returns the current membership snapshot (``agent.members``
+    in ``lbadapter run``; a plain list in tests). Call :meth:`poke` after it
+    changes.
+    """
+
+    def __init__(self, settings: Settings, members: Callable[[], Iterable[MemberLike]],
+                 haproxy: str | None = None) -> None:
+        self.settings = settings
+        self.members = members
+        self.haproxy = haproxy or find_haproxy(settings.haproxy)
+        self.writer = ConfigWriter(settings.config_path, self.haproxy)
+        self.client = RuntimeClient(settings.admin_socket)
+        self.reconciler = Reconciler(self.client, settings.backend_name,
+                                     settings.server_options, settings.drain_grace)
+        self.scheduler = ReloadScheduler(settings.reload_min_wait, settings.reload_max_wait)
+        self.supervisor = Supervisor(self.haproxy, settings.config_path, settings.master_socket,
+                                     settings.admin_socket, on_spawn=self._spawned,
+                                     on_ready=self.poke)
+        self.counters: Counter[str] = Counter()
+        self.desired: dict[str, DesiredServer] = {}
+        self.last_pass: PassResult | None = None
+        self.config_error: str | None = None
+        self._wake = trio.Event()
+        #: Non-server part of the file on disk / of the config HAProxy runs.
+        self._file_skeleton: str | None = None
+        self._live_skeleton: str | None = None
+        self._rejected_text: str | None = None
+
+    def poke(self) -> None:
+        """Run a pass soon (membership changed, HAProxy restarted...)."""
+        self._wake.set()
+
+    def _spawned(self) -> None:
+        # HAProxy (re)starts from the file on disk: that is now the live config.
+        self._live_skeleton = self._file_skeleton
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def prepare(self) -> None:
+        """Write the first config; without any valid config we cannot start HAProxy."""
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.desired = self._compute_desired()
+        if await self._install_config():
+            return
+        if self.settings.config_path.exists():
+            check = await check_config(self.haproxy, self.settings.config_path)
+            if check.ok:
+                log.warning("starting HAProxy with the previous %s; fix the template",
+                            self.settings.config_path)
+                return
+        raise AdapterError(f"no valid HAProxy config to start with: {self.config_error}")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Prepare, start HAProxy and loop until cancelled (HAProxy is then stopped)."""
+        await self.prepare()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.supervisor.run)
+            task_status.started()
+            await self._loop()
+
+    async def _loop(self) -> None:
+        next_periodic = trio.current_time()
+        while True:
+            now = trio.current_time()
+            if now >= next_periodic:
+                next_periodic = now + self.settings.reconcile_interval
+            wake_at = min(t for t in (next_periodic, self.reconciler.next_wakeup(),
+                                      self.scheduler.due_at()) if t is not None)
+            with trio.move_on_at(wake_at):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            await self.step()
+
+    async def step(self) -> None:
+        """One round: desired -> config file -> reload if needed -> reconcile pass."""
+        self.counters["steps"] += 1
+        self.desired = self._compute_desired()
+        await self._install_config()
+        if self._file_skeleton is not None and self._file_skeleton != self._live_skeleton \
+                and self.supervisor.ready:
+            self.scheduler.request(trio.current_time(), "non-server config changed")
+        await self._maybe_reload()
+        if self.supervisor.ready:
+            result = await self.reconciler.reconcile(self.desired)
+            self.last_pass = result
+            if result.reload_reason:
+                self.scheduler.request(trio.current_time(), result.reload_reason)
+            elif result.clean:
+                self.scheduler.note_clean_pass()
+        self._write_state()
+
+    def _compute_desired(self) -> dict[str, DesiredServer]:
+        s = self.settings
+        return desired_servers(self.members(), s.backend_tag, s.backend_port)
+
+    # ------------------------------------------------------------------ config file
+
+    async def _install_config(self) -> bool:
+        """Render and install; False (old file kept, error logged) if that fails."""
+        try:
+            text = render_config(self.settings, self.desired.values())
+            skeleton = render_config(self.settings, [])
+        except RenderError as exc:
+            self._config_failed("render_errors", str(exc), [])
+            return False
+        if text == self._rejected_text:
+            return False  # already rejected by haproxy -c; reported then
+        try:
+            changed = await self.writer.write(text)
+        except ConfigCheckError as exc:
+            self._rejected_text = text
+            self._config_failed("check_errors", str(exc), exc.lines)
+            return False
+        except OSError as exc:
+            self._config_failed("write_errors", f"writing {self.writer.path}: {exc}", [])
+            return False
+        if changed:
+            self.counters["config_writes"] += 1
+            log.info("wrote %s (%d servers)", self.writer.path,
+                     sum(1 for d in self.desired.values() if d.want.value == "ready"))
+        if self.config_error:
+            log.info("config OK again")
+        self.config_error = None
+        self._rejected_text = None
+        self._file_skeleton = skeleton
+        return True
+
+    def _config_failed(self, counter: str, message: str, lines: list[str]) -> None:
+        self.counters[counter] += 1
+        if message != self.config_error:  # log each distinct problem once
+            log.error("%s", message)
+            for line in lines:
+                log.error("  %s", line)
+        self.config_error = message
+
+    # ------------------------------------------------------------------ reloads
+
+    async def _maybe_reload(self) -> None:
+        reasons = self.scheduler.take(trio.current_time())
+        if reasons is None:
+            return
+        fallback = any(r != "non-server config changed" for r in reasons)
+        if not self.supervisor.ready:
+            return  # a fresh HAProxy reads the current file anyway
+        skeleton = self._file_skeleton
+        log.info("reloading haproxy: %s", "; ".join(reasons))
+        try:
+            await self.supervisor.reload()
+        except ReloadFailed as exc:
+            self.counters["reload_failures"] += 1
+            log.error("reload failed: %s", exc)
+            self.scheduler.finished(trio.current_time(), ok=False, fallback=fallback)
+            return
+        self.counters["reloads"] += 1
+        self._live_skeleton = skeleton
+        self.scheduler.finished(trio.current_time(), ok=True, fallback=fallback)
+
+    # ------------------------------------------------------------------ status file
+
+    def snapshot(self) -> dict[str, Any]:
+        """What ``lbadapter status`` shows (also written to ``state.json``)."""
+        sup = self.supervisor
+        proc = sup.last_proc
+        last = self.last_pass
+        return {
+            "backend": self.settings.backend_name,
+            "desired": [{"name": d.name, "member": d.member, "addr": d.addr, "port": d.port,
+                         "want": d.want.value} for d in sorted(self.desired.values(),
+                                                               key=lambda d: d.name)],
+            "haproxy": {"ready": sup.ready, "master_pid": sup.master_pid,
+                        "workers": list(proc.workers) if proc else [],
+                        "starts": sup.starts, "reloads": sup.reloads,
+                        "reload_failures": sup.reload_failures},
+            "last_pass": None if last is None else {"actions": last.actions,
+                                                    "errors": last.errors},
+            "config_error": self.config_error,
+            "counters": dict(self.counters + self.reconciler.counters),
+        }
+
+    def _write_state(self) -> None:
+        path = self.settings.state_file
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.snapshot(), f, indent=1)
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.counters["state_write_errors"] += 1
+            log.debug("cannot write %s: %s", path, exc)
+
+
+# ---------------------------------------------------------------------- lbadapter run
+
+async def _join_with_retry(agent: Any, addrs: tuple[str, ...]) -> None:
+    from swimlib import ConfigError, JoinError
+
+    delay, factor, ceiling = JOIN_BACKOFF
+    while True:
+        try:
+            n = await agent.join(list(addrs))
+            log.info("joined the cluster through %s (%d answered)", ", ".join(addrs), n)
+            return
+        except (JoinError, ConfigError) as exc:
+            log.warning("join failed: %s; retrying in %.0f s", exc, delay)
+        await trio.sleep(delay)
+        delay = min(ceiling, delay * factor)
+
+
+async def _forward_events(events: trio.MemoryReceiveChannel[Any], adapter: Adapter) -> None:
+    async for _ in events:
+        adapter.poke()
+
+
+async def run_adapter(settings: Settings) -> None:
+    """Everything ``lbadapter run`` does, until SIGINT/SIGTERM (then a graceful leave).
+
+    Signals are caught before anything starts, so HAProxy (in its own
+    session) is always stopped with us, unless we are SIGKILLed; the next
+    start then stops that orphan first (see :class:`Supervisor`).
+    """
+    import swimlib
+    from swimlib.agent.rpc_adapter import start_rpc_server
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async with trio.open_nursery() as outer:
+            async def stop_on_signal() -> None:
+                async for signum in received:
+                    log.info("caught %s: leaving the cluster and stopping haproxy",
+                             signal.Signals(signum).name)
+                    stop.set()
+                    return
+
+            stop = trio.Event()
+            outer.start_soon(stop_on_signal)
+            async with swimlib.open_agent(settings.node, bind=settings.bind,
+                                          advertise=settings.advertise,
+                                          config=swimlib.Config.for_profile(settings.profile),
+                                          tags={"role": "balancer"}) as agent:
+                events = agent.events()
+                adapter = Adapter(settings, agent.members)
+                async with trio.open_nursery() as nursery:
+                    if settings.rpc_addr is not None:
+                        await start_rpc_server(nursery, agent, settings.rpc_addr, "", None)
+                    await nursery.start(adapter.run)
+                    nursery.start_soon(_forward_events, events, adapter)
+                    if settings.join:
+                        nursery.start_soon(_join_with_retry, agent, settings.join)
+                    log.info("lbadapter running: node %s, gossip %s:%d, frontend %s:%d, "
+                             "stats %s:%d, state %s", agent.name, *agent.address,
+                             *settings.listen, *settings.stats,
+                             Path(settings.state_dir).absolute())
+                    await stop.wait()
+                    with trio.move_on_after(5):
+                        await agent.leave()
+                    nursery.cancel_scope.cancel()
+            outer.cancel_scope.cancel()

@@ -1,0 +1,249 @@
+"""lbadapter settings: one frozen value built from defaults, a TOML file and flags.
+
+Precedence: command-line flag > ``--config`` TOML key > default. TOML keys
+are the flag names (dashes or underscores) plus a few tuning keys with no
+flag. Everything is validated here, before anything binds or starts, so a
+bad value is a clear :class:`SettingsError` instead of a failure later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from swimlib.agent.addresses import split_host_port
+from swimlib.errors import ConfigError
+
+__all__ = ["DEFAULT_SERVER_OPTIONS", "Address", "Settings", "SettingsError", "load_settings",
+           "settings_from_mapping"]
+
+Address = tuple[str, int]
+
+#: Options of every managed server, in the file and in ``add server`` alike
+#: (dynamic servers do not inherit ``default-server``; haproxy.md section 3).
+DEFAULT_SERVER_OPTIONS = ("check inter 1s fall 2 rise 1 observe layer4 error-limit 10 "
+                          "on-error mark-down pool-max-conn -1 pool-purge-delay 5s")
+
+#: HAProxy refuses dynamic servers in backends using a static algorithm.
+_STATIC_BALANCE = {"static-rr"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or inconsistent."""
+
+
+@attrs.frozen
+class Settings:
+    """Everything ``lbadapter run`` needs; durations in seconds."""
+
+    #: Embedded agent: node name, gossip bind/advertise, optional Serf RPC address.
+    node: str = attrs.field(factory=lambda: f"{socket.gethostname()}-lb")
+    bind: Address = ("0.0.0.0", 7946)
+    advertise: Address | None = None
+    rpc_addr: Address | None = None
+    join: tuple[str, ...] = ()
+    profile: str = "lan"
+    #: Members carrying this tag (key, value) are backends.
+    backend_tag: tuple[str, str] = ("role", "backend")
+    #: Server port when a member has no ``port`` tag (None: such members are skipped).
+    backend_port: int | None = None
+    listen: Address = ("0.0.0.0", 80)
+    stats: Address = ("0.0.0.0", 1936)
+    #: Jinja2 template (None: the packaged default).
+    template: Path | None = None
+    #: HAProxy binary (None: ``shutil.which("haproxy")`` or /usr/sbin/haproxy).
+    haproxy: str | None = None
+    state_dir: Path = Path("lbadapter-state")
+    log_level: str = "info"
+    #: Tuning (TOML only).
+    backend_name: str = "app"
+    balance: str = "roundrobin"
+    server_options: str = DEFAULT_SERVER_OPTIONS
+    reconcile_interval: float = 5.0
+    #: A leaving member's server drains this long at most (less if its sessions end).
+    drain_grace: float = 10.0
+    #: Reload coalescing: quiet period, and the longest a requested reload waits.
+    reload_min_wait: float = 0.2
+    reload_max_wait: float = 2.0
+    hard_stop_after: str = "30s"
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "haproxy.cfg"
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.state_dir / "admin.sock"
+
+    @property
+    def master_socket(self) -> Path:
+        return self.state_dir / "master.sock"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+
+# ---------------------------------------------------------------- value parsers
+
+def _address(key: str, value: Any, default_port: int | None = None) -> Address:
+    if not isinstance(value, str):
+        raise SettingsError(f"{key}: expected \"HOST:PORT\", got {value!r}")
+    try:
+        host, port = split_host_port(value, default_port if default_port is not None else -1)
+    except ConfigError as exc:
+        raise SettingsError(f"{key}: {exc}") from None
+    if port < 0:
+        raise SettingsError(f"{key}: missing port in {value!r} (expected HOST:PORT)")
+    return (host or "0.0.0.0", port)
+
+
+def _tag(key: str, value: Any) -> tuple[str, str]:
+    if not isinstance(value, str) or "=" not in value or value.startswith("="):
+        raise SettingsError(f"{key}: expected KEY=VALUE, got {value!r}")
+    k, _, v = value.partition("=")
+    return (k, v)
+
+
+def _port(key: str, value: Any) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{key}: expected a port number, got {value!r}") from None
+    if isinstance(value, bool) or not 0 < port < 65536:
+        raise SettingsError(f"{key}: port out of range: {value!r}")
+    return port
+
+
+def _seconds(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise SettingsError(f"{key}: expected seconds, got {value!r}")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise SettingsError(f"{key}: expected seconds, got {value!r}") from None
+    if not 0 <= seconds < 86400:
+        raise SettingsError(f"{key}: out of range: {value!r}")
+    return seconds
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError(f"{key}: expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _join(key: str, value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise SettingsError(f"{key}: expected an address or a list of addresses")
+    return tuple(items)
+
+
+def _server_options(key: str, value: Any) -> str:
+    text = _text(key, value)
+    # The string goes into `add server` on the CLI, where ';' chains commands.
+    if any(c in text for c in ";#\n\r"):
+        raise SettingsError(f"{key}: must not contain ';', '#' or newlines: {text!r}")
+    return text
+
+
+_PARSERS: dict[str, Any] = {
+    "node": _text,
+    "bind": lambda k, v: _address(k, v, 7946),
+    "advertise": lambda k, v: _address(k, v, 7946),
+    "rpc_addr": lambda k, v: _address(k, v, 7373),
+    "join": _join,
+    "profile": _text,
+    "backend_tag": _tag,
+    "backend_port": _port,
+    "listen": lambda k, v: _address(k, v, 80),
+    "stats": lambda k, v: _address(k, v, 1936),
+    "template": lambda k, v: Path(_text(k, v)),
+    "haproxy": _text,
+    "state_dir": lambda k, v: Path(_text(k, v)),
+    "log_level": lambda k, v: _text(k, v).lower(),
+    "backend_name": _text,
+    "balance": _text,
+    "server_options": _server_options,
+    "reconcile_interval": _seconds,
+    "drain_grace": _seconds,
+    "reload_min_wait": _seconds,
+    "reload_max_wait": _seconds,
+    "hard_stop_after": _text,
+}
+
+
+def _parse(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = raw_key.replace("-", "_")
+        if key not in _PARSERS:
+            raise SettingsError(f"{where}: unknown key {raw_key!r}; known keys: "
+                                f"{', '.join(sorted(_PARSERS))}")
+        parsed[key] = _PARSERS[key](f"{where}: {raw_key}" if where else f"--{raw_key}", value)
+    return parsed
+
+
+def settings_from_mapping(values: Mapping[str, Any], where: str = "settings") -> Settings:
+    """Build :class:`Settings` from raw values (TOML keys; dashes or underscores)."""
+    settings = Settings(**_parse(values, where))
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    if not _NAME_RE.match(s.backend_name):
+        raise SettingsError(f"backend_name: not a valid HAProxy name: {s.backend_name!r}")
+    if s.balance.split()[0] in _STATIC_BALANCE:
+        raise SettingsError(f"balance: {s.balance!r} is static; HAProxy refuses dynamic "
+                            "servers there (use roundrobin or leastconn)")
+    if s.log_level not in _LOG_LEVELS:
+        raise SettingsError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}")
+    if s.profile not in ("lan", "wan", "local"):
+        raise SettingsError("profile: expected lan, wan or local")
+    if s.reload_min_wait > s.reload_max_wait:
+        raise SettingsError("reload_min_wait must not exceed reload_max_wait")
+    if s.reconcile_interval < 0.1:
+        raise SettingsError("reconcile_interval: at least 0.1 s")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The settings table of ``path`` (top level, or an ``[lbadapter]`` table)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise SettingsError(f"--config {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"--config {path}: invalid TOML: {exc}") from None
+    table = data.get("lbadapter", data)
+    if not isinstance(table, dict):
+        raise SettingsError(f"--config {path}: [lbadapter] must be a table")
+    return table
+
+
+#: argparse destinations that are settings (None means "not given").
+FLAG_KEYS = ("node", "bind", "advertise", "rpc_addr", "join", "backend_tag", "backend_port",
+             "listen", "stats", "template", "haproxy", "state_dir", "log_level", "profile")
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """Merge ``--config`` (if any) and the flags given on the command line."""
+    values: dict[str, Any] = {}
+    config = getattr(args, "config", None)
+    if config:
+        values.update(_parse(read_toml(Path(config)), f"--config {config}"))
+    flags = {key.replace("_", "-"): getattr(args, key, None) for key in FLAG_KEYS}
+    values.update(_parse({k: v for k, v in flags.items() if v not in (None, [])}, ""))
+    settings = Settings(**values)
+    _check(settings)
+    return settings

@@ -1,0 +1,240 @@
+"""Running HAProxy: the master-worker process as our child, restarted if it dies.
+
+HAProxy runs as ``haproxy -W -S master.sock -f haproxy.cfg`` in its own
+session (a terminal's Ctrl-C reaches only us; we decide when it stops). If
+the master exits (it does when its worker dies: ``exit-on-failure``), it is
+started again with backoff from the file on disk, which always holds the
+current members. Reloads are confirmed by a new worker PID in ``show proc``,
+never by the (resettable) ``[failed: N]`` counter alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from lbadapter.haproxy import CLIError, MasterClient, ProcInfo, cli_exchange
+
+__all__ = ["ReloadFailed", "Supervisor"]
+
+log = logging.getLogger("lbadapter.haproxy")
+
+#: Restart backoff: first wait, factor, ceiling; reset after this long up.
+RESTART_BACKOFF = (0.5, 2.0, 30.0)
+STABLE_AFTER = 30.0
+#: How long a fresh master may take until both CLIs answer.
+READY_TIMEOUT = 15.0
+#: How long a reload may take until a new worker shows up.
+RELOAD_TIMEOUT = 15.0
+
+
+class ReloadFailed(Exception):
+    """HAProxy did not come up with a new worker (the old one keeps serving)."""
+
+
+def _log_line(line: str) -> None:
+    if "[ALERT]" in line or "Loading failure" in line:
+        log.error("haproxy: %s", line)
+    elif "[WARNING]" in line:
+        log.warning("haproxy: %s", line)
+    else:
+        log.info("haproxy: %s", line)
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie waiting for a parent that never reaps counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class Supervisor:
+    """Owns the HAProxy master process for the lifetime of :meth:`run`."""
+
+    def __init__(self, haproxy: str, config_path: Path, master_socket: Path,
+                 admin_socket: Path, on_spawn: Callable[[], None] = lambda: None,
+                 on_ready: Callable[[], None] = lambda: None) -> None:
+        self.haproxy = haproxy
+        self.config_path = config_path.absolute()
+        self.master_socket = master_socket.absolute()
+        self.admin_socket = admin_socket.absolute()
+        self.master = MasterClient(self.master_socket)
+        self._on_spawn = on_spawn
+        self._on_ready = on_ready
+        self._process: trio.Process | None = None
+        #: True while a master runs and both sockets answered since its start.
+        self.ready = False
+        #: Masters started so far; reloads confirmed and failed.
+        self.starts = 0
+        self.reloads = 0
+        self.reload_failures = 0
+        self.last_proc: ProcInfo | None = None
+        self._ready_event = trio.Event()
+
+    @property
+    def argv(self) -> list[str]:
+        return [self.haproxy, "-W", "-S", str(self.master_socket), "-f", str(self.config_path)]
+
+    @property
+    def master_pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def wait_ready(self) -> None:
+        await self._ready_event.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run HAProxy until cancelled (then SIGTERM; SIGKILL after 5 s)."""
+        await self._stop_stale()
+        task_status.started()
+        delay, factor, ceiling = RESTART_BACKOFF
+        while True:
+            started = trio.current_time()
+            code = await self._run_once()
+            up_for = trio.current_time() - started
+            if up_for >= STABLE_AFTER:
+                delay = RESTART_BACKOFF[0]
+            log.error("haproxy master exited with code %s after %.1f s; restarting in %.1f s",
+                      code, up_for, delay)
+            await trio.sleep(delay)
+            delay = min(ceiling, delay * factor)
+
+    async def _stop_stale(self) -> None:
+        """Stop a master left over from an earlier run (we were SIGKILLed): it still
+        listens on our ports (SO_REUSEPORT) with stale servers."""
+        try:
+            info = await self.master.show_proc()
+        except CLIError:
+            return
+        pid = info.master_pid
+        log.warning("an earlier haproxy master (pid %d) still answers on %s; stopping it",
+                    pid, self.master_socket)
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            except PermissionError as exc:
+                log.error("cannot stop haproxy pid %d: %s", pid, exc)
+                return
+            with trio.move_on_after(wait):
+                while True:
+                    await trio.sleep(0.05)
+                    if not _alive(pid):
+                        return
+
+    async def _run_once(self) -> int | None:
+        self._on_spawn()
+        self.starts += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                proc: trio.Process = await nursery.start(partial(
+                    trio.run_process, self.argv, check=False, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True))
+                self._process = proc
+                log.info("haproxy master started (pid %d): %s", proc.pid, " ".join(self.argv))
+                if proc.stdout is not None:
+                    nursery.start_soon(self._pump, proc.stdout)
+                nursery.start_soon(self._become_ready)
+                await proc.wait()
+                nursery.cancel_scope.cancel()
+        except OSError as exc:
+            log.error("cannot start %s: %s", self.haproxy, exc)
+            return None
+        finally:
+            self.ready = False
+            self._ready_event = trio.Event()
+        return proc.returncode
+
+    async def _pump(self, stream: trio.abc.ReceiveStream) -> None:
+        """HAProxy's stdout/stderr, line by line, into our log."""
+        buffer = b""
+        async for chunk in stream:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                if raw.strip():
+                    _log_line(raw.decode(errors="replace").rstrip())
+            if len(buffer) > 65536:
+                _log_line(buffer.decode(errors="replace"))
+                buffer = b""
+
+    async def _become_ready(self) -> None:
+        """Poll both CLIs (bounded) until they answer; then tell the adapter."""
+        deadline = trio.current_time() + READY_TIMEOUT
+        warned = False
+        while True:
+            try:
+                self.last_proc = await self.master.show_proc()
+                info = await cli_exchange(self.admin_socket, "show info")
+                if self.last_proc.workers and "Pid:" in info:
+                    break
+            except CLIError:
+                pass
+            if trio.current_time() > deadline and not warned:
+                warned = True
+                log.error("haproxy started but %s or %s does not answer; does the template "
+                          "declare 'stats socket {{ admin_socket }} level admin'?",
+                          self.master_socket, self.admin_socket)
+            await trio.sleep(0.1 if not warned else 2.0)
+        self.ready = True
+        self._ready_event.set()
+        log.info("haproxy ready: master %d, worker(s) %s", self.last_proc.master_pid,
+                 ",".join(map(str, self.last_proc.workers)))
+        self._on_ready()
+
+    async def _show_proc_retrying(self, deadline: float) -> ProcInfo:
+        """``show proc`` with backoff: the master CLI resets while it re-execs."""
+        delay = 0.05
+        while True:
+            try:
+                info = await self.master.show_proc()
+                self.last_proc = info
+                return info
+            except CLIError as exc:
+                if trio.current_time() + delay > deadline:
+                    raise ReloadFailed(f"master CLI unavailable: {exc}") from None
+            await trio.sleep(delay)
+            delay = min(1.0, delay * 2)
+
+    async def reload(self) -> ProcInfo:
+        """Reload (SIGUSR2) and wait for a new worker; raises :class:`ReloadFailed`."""
+        proc = self._process
+        if proc is None or proc.returncode is not None:
+            raise ReloadFailed("haproxy is not running")
+        deadline = trio.current_time() + RELOAD_TIMEOUT
+        before = await self._show_proc_retrying(deadline)
+        proc.send_signal(signal.SIGUSR2)
+        delay = 0.05
+        while trio.current_time() < deadline:
+            await trio.sleep(delay)
+            delay = min(1.0, delay * 1.5)
+            try:
+                info = await self._show_proc_retrying(deadline)
+            except ReloadFailed:
+                break
+            if set(info.workers) - set(before.workers):
+                self.reloads += 1
+                log.info("haproxy reloaded: worker(s) %s (was %s)",
+                         ",".join(map(str, info.workers)), ",".join(map(str, before.workers)))
+                return info
+            if info.failed > before.failed:
+                self.reload_failures += 1
+                raise ReloadFailed("haproxy reported 'Loading failure!': the old worker "
+                                   "keeps serving (see the [ALERT] lines above)")
+        self.reload_failures += 1
+        raise ReloadFailed(f"no new worker within {RELOAD_TIMEOUT:.0f} s")
