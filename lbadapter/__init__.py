@@ -36,7 +36,8 @@ Python API (all async code is trio):
   ``DesiredServer(name, member, addr, port, want)``, ``Want.READY|DRAIN|GONE``,
   ``desired_servers(members, backend_tag, default_port) -> dict[str, DesiredServer]``,
   ``members_from_json(obj) -> list[MemberRecord]`` (``serf members -format=json`` shape).
-* ``lbadapter.render``: ``render_config(settings, servers, template=None) -> str``,
+* ``lbadapter.render``: ``render_config(settings, servers, template=None) -> str``
+  (``settings.template`` or the packaged default),
   ``RenderError`` (message names template file and line), ``check_config(haproxy, path)``,
   ``ConfigWriter(path, haproxy).write(text) -> bool`` (atomic, validated; ``ConfigCheckError``
   carries HAProxy's ``[ALERT]`` lines).
@@ -48,9 +49,74 @@ Python API (all async code is trio):
 * ``lbadapter.supervisor``: ``Supervisor`` (runs and restarts the HAProxy master).
 * ``lbadapter.reconcile``: ``Reconciler`` (desired vs ``show servers state``),
   ``ReloadScheduler`` (coalesced, backed-off reloads).
-* ``lbadapter.adapter``: ``run_adapter(settings)`` (everything ``lbadapter run`` does).
+* ``lbadapter.adapter``: ``run_adapter(settings)`` (everything ``lbadapter run`` does);
+  ``Adapter(settings, members_fn)`` with ``await nursery.start(adapter.run)`` and
+  ``adapter.poke()`` drives HAProxy from any membership source (tests, benchmarks).
+
+Everything above is re-exported from ``lbadapter`` itself. For tests and benchmarks:
+``parse_stat_csv(urlopen("http://STATS/;csv;norefresh").read().decode())`` then
+``up_servers(rows, "app")`` gives the servers HAProxy sends traffic to; the current
+worker PID is ``(await MasterClient(state_dir / "master.sock").show_proc()).workers``.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from lbadapter.adapter import Adapter, AdapterError, run_adapter
+from lbadapter.config import Settings, SettingsError, load_settings, settings_from_mapping
+from lbadapter.desired import (
+    DesiredServer,
+    MemberRecord,
+    Want,
+    desired_servers,
+    members_from_json,
+    server_name,
+)
+from lbadapter.haproxy import (
+    CLIError,
+    HAProxyNotFound,
+    MasterClient,
+    RuntimeClient,
+    find_haproxy,
+    parse_stat_csv,
+    up_servers,
+)
+from lbadapter.reconcile import Reconciler, ReloadScheduler
+from lbadapter.render import (
+    ConfigCheckError,
+    ConfigWriter,
+    RenderError,
+    check_config,
+    render_config,
+)
+from lbadapter.supervisor import Supervisor
+
+__all__ = [
+    "Adapter",
+    "AdapterError",
+    "CLIError",
+    "ConfigCheckError",
+    "ConfigWriter",
+    "DesiredServer",
+    "HAProxyNotFound",
+    "MasterClient",
+    "MemberRecord",
+    "Reconciler",
+    "ReloadScheduler",
+    "RenderError",
+    "RuntimeClient",
+    "Settings",
+    "SettingsError",
+    "Supervisor",
+    "Want",
+    "check_config",
+    "desired_servers",
+    "find_haproxy",
+    "load_settings",
+    "members_from_json",
+    "parse_stat_csv",
+    "render_config",
+    "run_adapter",
+    "server_name",
+    "settings_from_mapping",
+    "up_servers",
+]
