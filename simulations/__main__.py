@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from simulations.scenarios import SCENARIOS, Options, run_scenario
+from simulations.scenarios import LAYERS, SCENARIOS, Options, run_scenario
 from swimlib.config import PROFILES
 
 
@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-reconnect", action="store_true",
         help="do not emulate Serf's reconnect loop (bare memberlist never heals a split)",
+    )
+    run.add_argument(
+        "--layer", choices=LAYERS, default="membership",
+        help="what each host runs: the membership Node (default) or the Serf layer over it",
+    )
+    run.add_argument(
+        "--slow-lag", default="1,3", metavar="LO,HI",
+        help="flaky: seconds of lag added to each delivery to a slow node (default 1,3)",
     )
     run.add_argument("--json", action="store_true", help="print one JSON object")
     demo = sub.add_parser("demo", help="narrated crash in a 50-node LAN cluster")
@@ -68,10 +76,18 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error("--nodes must be at least 2")
     if not 0.0 <= args.loss < 1.0:
         _parser().error("--loss must be in [0, 1)")
+    try:
+        lo, hi = (float(x) for x in args.slow_lag.split(","))
+    except ValueError:
+        _parser().error("--slow-lag takes LO,HI in seconds")
+    if not 0 <= lo <= hi:
+        _parser().error("--slow-lag needs 0 <= LO <= HI")
+    lag = (lo, hi)
     opts = Options(
         scenario=args.scenario, nodes=args.nodes, seed=args.seed, profile=args.profile,
         loss=args.loss, latency_ms=args.latency_ms, duration=args.duration,
         lifeguard=not args.no_lifeguard, reconnect=not args.no_reconnect,
+        layer=args.layer, slow_lag=lag,
     )
     result = run_scenario(opts)
     if args.json:

@@ -27,14 +27,24 @@ def crash(sim: Simulation, i: int) -> None:
 
 
 def leave(sim: Simulation, i: int, propagate: float = LEAVE_PROPAGATE_DELAY) -> None:
-    """Graceful leave: announce it, keep the node running ``propagate`` s, then stop it."""
+    """Graceful leave: announce it, keep the node running ``propagate`` s, then stop it.
+
+    A node that reports its own completion (``leave_finished``, the Serf layer:
+    intent, memberlist leave, then its own propagation delay) runs until then,
+    polled every 0.1 s, for at most 30 s.
+    """
     slot = sim.slots[i]
     gen = slot.gen
     sim.leave(i)
+    give_up = sim.now + 30.0
 
     def finish() -> None:
-        if slot.gen == gen:  # not restarted meanwhile
+        if slot.gen != gen:  # restarted meanwhile
+            return
+        if getattr(slot.node, "leave_finished", True) or sim.now >= give_up:
             sim.stop(i, LEFT)
+        else:
+            sim.call_at(sim.now + 0.1, finish)
 
     sim.call_at(sim.now + propagate, finish)
 

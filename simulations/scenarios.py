@@ -63,8 +63,12 @@ class Options:
     latency_ms: float | None = None
     duration: float | None = None
     lifeguard: bool = True
-    #: Emulate Serf's reconnect loop (see simulations.reconnect).
+    #: Emulate Serf's reconnect loop (see simulations.reconnect); membership layer only.
     reconnect: bool = True
+    #: What each simulated host runs: the membership Node, or the Serf layer over it.
+    layer: str = "membership"
+    #: Lag range (s) of the slow nodes in the flaky scenario.
+    slow_lag: tuple[float, float] = faults.SLOW_LAG
 
     def config(self) -> Config:
         config = Config.for_profile(self.profile)
@@ -79,6 +83,21 @@ class Options:
     @property
     def measured_duration(self) -> float:
         return self.duration if self.duration is not None else DEFAULT_DURATION[self.scenario]
+
+
+LAYERS = ("membership", "serf")
+#: Cap on the join-based setup (layers that cannot be seeded).
+SETUP_CAP_S = 300.0
+
+
+def factory_for(layer: str) -> NodeFactory:
+    if layer == "serf":
+        from simulations.serfnode import serf_factory
+
+        return serf_factory
+    if layer != "membership":
+        raise ValueError(f"unknown layer {layer!r}")
+    return real_node_factory()
 
 
 def real_node_factory() -> NodeFactory:
@@ -107,7 +126,7 @@ class Run:
         seed = opts.seed
         net = Network(0, random.Random(f"{seed}:network"), opts.latency_s, opts.loss)
         self.sim = Simulation(
-            opts.config(), seed, net, factory or real_node_factory(), keep_trace=keep_trace
+            opts.config(), seed, net, factory or factory_for(opts.layer), keep_trace=keep_trace
         )
         self.rng = random.Random(f"{seed}:scenario")
         self.tracker: ViewTracker | None = None
@@ -131,13 +150,36 @@ class Run:
             sim.add_node()
         self.tracker = ViewTracker(sim)
         self.metrics = Metrics(sim)
-        if self.opts.reconnect:
+        if self.opts.reconnect and self.opts.layer == "membership":
             self.reconnector = Reconnector(sim)
 
+    def join_all(self) -> None:
+        """Everyone joins the first node at a random moment within the first second."""
+        sim = self.sim
+
+        def joiner(i: int) -> Callable[[], None]:
+            def join() -> None:
+                sim.join(i, [0])
+
+            return join
+
+        for i in range(1, len(sim.slots)):
+            sim.call_at(sim.now + self.rng.random(), joiner(i))
+
     def seed_converged(self) -> None:
-        """Give every node the full member table, then let the start-up gossip drain."""
+        """Give every node the full member table, then let the start-up gossip drain.
+
+        Nodes without ``seed_members`` (the Serf layer, which must learn members
+        from events) get there the realistic way: joins, then wait to converge.
+        """
         sim = self.sim
         assert self.tracker is not None
+        if not hasattr(sim.slots[0].node, "seed_members"):
+            self.join_all()
+            done = self.run_until_converged(sim.now + SETUP_CAP_S)
+            self.extra["setup_converged"] = done is not None
+            sim.run_until(sim.now + WARMUP_S)
+            return
         members = [
             Member(s.name, s.addr[0], s.addr[1], b"", s.node.incarnation, MemberState.ALIVE)
             for s in sim.slots
@@ -183,7 +225,8 @@ class Run:
         wall = time.perf_counter() - self._wall0
         extra: dict[str, Any] = {
             "lifeguard": opts.lifeguard,
-            "reconnect": opts.reconnect,
+            "layer": opts.layer,
+            "reconnect": "serf" if opts.layer == "serf" else opts.reconnect,
             "latency_ms": round(opts.latency_s * 1000.0, 3),
             "setup_sim_seconds": round(self.t0, 3),
             "setup_wall_seconds": round(self._setup_wall, 3),
@@ -278,17 +321,7 @@ class Run:
     def bootstrap(self) -> dict[str, Any]:
         self.build()
         self.begin_measure()
-        sim = self.sim
-
-        def joiner(i: int) -> Callable[[], None]:
-            def join() -> None:
-                sim.join(i, [0])
-
-            return join
-
-        for i in range(1, self.opts.nodes):
-            # Everyone joins the first node within the first second.
-            sim.call_at(self.rng.random(), joiner(i))
+        self.join_all()
         done = self.run_until_converged(self.opts.measured_duration)
         return self.finish(convergence_s=done)
 
@@ -298,7 +331,7 @@ class Run:
         count = max(1, round(self.opts.nodes * FLAKY_FRACTION))
         slow = sorted(self.rng.sample(range(self.opts.nodes), count))
         for i in slow:
-            faults.slow(sim, i)
+            faults.slow(sim, i, self.opts.slow_lag)
         self.extra["slow_nodes"] = [sim.slots[i].name for i in slow]
         sim.run_until(self.t0 + self.opts.measured_duration)
         return self.finish()

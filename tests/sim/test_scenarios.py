@@ -100,3 +100,20 @@ def test_churn_settles() -> None:
     result = run("churn", 50, seed=1)
     assert result["converged"] is True
     assert result["false_positives"] == 0
+
+
+def test_serf_layer_detects_a_crash_and_heals_a_partition_by_itself() -> None:
+    crash = run("crash", 30, seed=1, layer="serf")
+    assert crash["converged"] is True and crash["false_positives"] == 0
+    assert crash["detection_all_s"] is not None and crash["detection_all_s"] <= 15.0
+    bound = 3 * push_pull_interval(30.0, 30)
+    part = run("partition", 30, seed=1, layer="serf", duration=30.0 + bound)
+    assert part["layer"] == "serf" and part["reconnect"] == "serf"
+    assert part["converged"] is True
+    assert part["convergence_s"] is not None and part["convergence_s"] <= bound
+
+
+def test_serf_layer_leave_waits_for_serf_to_finish() -> None:
+    result = run("leave", 20, seed=2, layer="serf")
+    assert result["converged"] is True and result["false_positives"] == 0
+    assert result["leave_all_s"] is not None and result["leave_all_s"] <= 5.0

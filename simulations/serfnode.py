@@ -1,0 +1,98 @@
+"""Run swimlib's Serf layer (``swimlib.cluster.serf.Serf``) under the engine.
+
+``--layer serf`` simulates what an agent runs: membership plus Serf's intents,
+reaping and, above all, its reconnect loop, instead of the bare membership
+node with the emulated reconnect of :mod:`simulations.reconnect`.
+
+Serf consumes its node's member events (turning them into its own); the
+metrics need the originals, so the adapter taps the inner node's effect
+stream -- it copies member events, it does not divert them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from swimlib.config import Config
+from swimlib.membership.types import Address, Effect, Member, MemberEvent, MemberState
+
+
+class SerfNode:
+    """The engine's node API over one :class:`~swimlib.cluster.serf.Serf`."""
+
+    def __init__(self, name: str, addr: str, port: int, config: Config, rng: random.Random,
+                 now: float) -> None:
+        from swimlib.cluster.serf import Emit, LeaveFinished, QueryDone, QueryReply, Serf
+
+        self._leave_type = LeaveFinished
+        self._app_types = (Emit, QueryReply, QueryDone)
+        self.name = name
+        self.leave_finished = False
+        #: Serf-level events emitted (member join/leave/failed/..., user events).
+        self.app_events = 0
+        self._tapped: list[Effect] = []
+        self.serf = Serf(name, addr, port, config, rng, now)
+        inner = self.serf.node
+        take = inner.take_effects
+
+        def tapped() -> list[Effect]:
+            effects = take()
+            self._tapped.extend(e for e in effects if type(e) is MemberEvent)
+            return effects
+
+        inner.take_effects = tapped  # type: ignore[method-assign]
+
+    @property
+    def incarnation(self) -> int:
+        return self.serf.node.incarnation
+
+    def handle_packet(self, data: bytes, source: Address, now: float) -> None:
+        self.serf.handle_packet(data, source, now)
+
+    def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
+        return self.serf.handle_stream(data, source, now)
+
+    def handle_stream_reply(self, request_id: int, data: bytes | None, now: float) -> None:
+        self.serf.handle_stream_reply(request_id, data, now)
+
+    def tick(self, now: float) -> None:
+        self.serf.tick(now)
+
+    def next_deadline(self) -> float | None:
+        return self.serf.next_deadline()
+
+    def join(self, addrs: Sequence[Address], now: float) -> object:
+        return self.serf.join(addrs, now)
+
+    def leave(self, now: float) -> None:
+        self.serf.leave(now)
+
+    def take_effects(self) -> list[Effect]:
+        out: list[Effect] = []
+        for e in self.serf.take_effects():
+            if isinstance(e, self._leave_type):
+                self.leave_finished = True
+            elif isinstance(e, self._app_types):
+                self.app_events += 1
+            else:
+                out.append(e)
+        if self._tapped:
+            out[:0] = self._tapped
+            self._tapped = []
+        return out
+
+    def members(self) -> list[Member]:
+        return self.serf.node.members()
+
+    def state_of(self, name: str) -> MemberState | None:
+        return self.serf.node.state_of(name)
+
+    def alive_count(self) -> int:
+        return self.serf.node.alive_count()
+
+
+def serf_factory(name: str, addr: str, port: int, config: Config, rng: random.Random,
+                 now: float) -> Any:
+    return SerfNode(name, addr, port, config, rng, now)
