@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench system-deps clean
+.PHONY: demo sim-demo lab lab-add lab-stop lab-down test lint typecheck unit bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,25 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# lbadapter + HAProxy + three backends on 127.0.0.1 (no root; needs the haproxy binary).
 demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+sim-demo: $(STAMP)
 	$(PY) -m simulations demo
+
+# The Docker lab on network namespaces (Linux, root): ha + s1, s2; docs/lab.md.
+lab: $(STAMP)
+	$(PY) scripts/lab.py up
+
+lab-add: $(STAMP)
+	$(PY) scripts/lab.py add
+
+lab-stop: $(STAMP)
+	$(PY) scripts/lab.py stop $(NODE)
+
+lab-down:
+	$(PYTHON) scripts/lab.py down
 
 # Debian's haproxy and serf are used by the integration tests (real peers).
 system-deps:

@@ -54,6 +54,11 @@ from pathlib import Path
 from typing import Any
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+REPO = Path(__file__).resolve().parent.parent
+#: Children import lbadapter/swimlib/benchmarks from this checkout, whatever the cwd.
+_CHILD_ENV = {"PYTHONUNBUFFERED": "1",
+              "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                          os.environ.get("PYTHONPATH")]))}
 BACKEND = "app"  # lbadapter's default backend name, also in the baseline's config
 LOOPBACK = "127.0.0.1"
 MODES = ("lbadapter", "restart")
@@ -124,7 +129,7 @@ class Procs:
         with open(self.logdir / f"{name}.log", "ab") as log:
             p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, start_new_session=True,
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+                                 env={**os.environ, **_CHILD_ENV, **(env or {})})
         self.started.append(p)
         return p
 
