@@ -12,6 +12,13 @@ Two listeners watch the effects nodes report:
   every live node to mark a crashed host dead or a departed host left.
 
 :func:`report` lays the numbers out with exactly the fields of DESIGN.md 3.2.
+Counts cover the measured phase only (setup excluded): ``events`` is the
+number of discrete events the engine processed (deliveries, wake-ups,
+scheduled actions); ``messages``/``bytes`` are datagrams plus stream requests
+and replies *sent*, lost ones included; ``false_positives`` counts death
+declarations about hosts that were running and had not left (the extra field
+``false_positive_nodes`` counts distinct such hosts). ``wall_seconds`` is the
+whole run, setup included (``setup_wall_seconds`` says how much was setup).
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ from swimlib.membership.types import Member, MemberState
 
 SCENARIOS = ("steady", "crash", "leave", "partition", "bootstrap", "flaky", "churn")
 
-#: Measured duration (simulated seconds) when ``--duration`` is not given.
+#: Measured duration (simulated seconds) when ``--duration`` is not given, for a
+#: 1 s probe interval; scaled by the profile's probe interval (WAN: x5).
 DEFAULT_DURATION = {
     "steady": 60.0,
     "crash": 60.0,
@@ -82,7 +83,9 @@ class Options:
 
     @property
     def measured_duration(self) -> float:
-        return self.duration if self.duration is not None else DEFAULT_DURATION[self.scenario]
+        if self.duration is not None:
+            return self.duration
+        return DEFAULT_DURATION[self.scenario] * self.config().probe_interval
 
 
 LAYERS = ("membership", "serf")
