@@ -157,13 +157,37 @@ def _server_options(key: str, value: Any) -> str:
     return text
 
 
+def _choice(choices: tuple[str, ...]) -> Any:
+    def parse(key: str, value: Any) -> str:
+        text = _text(key, value).lower()
+        if text not in choices:
+            raise SettingsError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+        return text
+    return parse
+
+
+def _backend_name(key: str, value: Any) -> str:
+    text = _text(key, value)
+    if not _NAME_RE.match(text):
+        raise SettingsError(f"{key}: not a valid HAProxy name: {text!r}")
+    return text
+
+
+def _balance(key: str, value: Any) -> str:
+    text = _text(key, value)
+    if text.split()[0] in _STATIC_BALANCE or any(c in text for c in ";#\n"):
+        raise SettingsError(f"{key}: {text!r} is static or malformed; HAProxy refuses "
+                            "dynamic servers with static algorithms (use roundrobin, leastconn)")
+    return text
+
+
 _PARSERS: dict[str, Any] = {
     "node": _text,
     "bind": lambda k, v: _address(k, v, 7946),
     "advertise": lambda k, v: _address(k, v, 7946),
     "rpc_addr": lambda k, v: _address(k, v, 7373),
     "join": _join,
-    "profile": _text,
+    "profile": _choice(("lan", "wan", "local")),
     "backend_tag": _tag,
     "backend_port": _port,
     "listen": lambda k, v: _address(k, v, 80),
@@ -171,9 +195,9 @@ _PARSERS: dict[str, Any] = {
     "template": lambda k, v: Path(_text(k, v)),
     "haproxy": _text,
     "state_dir": lambda k, v: Path(_text(k, v)),
-    "log_level": lambda k, v: _text(k, v).lower(),
-    "backend_name": _text,
-    "balance": _text,
+    "log_level": _choice(_LOG_LEVELS),
+    "backend_name": _backend_name,
+    "balance": _balance,
     "server_options": _server_options,
     "reconcile_interval": _seconds,
     "drain_grace": _seconds,
@@ -202,17 +226,12 @@ def settings_from_mapping(values: Mapping[str, Any], where: str = "settings") ->
 
 
 def _check(s: Settings) -> None:
-    if not _NAME_RE.match(s.backend_name):
-        raise SettingsError(f"backend_name: not a valid HAProxy name: {s.backend_name!r}")
-    if s.balance.split()[0] in _STATIC_BALANCE:
-        raise SettingsError(f"balance: {s.balance!r} is static; HAProxy refuses dynamic "
-                            "servers there (use roundrobin or leastconn)")
-    if s.log_level not in _LOG_LEVELS:
-        raise SettingsError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}")
-    if s.profile not in ("lan", "wan", "local"):
-        raise SettingsError("profile: expected lan, wan or local")
+    """Checks spanning several settings."""
     if s.reload_min_wait > s.reload_max_wait:
         raise SettingsError("reload_min_wait must not exceed reload_max_wait")
+    if len(str(s.master_socket.absolute()).encode()) > 100:
+        raise SettingsError(f"state_dir: {s.state_dir.absolute()} is too long a path for "
+                            "HAProxy's unix sockets (keep it under ~85 characters)")
     if s.reconcile_interval < 0.1:
         raise SettingsError("reconcile_interval: at least 0.1 s")
 

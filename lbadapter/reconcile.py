@@ -142,7 +142,8 @@ class Reconciler:
         return out
 
     def _need(self, name: str, what: str, result: PassResult, action: str) -> None:
-        self._needed.add((name, what))
+        # add, readdress and reuse all mean "make it ready": the same fix for drift purposes
+        self._needed.add((name, "ready" if what in ("add", "readdress", "reuse") else what))
         result.actions.append(action)
         self.counters[what] += 1
 
@@ -155,7 +156,8 @@ class Reconciler:
             if self._repeats[key] >= DRIFT_PASSES:
                 self.counters["drift"] += 1
                 del self._repeats[key]
-                reason = f"drift: {key[1]} of {self.backend}/{key[0]} needed {DRIFT_PASSES} times"
+                reason = (f"drift: {self.backend}/{key[0]} still not {key[1]} after "
+                          f"{DRIFT_PASSES} passes")
                 log.warning("reconcile: %s", reason)
                 result.reload_reason = result.reload_reason or reason
 

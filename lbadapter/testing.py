@@ -1,0 +1,165 @@
+"""Helpers for tests and benchmarks driving a real HAProxy on loopback.
+
+Every process started here is remembered by PID and stopped by PID
+(:meth:`Processes.stop_all`); every wait is bounded in time and count.
+Nothing here is used by ``lbadapter run`` itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from lbadapter.haproxy import parse_stat_csv, up_servers
+
+__all__ = ["BACKEND_SCRIPT", "Processes", "fetch", "free_port", "short_state_dir",
+           "stats_rows", "up_in_stats", "wait_until"]
+
+T = TypeVar("T")
+
+#: A tiny HTTP backend: ``GET /`` answers its name, ``GET /slow?s=N`` holds the
+#: connection N seconds first (to keep a session attached to a server).
+BACKEND_SCRIPT = r"""
+import sys, time, urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+name, port = sys.argv[1], int(sys.argv[2])
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        q = urllib.parse.urlparse(self.path)
+        if q.path == "/slow":
+            time.sleep(float(urllib.parse.parse_qs(q.query).get("s", ["5"])[0]))
+        body = name.encode() + b"\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP and UDP port nothing listens on right now (HAProxy binds with
+    SO_REUSEPORT, so a port another HAProxy holds would still "work": check by bind)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def short_state_dir(prefix: str = "lb") -> Path:
+    """A state directory with a short path (unix socket paths are limited to ~107 bytes)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def fetch(url: str, timeout: float = 3.0) -> tuple[int, str]:
+    """GET ``url``: (status, body); status 0 on a connection error."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status), resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), ""
+    except OSError:
+        return 0, ""
+
+
+def stats_rows(stats: tuple[str, int]) -> list[dict[str, str]]:
+    """The stats page CSV (``/;csv;norefresh``) as rows; [] if it does not answer."""
+    status, body = fetch(f"http://{stats[0]}:{stats[1]}/;csv;norefresh")
+    return parse_stat_csv(body) if status == 200 else []
+
+
+async def up_in_stats(stats: tuple[str, int], backend: str) -> set[str]:
+    return up_servers(await trio.to_thread.run_sync(stats_rows, stats), backend)
+
+
+async def wait_until(predicate: Callable[[], Awaitable[T]], timeout: float,
+                     what: str, interval: float = 0.1) -> T:
+    """Poll ``predicate`` until truthy; AssertionError after ``timeout`` seconds."""
+    last: T | None = None
+    with trio.move_on_after(timeout):
+        for _ in range(int(timeout / interval) + 2):
+            last = await predicate()
+            if last:
+                return last
+            await trio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+class Processes:
+    """Starts processes in their own sessions and stops them by PID."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = self.workdir / f"{name}.log"
+        with open(log, "ab") as out:
+            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                     start_new_session=True)
+        self.procs.append((name, popen))
+        return popen
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def backend(self, name: str, port: int) -> subprocess.Popen[bytes]:
+        """Start a tiny HTTP backend on 127.0.0.1:port."""
+        return self.start(name, [sys.executable, "-c", BACKEND_SCRIPT, name, str(port)])
+
+    @staticmethod
+    def stop(popen: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+             timeout: float = 10.0) -> int:
+        """Signal by PID, wait; SIGKILL after ``timeout``. Returns the exit code."""
+        if popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(popen.pid, sig)
+            try:
+                return popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(popen.pid, signal.SIGKILL)
+        return popen.wait(5)
+
+    def stop_all(self) -> None:
+        for _, popen in reversed(self.procs):
+            if popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(popen.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(5)
+
+
+async def wait_port(port: int, timeout: float = 10.0) -> None:
+    """Until something accepts on 127.0.0.1:port."""
+    async def accepting() -> bool:
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        except OSError:
+            return False
+        await stream.aclose()
+        return True
+
+    await wait_until(accepting, timeout, f"127.0.0.1:{port} to accept")
