@@ -324,12 +324,12 @@ def cmd_up(_args: argparse.Namespace) -> int:
             if running_pid("ha", "lbadapter") is None or time.monotonic() > deadline:
                 raise LabError(f"ha did not come up; see {STATE}/nodes/ha/lbadapter.log")
             time.sleep(0.3)
-    seen = wait_backends(running_backends(), 45.0)
+    wait_backends(running_backends(), 45.0)
     print(f"lab up: nodes {', '.join(nodes)} on {BRIDGE} ({NET}.0/24)")
-    print(f"  through ha (20 requests): {show(seen)}")
+    print(f"  through ha (20 requests): {show(sample(20))}")
     print(f"  stats page: http://{node_ip('ha')}:1936/   site: http://{node_ip('ha')}/")
-    print("  shell in a node: ip netns exec s1 bash;  members: "
-          "ip netns exec ha swimlib members")
+    print(f"  a shell in a node: ip netns exec s1 bash;  members: "
+          f"ip netns exec ha {REPO}/.venv/bin/swimlib members")
     return 0
 
 
@@ -381,6 +381,7 @@ def cmd_down(_args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise LabError("run as root (sudo make lab-down)")
     nodes = lab_nodes()
+    removed = list(nodes)
     for node in nodes:  # backends first (graceful leaves reach ha), then ha
         if node != "ha":
             for line in stop_node(node):
@@ -400,11 +401,13 @@ def cmd_down(_args: argparse.Namespace) -> int:
             shutil.rmtree(NETNS_ETC / node)
     if sh("ip", "link", "show", BRIDGE, check=False).returncode == 0:
         sh("ip", "link", "del", BRIDGE)
+        removed.append(f"bridge {BRIDGE}")
     with contextlib.suppress(OSError):
         NETNS_ETC.rmdir()  # only if empty (we may have created it)
     if STATE.exists():
         shutil.rmtree(STATE)
-    print(f"lab down: removed {', '.join(nodes) or 'nothing'}, bridge {BRIDGE}, {STATE}")
+        removed.append(str(STATE))
+    print(f"lab down: removed {', '.join(removed) or 'nothing (no lab was up)'}")
     return 0
 
 
