@@ -15,16 +15,20 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
 from lbadapter.haproxy import parse_stat_csv, up_servers
 
-__all__ = ["BACKEND_SCRIPT", "Processes", "fetch", "free_port", "short_state_dir",
-           "stats_rows", "up_in_stats", "wait_until"]
+if TYPE_CHECKING:
+    from lbadapter.adapter import Adapter
+
+__all__ = ["BACKEND_SCRIPT", "Processes", "adapter_running", "fetch", "free_port",
+           "short_state_dir", "stats_rows", "up_in_stats", "wait_port", "wait_until"]
 
 T = TypeVar("T")
 
@@ -163,3 +167,16 @@ async def wait_port(port: int, timeout: float = 10.0) -> None:
         return True
 
     await wait_until(accepting, timeout, f"127.0.0.1:{port} to accept")
+
+
+@asynccontextmanager
+async def adapter_running(adapter: Adapter, timeout: float = 15.0) -> AsyncIterator[Adapter]:
+    """Run ``adapter`` (and so HAProxy) for the block; HAProxy is stopped on exit."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(adapter.run)
+        with trio.fail_after(timeout):
+            await adapter.supervisor.wait_ready()
+        try:
+            yield adapter
+        finally:
+            nursery.cancel_scope.cancel()
