@@ -218,11 +218,11 @@ class Balancer:
 
 
 def lbadapter_argv(node: str, gossip: int, rpc: int, listen: int, stats: int,
-                   state_dir: Path) -> list[str]:
+                   state_dir: Path, haproxy: str = HAPROXY) -> list[str]:
     return [sys.executable, "-m", "lbadapter.cli", "run", "--node", node,
             "--bind", f"{LOOPBACK}:{gossip}", "--rpc-addr", f"{LOOPBACK}:{rpc}",
             "--backend-tag", "role=backend", "--listen", f"{LOOPBACK}:{listen}",
-            "--stats", f"{LOOPBACK}:{stats}", "--haproxy", HAPROXY,
+            "--stats", f"{LOOPBACK}:{stats}", "--haproxy", haproxy,
             "--state-dir", str(state_dir)]
 
 
@@ -352,7 +352,7 @@ def classify(exc: BaseException) -> str:
         return "reset"
     if isinstance(exc, BrokenPipeError):
         return "broken-pipe"
-    if isinstance(exc, TimeoutError | socket.timeout):
+    if isinstance(exc, TimeoutError):
         return "timeout"
     if isinstance(exc, ValueError | IndexError):
         return "bad-response"

@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.lb_churn import (  # noqa: E402 (needs the repository on sys.path)
     BACKEND,
+    HAPROXY,
     Procs,
     free_port,
     lbadapter_argv,
@@ -99,14 +100,14 @@ def exactly_up(want: set[str]) -> Callable[[dict[str, str]], bool]:
     return lambda states: {n for n, st in states.items() if st.startswith("UP")} == want
 
 
-def demo(workdir: Path, requests: int) -> None:
+def demo(workdir: Path, requests: int, haproxy: str) -> None:
     procs = Procs(workdir / "logs")
     logdir = procs.logdir
     try:
         gossip, listen, stats = free_port(), free_port(), free_port()
         print(f"Starting lbadapter: HAProxy on 127.0.0.1:{listen}, gossip on 127.0.0.1:{gossip}")
         lb = procs.start("lbadapter", lbadapter_argv("lb", gossip, free_port(), listen, stats,
-                                                     workdir / "lbadapter-state"))
+                                                     workdir / "lbadapter-state", haproxy))
         if not wait_port(stats, WAIT, alive=lb):
             raise DemoError(f"lbadapter/HAProxy did not come up; see {logdir}/lbadapter.log")
         print(f"Stats page: http://127.0.0.1:{stats}/   (CSV: http://127.0.0.1:{stats}/;csv;norefresh)")
@@ -159,11 +160,13 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/demo.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=20, help="requests per sample (20)")
+    p.add_argument("--haproxy", default=HAPROXY, help=f"haproxy binary ({HAPROXY})")
     p.add_argument("--workdir", help="logs and HAProxy state (default: a temp dir, removed "
                                      "after a successful run)")
     args = p.parse_args(argv)
-    if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
-        print("demo: haproxy is not installed. Install it with:\n"
+    haproxy = shutil.which(args.haproxy)
+    if haproxy is None:
+        print(f"demo: haproxy ({args.haproxy}) is not installed. Install it with:\n"
               "    sudo apt-get install haproxy\n"
               "(nothing else is needed: the demo runs everything else from this checkout "
               "on 127.0.0.1, without root)", file=sys.stderr)
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="swimlib-demo-"))
     started = time.monotonic()
     try:
-        demo(workdir, args.requests)
+        demo(workdir, args.requests, haproxy)
     except KeyboardInterrupt:
         print("demo: interrupted; every process it started is stopped", file=sys.stderr)
         return 130
