@@ -325,10 +325,17 @@ class Simulation:
                 self._heap, (deadline, self._seq, _SREP, i, slot.gen, e.request_id, None)
             )
             return
+        dslot = self.slots[dst]
+        if not dslot.running:
+            # The host answers but no process listens: connection refused (SYN, RST).
+            heapq.heappush(self._heap, (
+                min(self.now + net.refused_delay(), deadline), self._seq, _SREP, i, slot.gen,
+                e.request_id, None,
+            ))
+            return
         net.msgs_recv[dst] += 1
         net.bytes_recv[dst] += len(e.data)
-        delay = net.delay()
-        dslot = self.slots[dst]
+        delay = net.stream_request_delay()
         if dslot.slow is not None:
             delay += self._lag(dslot)
         heapq.heappush(
@@ -374,7 +381,7 @@ class Simulation:
                 slot = slots[ev[3]]
                 opener, ogen, rid, deadline = ev[4], ev[5], ev[6], ev[8]
                 if not slot.running:
-                    # Path works but nobody listens: connection refused, one latency later.
+                    # It died while we were connecting: the reset comes back.
                     self._reply(opener, ogen, rid, None, min(now + net.delay(), deadline))
                     continue
                 reply = slot.node.handle_stream(ev[7], slots[opener].addr, now)
@@ -384,7 +391,7 @@ class Simulation:
                     continue
                 if reply is not None:
                     net.stream_payload(slot.index, opener, len(reply))
-                when = now + net.delay()
+                when = now + net.stream_reply_delay()
                 oslot = slots[opener]
                 if oslot.slow is not None:
                     when += self._lag(oslot)

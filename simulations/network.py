@@ -7,7 +7,10 @@ every datagram:
 
 * one-way latency = ``base * uniform(0.8, 1.2)`` (jitter of +-20 %);
 * UDP datagrams are lost independently with probability ``loss``;
-  TCP streams are never lost (they only fail on a partition or a crash);
+  TCP streams are never lost (they only fail on a partition or a crash) but
+  loss slows them: a request needs a handshake (SYN, SYN-ACK) and its data,
+  a reply its data, and each lost segment costs a retransmission timeout
+  (1 s for the SYN as in Linux, 200 ms for data; doubling on each retry);
 * a partition is a directed rule "nothing from set A reaches set B";
   a symmetric split is two rules. Rules stack and are removed by ``heal``.
 
@@ -101,6 +104,31 @@ class Network:
     def delay(self) -> float:
         """One-way latency for one message (consumes one RNG draw)."""
         return self.latency * (0.8 + 0.4 * self.rng.random())
+
+    def _retransmits(self, rto: float) -> float:
+        extra = 0.0
+        while self.rng.random() < self.loss:
+            extra += rto
+            rto *= 2
+        return extra
+
+    def stream_request_delay(self) -> float:
+        """Connect (SYN, SYN-ACK) then send the request: 1.5 round trips plus retries."""
+        d = self.delay() + self.delay() + self.delay()
+        if self.loss:
+            d += self._retransmits(1.0) + self._retransmits(0.2)
+        return d
+
+    def refused_delay(self) -> float:
+        """SYN out, RST back: how soon a connect to a dead process fails."""
+        return self.delay() + self.delay()
+
+    def stream_reply_delay(self) -> float:
+        """The reply's data segment(s) back to the opener, with retries under loss."""
+        d = self.delay()
+        if self.loss:
+            d += self._retransmits(0.2)
+        return d
 
     def datagram(self, src: int, dst: int, size: int) -> float | None:
         """Account a datagram from ``src``; return its delay, or None if it is lost."""

@@ -50,3 +50,14 @@ def test_bad_parameters_are_refused() -> None:
         Network(1, random.Random(1), 0.001, loss=1.0)
     with pytest.raises(ValueError):
         Network(1, random.Random(1), -1.0)
+
+
+def test_streams_are_never_lost_but_loss_costs_retransmission_timeouts() -> None:
+    clean = Network(2, random.Random(1), 0.001)
+    assert all(0.0024 <= clean.stream_request_delay() <= 0.0036 for _ in range(100))
+    lossy = Network(2, random.Random(1), 0.001, loss=0.3)
+    delays = [lossy.stream_request_delay() for _ in range(2000)]
+    slow = sum(d >= 1.0 for d in delays) / len(delays)  # the SYN was lost at least once
+    assert 0.25 < slow < 0.35
+    assert min(delays) < 0.004
+    assert all(lossy.stream_reply_delay() < 100 for _ in range(100))
