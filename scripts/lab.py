@@ -15,9 +15,9 @@ Commands (``make lab``, ``make lab-add``, ``make lab-stop NODE=s2``, ``make lab-
     python scripts/lab.py status      # nodes, PIDs, what curl through ha sees
     python scripts/lab.py down        # stop everything, delete namespaces, bridge, /etc/netns
 
-Every process is started with its PID written under the state directory
-(``/run/swimlib-lab``, or ``$LAB_STATE_DIR``), and stopped by that PID after
-checking ``/proc/PID/cmdline`` still names it. Every wait is bounded.
+Every process is started with its PID (and start time, so a reused PID is
+never mistaken for it) written under the state directory
+(``/run/swimlib-lab``, or ``$LAB_STATE_DIR``), and stopped by that PID. Every wait is bounded.
 Standard library only, so ``lab-down`` works even without the virtualenv.
 """
 
@@ -147,15 +147,27 @@ def pid_file(node: str, proc: str) -> Path:
     return STATE / "nodes" / node / f"{proc}.pid"
 
 
-def running_pid(node: str, proc: str) -> int | None:
-    """The PID in the file if that process is alive and still ours (cmdline names the node)."""
-    path = pid_file(node, proc)
+def start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22).
+
+    Set at fork and kept across exec, so PID + start time names one process
+    for its whole life, unlike the command line, which changes at exec.
+    """
     try:
-        pid = int(path.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
+
+
+def running_pid(node: str, proc: str) -> int | None:
+    """The PID in the file if that very process (same start time) is still alive."""
+    try:
+        pid_text, started = pid_file(node, proc).read_text().split()
+        pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    return pid if node.encode() in cmdline and b"-m" in cmdline else None
+    return pid if start_time(pid) == started else None
 
 
 def start(node: str, proc: str, argv: list[str]) -> int:
@@ -171,26 +183,20 @@ def start(node: str, proc: str, argv: list[str]) -> int:
                                   "PYTHONUNBUFFERED": "1"},
                              start_new_session=True)
     # `ip netns exec` execs the command, so this PID is the python process itself.
-    pid_file(node, proc).write_text(f"{p.pid}\n")
+    pid_file(node, proc).write_text(f"{p.pid} {start_time(p.pid)}\n")
     return p.pid
 
 
-def wait_gone(pid: int, timeout: float) -> bool:
+def wait_gone(pid: int, started: str | None, timeout: float) -> bool:
+    """Until process ``pid`` with start time ``started`` is gone (or a zombie); bounded."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap if it was our child
-        if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it was our child
+        if start_time(pid) != started:
             return True
         time.sleep(0.05)
     return False
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def stop_proc(node: str, proc: str, timeout: float = STOP_TIMEOUT) -> str:
@@ -199,13 +205,14 @@ def stop_proc(node: str, proc: str, timeout: float = STOP_TIMEOUT) -> str:
     pid_file(node, proc).unlink(missing_ok=True)
     if pid is None:
         return "not running"
+    started = start_time(pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    if wait_gone(pid, timeout):
+    if wait_gone(pid, started, timeout):
         return f"stopped (pid {pid})"
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    wait_gone(pid, 5.0)
+    wait_gone(pid, started, 5.0)
     return f"killed after {timeout:.0f}s (pid {pid})"
 
 
@@ -214,11 +221,12 @@ def kill_leftovers(node: str) -> list[int]:
     if node not in namespaces():
         return []
     pids = [int(p) for p in sh("ip", "netns", "pids", node, check=False).stdout.split()]
+    started = {pid: start_time(pid) for pid in pids}
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for pid in pids:
-        wait_gone(pid, 5.0)
+        wait_gone(pid, started[pid], 5.0)
     return pids
 
 
@@ -324,7 +332,7 @@ def cmd_up(_args: argparse.Namespace) -> int:
             if running_pid("ha", "lbadapter") is None or time.monotonic() > deadline:
                 raise LabError(f"ha did not come up; see {STATE}/nodes/ha/lbadapter.log")
             time.sleep(0.3)
-    wait_backends(running_backends(), 45.0)
+    wait_backends(running_backends() | {"s1", "s2"}, 45.0)
     print(f"lab up: nodes {', '.join(nodes)} on {BRIDGE} ({NET}.0/24)")
     print(f"  through ha (20 requests): {show(sample(20))}")
     print(f"  stats page: http://{node_ip('ha')}:1936/   site: http://{node_ip('ha')}/")
@@ -344,7 +352,7 @@ def cmd_add(_args: argparse.Namespace) -> int:
     ensure_netns(node)
     write_hosts([*lab_nodes(), node])
     start_node(node)
-    seen = wait_backends(running_backends(), 45.0)
+    seen = wait_backends(running_backends() | {node}, 45.0)
     print(f"added {node} ({node_ip(node)}); through ha: {show(seen)}")
     return 0
 

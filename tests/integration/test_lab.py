@@ -108,7 +108,7 @@ def test_lab_up_add_stop_down(lab_up: subprocess.CompletedProcess[str]) -> None:
 
     added = lab("add")
     assert added.returncode == 0, added.stdout + added.stderr
-    assert "added s3" in added.stdout
+    assert "added s3" in added.stdout and "s3=" in added.stdout, added.stdout
     wait_backends({"s1", "s2", "s3"})
 
     stopped = lab("stop", "s2")
