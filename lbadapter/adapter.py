@@ -122,7 +122,12 @@ class Adapter:
             with trio.move_on_at(wake_at):
                 await self._wake.wait()
             self._wake = trio.Event()
-            await self.step()
+            try:
+                await self.step()
+            except Exception:  # a bug must not take the balancer down: count, log, go on
+                self.counters["step_errors"] += 1
+                log.exception("adapter step failed; retrying on the next wake-up")
+                await trio.sleep(1.0)
 
     async def step(self) -> None:
         """One round: desired -> config file -> reload if needed -> reconcile pass."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import ipaddress
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -130,13 +131,18 @@ def desired_servers(members: Iterable[MemberLike], backend_tag: tuple[str, str],
             log.warning("member %s has no 'port' tag and no --backend-port is set; skipped",
                         m.name)
             continue
+        try:
+            addr = str(ipaddress.ip_address(m.addr))
+        except ValueError:
+            log.warning("member %s: address %r is not an IP address; skipped", m.name, m.addr)
+            continue
         name = server_name(m.name)
         want = _WANT_BY_STATUS.get(m.status_name, Want.GONE)
         if name in out:
             log.warning("members %s and %s map to one server name %s; keeping the first",
                         out[name].member, m.name, name)
             continue
-        out[name] = DesiredServer(name, m.name, m.addr, port, want)
+        out[name] = DesiredServer(name, m.name, addr, port, want)
     return out
 
 

@@ -30,6 +30,7 @@ import trio
 from lbadapter.desired import DesiredServer, Want
 from lbadapter.haproxy import (
     AddResult,
+    CLIError,
     CLIUnavailable,
     DelResult,
     RuntimeClient,
@@ -92,7 +93,7 @@ class Reconciler:
         self._needed = set()
         try:
             actual_rows = await self.client.show_servers_state(self.backend)
-        except CLIUnavailable as exc:
+        except (CLIUnavailable, ValueError) as exc:
             result.errors.append(str(exc))
             return result
         except UnexpectedAnswer as exc:
@@ -114,6 +115,10 @@ class Reconciler:
             except CLIUnavailable as exc:
                 result.errors.append(str(exc))
                 break
+            except (CLIError, ValueError) as exc:  # oversized answer, unusable name/address
+                self.counters["server_errors"] += 1
+                log.error("reconcile %s/%s: %s", self.backend, name, exc)
+                result.errors.append(f"{name}: {exc}")
         self._detect_drift(result)
         for name in list(self._drain_since):
             if name not in actual or actual[name].in_maint:
@@ -130,7 +135,7 @@ class Reconciler:
             return {}
         try:
             rows = await self.client.show_stat(self.backend)
-        except (CLIUnavailable, UnexpectedAnswer) as exc:
+        except CLIError as exc:
             result.errors.append(f"show stat: {exc}")
             return {}
         out: dict[str, int] = {}

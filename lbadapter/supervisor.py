@@ -150,7 +150,11 @@ class Supervisor:
                 if proc.stdout is not None:
                     nursery.start_soon(self._pump, proc.stdout)
                 nursery.start_soon(self._become_ready)
-                await proc.wait()
+                try:
+                    await proc.wait()
+                except trio.Cancelled:
+                    log.info("stopping haproxy (SIGTERM to master %d)", proc.pid)
+                    raise
                 nursery.cancel_scope.cancel()
         except OSError as exc:
             log.error("cannot start %s: %s", self.haproxy, exc)

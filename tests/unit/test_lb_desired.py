@@ -102,3 +102,8 @@ def test_members_json_serf_shape():
 def test_members_json_errors_name_the_problem(bad):
     with pytest.raises(ValueError, match=r"members|serf members"):
         members_from_json(bad)
+
+
+def test_non_ip_addresses_are_skipped(caplog):
+    got = desired_servers([m("a", addr="host.example"), m("b", addr="10.0.0.1;x")], TAG, None)
+    assert got == {} and "not an IP address" in caplog.text

@@ -310,3 +310,16 @@ def test_scheduler_backoff_is_capped():
         s.finished(0.0, ok=False, fallback=True)
     s.request(0.0, "x")
     assert s.due_at() == pytest.approx(ReloadScheduler.BACKOFF[2])
+
+
+async def test_other_client_errors_are_counted_per_server(fake, clock):
+    from lbadapter.haproxy import CLIError
+
+    async def oversized(*_args: object) -> None:
+        raise CLIError("answer larger than 16 MiB")
+
+    fake.enable_health = oversized  # type: ignore[method-assign]
+    r = make(fake, clock)
+    result = await r.reconcile({"a": ready("a"), "b": ready("b")})
+    assert r.counters["server_errors"] == 2 and len(result.errors) == 2
+    assert result.reload_reason is None
