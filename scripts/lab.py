@@ -62,6 +62,11 @@ def node_ip(node: str) -> str:
     return f"{NET}.{10 + int(node[1:])}"
 
 
+def node_order(node: str) -> tuple[bool, int]:
+    """ha first, then s1, s2, ... s10 (numeric, not text, order)."""
+    return (node != "ha", int(node[1:]) if node != "ha" else 0)
+
+
 def veth_name(node: str) -> str:
     return f"swl-{node}"
 
@@ -97,7 +102,7 @@ def lab_nodes() -> list[str]:
             hosts = d / "hosts"
             if NODE_RE.match(d.name) and hosts.exists() and MARKER in hosts.read_text():
                 found.add(d.name)
-    return sorted(found, key=lambda n: (n != "ha", int(n[1:]) if n != "ha" else 0))
+    return sorted(found, key=node_order)
 
 
 def ensure_bridge() -> None:
@@ -318,8 +323,7 @@ def preflight() -> None:
 
 def cmd_up(_args: argparse.Namespace) -> int:
     preflight()
-    nodes = sorted(set(lab_nodes()) | {"ha", "s1", "s2"},
-                   key=lambda n: (n != "ha", int(n[1:]) if n != "ha" else 0))
+    nodes = sorted(set(lab_nodes()) | {"ha", "s1", "s2"}, key=node_order)
     ensure_bridge()
     write_hosts(nodes)
     for node in nodes:
@@ -350,7 +354,7 @@ def cmd_add(_args: argparse.Namespace) -> int:
     if int(node[1:]) > 200:
         raise LabError("the lab's address plan stops at s200")
     ensure_netns(node)
-    write_hosts([*lab_nodes(), node])
+    write_hosts(sorted({*lab_nodes(), node}, key=node_order))
     start_node(node)
     seen = wait_backends(running_backends() | {node}, 45.0)
     print(f"added {node} ({node_ip(node)}); through ha: {show(seen)}")

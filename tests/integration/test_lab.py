@@ -110,6 +110,8 @@ def test_lab_up_add_stop_down(lab_up: subprocess.CompletedProcess[str]) -> None:
     assert added.returncode == 0, added.stdout + added.stderr
     assert "added s3" in added.stdout and "s3=" in added.stdout, added.stdout
     wait_backends({"s1", "s2", "s3"})
+    hosts = Path("/etc/netns/s3/hosts").read_text().splitlines()  # `--join ha` resolves
+    assert hosts.count("10.231.0.2 ha") == 1 and hosts.count("10.231.0.13 s3") == 1, hosts
 
     stopped = lab("stop", "s2")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
