@@ -229,6 +229,9 @@ def _check(s: Settings) -> None:
     """Checks spanning several settings."""
     if s.reload_min_wait > s.reload_max_wait:
         raise SettingsError("reload_min_wait must not exceed reload_max_wait")
+    if any(c in str(s.state_dir) for c in ", \t\n#;"):
+        raise SettingsError(f"state_dir: {str(s.state_dir)!r} must not contain commas, "
+                            "spaces, '#' or ';' (it goes into HAProxy's config and -S flag)")
     if len(str(s.master_socket.absolute()).encode()) > 100:
         raise SettingsError(f"state_dir: {s.state_dir.absolute()} is too long a path for "
                             "HAProxy's unix sockets (keep it under ~85 characters)")

@@ -1,6 +1,6 @@
 """Running HAProxy: the master-worker process as our child, restarted if it dies.
 
-HAProxy runs as ``haproxy -W -S master.sock -f haproxy.cfg`` in its own
+HAProxy runs as ``haproxy -W -S master.sock,mode,600 -f haproxy.cfg`` in its own
 session (a terminal's Ctrl-C reaches only us; we decide when it stops). If
 the master exits (it does when its worker dies: ``exit-on-failure``), it is
 started again with backoff from the file on disk, which always holds the
@@ -88,7 +88,9 @@ class Supervisor:
 
     @property
     def argv(self) -> list[str]:
-        return [self.haproxy, "-W", "-S", str(self.master_socket), "-f", str(self.config_path)]
+        # The master CLI can reload and stop everything: owner-only, like the admin socket.
+        return [self.haproxy, "-W", "-S", f"{self.master_socket},mode,600", "-f",
+                str(self.config_path)]
 
     @property
     def master_pid(self) -> int | None:

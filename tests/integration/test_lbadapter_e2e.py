@@ -92,9 +92,10 @@ def test_run_with_two_swimlib_backends(state_dir: Path, procs: Processes,
         assert master and _alive(master)
 
         joined_at = time.monotonic()
+        http = {}
         for name in ("web-1", "web-2"):
             port = free_port()
-            procs.backend(f"http-{name}", port)
+            http[name] = procs.backend(f"http-{name}", port)
             agents.swimlib(name, "--tag", "role=backend", "--tag", f"port={port}",
                            "--profile", "local", join=f"127.0.0.1:{gossip}")
         wait_for(lambda: up_servers(stats_rows(stats), "app") >= {"web-1", "web-2"}, 15,
@@ -120,9 +121,14 @@ def test_run_with_two_swimlib_backends(state_dir: Path, procs: Processes,
         assert "reconcile: drain app/web-1" in procs.log("lbadapter")
         assert fetch(f"http://127.0.0.1:{fe}/")[1].strip() == "http-web-2"
 
-        # crash: HAProxy's checks and then membership take it out
+        # crash of the whole node (agent and its HTTP server): HAProxy's checks take it
+        # out of rotation within seconds, membership (failed) then puts it in maintenance
         web2 = next(p for p in agents.procs if p.name == "web-2")
         agents.kill(web2)
+        procs.stop(http["web-2"], signal.SIGKILL)
+        # HAProxy's own checks stop sending it traffic long before gossip declares it failed
+        wait_for(lambda: "web-2" not in up_servers(stats_rows(stats), "app"), 4,
+                 what="web-2 DOWN by health checks")
         wait_for(lambda: "maint app/web-2" in procs.log("lbadapter"), 30,
                  what=f"web-2 in maintenance after failing; adapter log:\n{adapter_log()}")
     finally:

@@ -106,6 +106,11 @@ def test_address_without_port_uses_the_default_port():
     assert s.listen == ("127.0.0.1", 80) and s.stats == ("127.0.0.1", 1936)
 
 
+def test_state_dir_with_a_comma():
+    with pytest.raises(SettingsError, match="commas"):
+        settings_from_mapping({"state_dir": "/tmp/a,b"})
+
+
 def test_state_dir_too_long_for_sockets():
     with pytest.raises(SettingsError, match="too long"):
         settings_from_mapping({"state_dir": "/tmp/" + "x" * 120})
