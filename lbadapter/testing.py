@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -147,13 +148,22 @@ class Processes:
                     os.kill(popen.pid, signal.SIGKILL)
         return popen.wait(5)
 
-    def stop_all(self) -> None:
-        for _, popen in reversed(self.procs):
-            if popen.poll() is None:
+    def stop_all(self, grace: float = 10.0) -> None:
+        """SIGTERM everything still running (an adapter then stops its HAProxy), wait up to
+        ``grace`` seconds in total, SIGKILL what is left."""
+        running = [p for _, p in reversed(self.procs) if p.poll() is None]
+        for popen in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for popen in running:
+            try:
+                popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(popen.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                popen.wait(5)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    popen.wait(5)
 
 
 async def wait_port(port: int, timeout: float = 10.0) -> None:

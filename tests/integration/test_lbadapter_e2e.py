@@ -35,7 +35,22 @@ def state_dir() -> Iterator[Path]:
     try:
         yield path
     finally:
+        _kill_orphaned_haproxy(path)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _kill_orphaned_haproxy(path: Path) -> None:
+    """If the adapter died without stopping HAProxy, stop its master by PID."""
+    try:
+        pid = json.loads((path / "state.json").read_text())["haproxy"]["master_pid"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    try:
+        ours = str(path) in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return
+    if ours and _alive(pid):  # the PID is still our HAProxy, not a reused one
+        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
