@@ -36,6 +36,7 @@ import os
 import platform
 import queue
 import random
+import re
 import select
 import shutil
 import signal
@@ -677,15 +678,24 @@ def run_phase(mode: str, opts: Options, schedule: list[Action]) -> dict[str, Any
     }
 
 
+_CLOSED = re.compile(r"^restart \d+: .* frontend closed for (\d+) ms", re.M)
+
+
 def balancer_info(mode: str, workdir: Path, alive: bool) -> dict[str, Any]:
-    """Restarts (baseline) or HAProxy reloads (lbadapter), read from the balancer's log."""
+    """What the balancer did: restarts and downtime (baseline), or lbadapter's state.json."""
     log = workdir / "logs" / f"balancer-{mode}.log"
-    text = log.read_text(errors="replace") if log.exists() else ""
     info: dict[str, Any] = {"alive_at_end": alive, "log": str(log)}
     if mode == "restart":
-        info["restarts"] = sum(1 for line in text.splitlines() if line.startswith("restart "))
-    else:
-        info["reload_lines"] = sum(1 for line in text.splitlines() if "reload" in line.lower())
+        text = log.read_text(errors="replace") if log.exists() else ""
+        closed = sorted(int(ms) for ms in _CLOSED.findall(text))
+        info["restarts"] = len(closed)  # including the first start
+        info["frontend_closed_ms"] = {"total": sum(closed), "median": percentile(closed, 50),
+                                      "max": closed[-1] if closed else None}
+        return info
+    with contextlib.suppress(OSError, ValueError):
+        state = json.loads((workdir / "state" / "state.json").read_text())
+        info["haproxy"] = state.get("haproxy")
+        info["counters"] = state.get("counters")
     return info
 
 
@@ -703,6 +713,25 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"{mode:<10} {label:<15} {s['requests']:>8} {s['failed']:>7} "
                          f"{s['req_per_s']:>7.1f} {_fmt(s['p50_ms']):>7} {_fmt(s['p99_ms']):>7} "
                          f"{_fmt(s['max_ms']):>8}  {errors}")
+    return "\n".join(lines)
+
+
+def format_balancers(results: dict[str, dict[str, Any]]) -> str:
+    """One line per balancer: how it applied the changes."""
+    lines = []
+    for mode, r in results.items():
+        b = r["balancer"]
+        if mode == "restart":
+            closed = b["frontend_closed_ms"]
+            lines.append(f"{mode}: HAProxy restarted {b['restarts']} times (first start "
+                         f"included), frontend closed {closed['median']} ms median, "
+                         f"{closed['max']} ms max, {closed['total']} ms in all")
+        else:
+            hap, counters = b.get("haproxy") or {}, b.get("counters") or {}
+            ops = ", ".join(f"{counters[k]} {k}" for k in ("add", "drain", "maint", "del")
+                            if k in counters)
+            lines.append(f"{mode}: HAProxy started {hap.get('starts', '?')} time(s), reloaded "
+                         f"{hap.get('reloads', '?')} times; runtime API: {ops or '?'}")
     return "\n".join(lines)
 
 
@@ -765,6 +794,7 @@ def run(argv: list[str]) -> dict[str, Any]:
               f"{r['keepalive']['failed']} keep-alive / {r['new_connection']['failed']} "
               f"new-connection", flush=True)
     print(format_table(results))
+    print(format_balancers(results))
     return {
         "suite": "lb_churn", "host": platform.node(), "cpus": os.cpu_count(),
         "python": platform.python_version(), "haproxy": _haproxy_version(),

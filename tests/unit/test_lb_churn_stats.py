@@ -20,6 +20,7 @@ from benchmarks.lb_churn import (
     churn_schedule,
     classify,
     connection_dropped,
+    format_balancers,
     format_table,
     percentile,
     read_response,
@@ -175,3 +176,14 @@ def test_format_table_lists_both_client_kinds_per_balancer() -> None:
     assert len(lines) == 6
     assert "refused=1" in lines[4] and lines[4].startswith("restart")
     assert lines[2].rstrip().endswith("-")  # no errors
+
+
+def test_format_balancers_says_how_changes_were_applied() -> None:
+    text = format_balancers({
+        "lbadapter": {"balancer": {"haproxy": {"starts": 1, "reloads": 0},
+                                   "counters": {"add": 5, "drain": 3, "maint": 4, "del": 4}}},
+        "restart": {"balancer": {"restarts": 6, "frontend_closed_ms": {
+            "total": 200, "median": 33, "max": 45}}}})
+    assert "started 1 time(s), reloaded 0 times" in text
+    assert "runtime API: 5 add, 3 drain, 4 maint, 4 del" in text
+    assert "restarted 6 times" in text and "45 ms max" in text
