@@ -10,6 +10,7 @@ a drain or delete retry is due, and every ``reconcile_interval`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -77,6 +78,7 @@ class Adapter:
         self._file_skeleton: str | None = None
         self._live_skeleton: str | None = None
         self._rejected_text: str | None = None
+        self._prepared = False
 
     def poke(self) -> None:
         """Run a pass soon (membership changed, HAProxy restarted...)."""
@@ -90,15 +92,19 @@ class Adapter:
 
     async def prepare(self) -> None:
         """Write the first config; without any valid config we cannot start HAProxy."""
+        if self._prepared:
+            return
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.desired = self._compute_desired()
-        if await self._install_config():
+        self._prepared = await self._install_config()
+        if self._prepared:
             return
         if self.settings.config_path.exists():
             check = await check_config(self.haproxy, self.settings.config_path)
             if check.ok:
                 log.warning("starting HAProxy with the previous %s; fix the template",
                             self.settings.config_path)
+                self._prepared = True
                 return
         raise AdapterError(f"no valid HAProxy config to start with: {self.config_error}")
 
@@ -280,6 +286,10 @@ async def run_adapter(settings: Settings) -> None:
     from swimlib.agent.rpc_adapter import start_rpc_server
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        # Fail on a bad template or state dir before binding anything.
+        members: list[Any] = []
+        adapter = Adapter(settings, lambda: members)
+        await adapter.prepare()
         async with trio.open_nursery() as outer:
             async def stop_on_signal() -> None:
                 async for signum in received:
@@ -290,15 +300,26 @@ async def run_adapter(settings: Settings) -> None:
 
             stop = trio.Event()
             outer.start_soon(stop_on_signal)
-            async with swimlib.open_agent(settings.node, bind=settings.bind,
-                                          advertise=settings.advertise,
-                                          config=swimlib.Config.for_profile(settings.profile),
-                                          tags={"role": "balancer"}) as agent:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    agent = await stack.enter_async_context(swimlib.open_agent(
+                        settings.node, bind=settings.bind, advertise=settings.advertise,
+                        config=swimlib.Config.for_profile(settings.profile),
+                        tags={"role": "balancer"}))
+                except (OSError, swimlib.SwimError) as exc:
+                    host, port = settings.bind
+                    raise AdapterError(f"cannot bind the gossip address {host}:{port}: "
+                                       f"{exc}") from None
                 events = agent.events()
-                adapter = Adapter(settings, agent.members)
+                adapter.members = agent.members
                 async with trio.open_nursery() as nursery:
                     if settings.rpc_addr is not None:
-                        await start_rpc_server(nursery, agent, settings.rpc_addr, "", None)
+                        try:
+                            await start_rpc_server(nursery, agent, settings.rpc_addr, "", None)
+                        except OSError as exc:
+                            host, port = settings.rpc_addr
+                            raise AdapterError(f"cannot serve RPC on {host}:{port}: "
+                                               f"{exc}") from None
                     await nursery.start(adapter.run)
                     nursery.start_soon(_forward_events, events, adapter)
                     if settings.join:

@@ -102,18 +102,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cmd_run(settings: Settings) -> int:
     from lbadapter.adapter import AdapterError, run_adapter
+    from swimlib import SwimError
 
     _setup_logging(settings.log_level)
     try:
         find_haproxy(settings.haproxy)
         trio.run(run_adapter, settings)
-    except (HAProxyNotFound, AdapterError) as exc:
-        return _error(str(exc))
-    except OSError as exc:  # e.g. the gossip port is taken
-        return _error(f"{exc}")
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:  # trio may wrap errors in (nested) exception groups
+        expected = (HAProxyNotFound, AdapterError, OSError, SwimError)
+        leaves = list(_leaves(exc))
+        if leaves and all(isinstance(e, expected) for e in leaves):
+            return _error("; ".join(str(e) for e in leaves))
+        raise
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 def _read_members(path: str) -> Any:

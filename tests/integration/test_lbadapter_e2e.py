@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,9 +25,8 @@ from lbadapter.testing import Processes, fetch, free_port, short_state_dir, stat
 from tests.integration.procs import Procs, wait_for
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
-pytestmark = [pytest.mark.skipif(not os.path.exists(HAPROXY),
-                                 reason="haproxy is not installed (apt-get install haproxy)"),
-              pytest.mark.slow]
+pytestmark = pytest.mark.skipif(not os.path.exists(HAPROXY),
+                                reason="haproxy is not installed (apt-get install haproxy)")
 
 
 @pytest.fixture
@@ -87,6 +87,7 @@ def _ready(state_dir: Path) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_run_with_two_swimlib_backends(state_dir: Path, procs: Processes,
                                        agents: Procs) -> None:
     gossip, fe, stats = free_port(), free_port(), ("127.0.0.1", free_port())
@@ -151,3 +152,27 @@ def test_run_with_two_swimlib_backends(state_dir: Path, procs: Processes,
     assert code == 0, adapter_log()
     wait_for(lambda: not _alive(master), 10, what="HAProxy master to exit with the adapter")
     assert "caught SIGTERM" in procs.log("lbadapter")
+
+
+def test_run_start_errors_are_one_clear_line(state_dir: Path) -> None:
+    base = [sys.executable, "-m", "lbadapter.cli", "run", "--listen",
+            f"127.0.0.1:{free_port()}", "--stats", f"127.0.0.1:{free_port()}",
+            "--state-dir", str(state_dir), "--haproxy", HAPROXY]
+    template = state_dir / "t.j2"
+    template.write_text("global\n    maxconn {{ nope }}\n")
+    out = subprocess.run([*base, "--bind", f"127.0.0.1:{free_port()}", "--template",
+                          str(template)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == (
+        f"lbadapter: error: no valid HAProxy config to start with: template {template}:2: "
+        "UndefinedError: 'nope' is undefined")
+    assert "Traceback" not in out.stderr
+
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", port))
+        out = subprocess.run([*base, "--bind", f"127.0.0.1:{port}"], capture_output=True,
+                             text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1].startswith(
+        f"lbadapter: error: cannot bind the gossip address 127.0.0.1:{port}")
