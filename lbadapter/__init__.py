@@ -53,7 +53,22 @@ Python API (all async code is trio):
   ``Adapter(settings, members_fn)`` with ``await nursery.start(adapter.run)`` and
   ``adapter.poke()`` drives HAProxy from any membership source (tests, benchmarks).
 
-Everything above is re-exported from ``lbadapter`` itself. For tests and benchmarks:
+* ``lbadapter.testing`` (not imported by the adapter): ``free_port()``, ``short_state_dir()``,
+  ``Processes(workdir)`` (``.start(name, argv)``, ``.backend(name, port)`` = tiny HTTP
+  server answering its name, ``GET /slow?s=N`` holds N s; ``.stop(popen)``, ``.stop_all()``:
+  SIGTERM first so an adapter stops its HAProxy), ``fetch(url)``, ``stats_rows((host, port))``,
+  ``await up_in_stats(stats, backend)``, ``await wait_until(async_pred, timeout, what)``,
+  ``adapter_running(adapter)`` (async context manager: HAProxy up for the block).
+
+Logs (stderr): ``reconcile: add|reuse|readdress|drain|maint|del app/NAME ...`` per runtime
+action, ``wrote .../haproxy.cfg (N servers)``, ``reloading haproxy: REASONS``,
+``haproxy reloaded: worker(s) ...``, ``haproxy master exited ...; restarting``, and
+HAProxy's own lines prefixed ``haproxy:``. ``state.json`` ``counters`` has the totals
+(``add``, ``reuse``, ``drain``, ``maint``, ``del``, ``del_refused_busy``, ``reloads``,
+``reload_failures``, ``render_errors``, ``check_errors``, ``unexpected_answer``, ``drift``...).
+
+Everything above but ``lbadapter.testing`` is re-exported from ``lbadapter`` itself.
+For tests and benchmarks:
 ``parse_stat_csv(urlopen("http://STATS/;csv;norefresh").read().decode())`` then
 ``up_servers(rows, "app")`` gives the servers HAProxy sends traffic to; the current
 worker PID is ``(await MasterClient(state_dir / "master.sock").show_proc()).workers``.

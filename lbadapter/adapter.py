@@ -40,6 +40,8 @@ __all__ = ["Adapter", "AdapterError", "run_adapter"]
 
 log = logging.getLogger("lbadapter")
 
+#: A config rejected by ``haproxy -c`` is not checked again for this long unless it changes.
+REJECTED_RETRY = 60.0
 #: Join retry backoff for ``--join``: first wait, factor, ceiling (seconds).
 JOIN_BACKOFF = (1.0, 2.0, 30.0)
 
@@ -78,6 +80,8 @@ class Adapter:
         self._file_skeleton: str | None = None
         self._live_skeleton: str | None = None
         self._rejected_text: str | None = None
+        self._rejected_until = 0.0
+        self._last_report: tuple[str, ...] = ()
         self._prepared = False
 
     def poke(self) -> None:
@@ -136,22 +140,31 @@ class Adapter:
                 await trio.sleep(1.0)
 
     async def step(self) -> None:
-        """One round: desired -> config file -> reload if needed -> reconcile pass."""
+        """One round: desired -> runtime API pass -> config file -> reload if needed.
+
+        The runtime pass goes first: it is what users see, the file only
+        matters at the next restart, and ``haproxy -c`` takes tens of ms.
+        """
         self.counters["steps"] += 1
         self.desired = self._compute_desired()
+        await self._reconcile()
         await self._install_config()
         if self._file_skeleton is not None and self._file_skeleton != self._live_skeleton \
                 and self.supervisor.ready:
             self.scheduler.request(trio.current_time(), "non-server config changed")
-        await self._maybe_reload()
-        if self.supervisor.ready:
-            result = await self.reconciler.reconcile(self.desired)
-            self.last_pass = result
-            if result.reload_reason:
-                self.scheduler.request(trio.current_time(), result.reload_reason)
-            elif result.clean:
-                self.scheduler.note_clean_pass()
+        if await self._maybe_reload():
+            await self._reconcile()  # a reload drops runtime state: put it back at once
         self._write_state()
+
+    async def _reconcile(self) -> None:
+        if not self.supervisor.ready:
+            return
+        result = await self.reconciler.reconcile(self.desired)
+        self.last_pass = result
+        if result.reload_reason:
+            self.scheduler.request(trio.current_time(), result.reload_reason)
+        elif result.clean:
+            self.scheduler.note_clean_pass()
 
     def _compute_desired(self) -> dict[str, DesiredServer]:
         s = self.settings
@@ -167,12 +180,13 @@ class Adapter:
         except RenderError as exc:
             self._config_failed("render_errors", str(exc), [])
             return False
-        if text == self._rejected_text:
-            return False  # already rejected by haproxy -c; reported then
+        if text == self._rejected_text and trio.current_time() < self._rejected_until:
+            return False  # already rejected by haproxy -c (and reported); retried later
         try:
             changed = await self.writer.write(text)
         except ConfigCheckError as exc:
             self._rejected_text = text
+            self._rejected_until = trio.current_time() + REJECTED_RETRY
             self._config_failed("check_errors", str(exc), exc.lines)
             return False
         except OSError as exc:
@@ -185,27 +199,29 @@ class Adapter:
         if self.config_error:
             log.info("config OK again")
         self.config_error = None
+        self._last_report = ()
         self._rejected_text = None
         self._file_skeleton = skeleton
         return True
 
     def _config_failed(self, counter: str, message: str, lines: list[str]) -> None:
         self.counters[counter] += 1
-        if message != self.config_error:  # log each distinct problem once
+        report = (message, *lines)
+        if report != self._last_report:  # log each distinct problem once
             log.error("%s", message)
             for line in lines:
                 log.error("  %s", line)
-        self.config_error = message
+        self._last_report = report
+        self.config_error = "\n".join(report)
 
     # ------------------------------------------------------------------ reloads
 
-    async def _maybe_reload(self) -> None:
+    async def _maybe_reload(self) -> bool:
+        """Reload if one is due; True if a new worker took over."""
         reasons = self.scheduler.take(trio.current_time())
-        if reasons is None:
-            return
+        if reasons is None or not self.supervisor.ready:
+            return False  # (a HAProxy that is starting reads the current file anyway)
         fallback = any(r != "non-server config changed" for r in reasons)
-        if not self.supervisor.ready:
-            return  # a fresh HAProxy reads the current file anyway
         skeleton = self._file_skeleton
         log.info("reloading haproxy: %s", "; ".join(reasons))
         try:
@@ -214,10 +230,11 @@ class Adapter:
             self.counters["reload_failures"] += 1
             log.error("reload failed: %s", exc)
             self.scheduler.finished(trio.current_time(), ok=False, fallback=fallback)
-            return
+            return False
         self.counters["reloads"] += 1
         self._live_skeleton = skeleton
         self.scheduler.finished(trio.current_time(), ok=True, fallback=fallback)
+        return True
 
     # ------------------------------------------------------------------ status file
 
