@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lbadapter.testing import free_port
+
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 REPO = Path(__file__).resolve().parent.parent
 #: Children import lbadapter/swimlib/benchmarks from this checkout, whatever the cwd.
@@ -66,21 +68,6 @@ MODES = ("lbadapter", "restart")
 
 
 # ----------------------------------------------------------------- processes
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port free for both TCP and UDP right now (agents use both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 def wait_port(port: int, timeout: float, host: str = LOOPBACK,
@@ -341,22 +328,19 @@ def read_response(sock: socket.socket) -> tuple[int, bytes, bool]:
     return status, bytes(body[:length]), keep
 
 
+#: Exception type -> error kind, first match wins (subclasses before their bases).
+_ERROR_KINDS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (EmptyResponse, "empty"), (TruncatedResponse, "truncated"),
+    (ConnectionRefusedError, "refused"), (ConnectionResetError, "reset"),
+    (BrokenPipeError, "broken-pipe"), (TimeoutError, "timeout"),
+    ((ValueError, IndexError), "bad-response"))
+
+
 def classify(exc: BaseException) -> str:
     """A short, stable name for a failed request's exception."""
-    if isinstance(exc, EmptyResponse):
-        return "empty"
-    if isinstance(exc, TruncatedResponse):
-        return "truncated"
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused"
-    if isinstance(exc, ConnectionResetError):
-        return "reset"
-    if isinstance(exc, BrokenPipeError):
-        return "broken-pipe"
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, ValueError | IndexError):
-        return "bad-response"
+    for kind, name in _ERROR_KINDS:
+        if isinstance(exc, kind):
+            return name
     return type(exc).__name__
 
 

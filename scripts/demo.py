@@ -33,13 +33,13 @@ from benchmarks.lb_churn import (  # noqa: E402 (needs the repository on sys.pat
     BACKEND,
     HAPROXY,
     Procs,
-    free_port,
     lbadapter_argv,
     sample,
     start_backend,
     stats_rows,
     wait_port,
 )
+from lbadapter.testing import free_port  # noqa: E402
 
 #: Bound on each wait (HAProxy up, servers UP/gone); the whole demo takes ~15 s.
 WAIT = 30.0
