@@ -613,6 +613,7 @@ def run_phase(mode: str, opts: Options, schedule: list[Action]) -> dict[str, Any
     """Start a balancer and backends, load and churn them, return the summaries."""
     workdir = opts.workdir / mode
     procs = Procs(workdir / "logs")
+    load: Load | None = None
     try:
         balancer = start_balancer(procs, mode, workdir / "state")
         phase = Phase(opts, procs, balancer, random.Random(opts.seed))
@@ -644,6 +645,8 @@ def run_phase(mode: str, opts: Options, schedule: list[Action]) -> dict[str, Any
         elapsed = load.stop()
         balancer_alive = balancer.proc is not None and balancer.proc.poll() is None
     finally:
+        if load is not None:
+            load.stop()  # idempotent; here for the error paths
         procs.stop_all()
     ka = [s for out in load.keepalive for s in out]
     op = [s for out in load.open for s in out]
