@@ -80,6 +80,14 @@ def _alive(pid: int) -> bool:
     return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _ready(state_dir: Path) -> bool:
     try:
         return bool(json.loads((state_dir / "state.json").read_text())["haproxy"]["ready"])
@@ -112,6 +120,7 @@ def test_run_with_two_swimlib_backends(state_dir: Path, procs: Processes,
         for name in ("web-1", "web-2"):
             port = free_port()
             http[name] = procs.backend(f"http-{name}", port)
+            wait_for(lambda p=port: _accepts(p), 10, what=f"http-{name} listening")
             agents.swimlib(name, "--tag", "role=backend", "--tag", f"port={port}",
                            "--profile", "local", join=f"127.0.0.1:{gossip}")
         wait_for(lambda: up_servers(stats_rows(stats), "app") >= {"web-1", "web-2"}, 15,
