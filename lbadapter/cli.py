@@ -104,9 +104,12 @@ def _cmd_run(settings: Settings) -> int:
     from lbadapter.adapter import AdapterError, run_adapter
     from swimlib import SwimError
 
-    _setup_logging(settings.log_level)
     try:
         find_haproxy(settings.haproxy)
+    except HAProxyNotFound as exc:
+        return _error(str(exc))
+    _setup_logging(settings.log_level)
+    try:
         trio.run(run_adapter, settings)
     except KeyboardInterrupt:
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -17,6 +18,17 @@ MEMBERS = {"members": [
      "tags": {"role": "backend"}, "status": "alive"},
     {"name": "lb", "addr": "127.0.0.1:7946", "port": 7946, "tags": {"role": "balancer"},
      "status": "alive"}]}
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """``lbadapter run`` configures the lbadapter/swimlib loggers: undo it for other tests."""
+    saved = {name: (lg.handlers[:], lg.level, lg.propagate)
+             for name in ("lbadapter", "swimlib") for lg in [logging.getLogger(name)]}
+    yield
+    for name, (handlers, level, propagate) in saved.items():
+        lg = logging.getLogger(name)
+        lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
 
 
 @pytest.fixture
