@@ -11,6 +11,7 @@ a drain or delete retry is due, and every ``reconcile_interval`` seconds.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -83,6 +84,7 @@ class Adapter:
         self._rejected_until = 0.0
         self._last_report: tuple[str, ...] = ()
         self._prepared = False
+        self._lock_fd: int | None = None
 
     def poke(self) -> None:
         """Run a pass soon (membership changed, HAProxy restarted...)."""
@@ -99,6 +101,7 @@ class Adapter:
         if self._prepared:
             return
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_state_dir()
         self.desired = self._compute_desired()
         self._prepared = await self._install_config()
         if self._prepared:
@@ -112,14 +115,38 @@ class Adapter:
                 return
         raise AdapterError(f"no valid HAProxy config to start with: {self.config_error}")
 
+    def _lock_state_dir(self) -> None:
+        """One adapter per state dir: a second one would fight over HAProxy."""
+        if self._lock_fd is not None:
+            return
+        path = self.settings.state_dir / "lbadapter.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise AdapterError(f"another lbadapter is using {self.settings.state_dir} "
+                               "(give each one its own --state-dir)") from None
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        """Give up the state dir lock (done when :meth:`run` ends)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            self._prepared = False
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Prepare, start HAProxy and loop until cancelled (HAProxy is then stopped)."""
-        await self.prepare()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.supervisor.run)
-            task_status.started()
-            await self._loop()
+        try:
+            await self.prepare()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.supervisor.run)
+                task_status.started()
+                await self._loop()
+        finally:
+            self.release()
 
     async def _loop(self) -> None:
         next_periodic = trio.current_time()

@@ -81,6 +81,7 @@ async def test_adapter_refuses_to_start_without_any_valid_config(tmp_path: Path)
     with pytest.raises(AdapterError, match="no valid HAProxy config"):
         await adapter.prepare()
     assert not adapter.settings.config_path.exists()
+    adapter.release()
 
 
 async def test_adapter_starts_from_the_previous_good_file(tmp_path: Path) -> None:
@@ -88,6 +89,10 @@ async def test_adapter_starts_from_the_previous_good_file(tmp_path: Path) -> Non
                                                              {"role": "backend", "port": "80"})])
     await good.prepare()
     before = good.settings.config_path.read_text()
+    second = Adapter(settings(tmp_path), list)
+    with pytest.raises(AdapterError, match="another lbadapter is using"):
+        await second.prepare()
+    good.release()
     t = tmp_path / "t.j2"
     t.write_text("{{ nope }}\n")
     broken = Adapter(settings(tmp_path, template=str(t)), list)
