@@ -40,7 +40,7 @@ system-deps:
 	@sh scripts/install-system-deps.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check swimlib simulations benchmarks lbadapter tests
+	$(VENV)/bin/ruff check swimlib simulations benchmarks lbadapter scripts tests
 	$(VENV)/bin/mypy
 
 test: $(STAMP) system-deps lint
@@ -49,6 +49,9 @@ test: $(STAMP) system-deps lint
 bench: $(STAMP)
 	$(PY) -m benchmarks sim_scale --json out/sim_scale.json
 	$(PY) -m benchmarks codec --json out/codec.json
+	$(PY) -m benchmarks vs_serf --json out/vs_serf.json
+	$(PY) -m benchmarks lb_churn --json out/lb_churn.json
+	$(PY) -m benchmarks.plots out docs/img
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out
