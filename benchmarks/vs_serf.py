@@ -757,9 +757,9 @@ def run(argv: list[str]) -> dict[str, Any]:
     for n in opts.sizes:
         for cycle in range(opts.cycles):
             rng = random.Random(f"{opts.seed}-{n}-{cycle}")
-            count = opts.kills + opts.leaves
-            victims = (rng.sample(range(1, n), count) if count < n
-                       else [rng.randrange(1, n) for _ in range(count)])
+            pool = list(range(1, n))  # never n0, the seed everyone joins through
+            rng.shuffle(pool)
+            victims = [pool[i % len(pool)] for i in range(opts.kills + opts.leaves)]
             order = IMPLS if cycle % 2 == 0 else IMPLS[::-1]
             for impl in order:
                 t = time.monotonic()
