@@ -9,6 +9,7 @@ about a node is never sent after fresher news.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 
@@ -16,6 +17,11 @@ from collections.abc import Callable
 def retransmit_limit(retransmit_mult: int, n: int) -> int:
     """How many times each broadcast is sent in a cluster of ``n`` nodes."""
     return retransmit_mult * math.ceil(math.log10(n + 1))
+
+
+def _order(item: _Item) -> tuple[int, int]:
+    """Sort key within a tier: largest first, newest first among equals."""
+    return (-len(item.data), -item.id)
 
 
 class _Item:
@@ -75,10 +81,11 @@ class BroadcastQueue:
                 free = limit - used - overhead
                 if free <= 0:
                     break
-                pick = next((i for i in items if len(i.data) <= free), None)
-                if pick is None:
+                # Items are sorted largest first: binary-search the largest that fits.
+                pos = bisect.bisect_left(items, (-free, -(1 << 62)), key=_order)
+                if pos >= len(items):
                     break
-                items.remove(pick)
+                pick = items.pop(pos)
                 used += overhead + len(pick.data)
                 out.append(pick.data)
                 pick.transmits += 1
@@ -108,20 +115,14 @@ class BroadcastQueue:
         return key in self._by_key
 
     def _insert(self, item: _Item) -> None:
-        tier = self._tiers.setdefault(item.transmits, [])
-        size = len(item.data)
-        pos = 0
-        for pos, other in enumerate(tier):  # noqa: B007 - tiers are short
-            if (len(other.data), other.id) < (size, item.id):
-                break
-        else:
-            pos = len(tier)
-        tier.insert(pos, item)
+        bisect.insort(self._tiers.setdefault(item.transmits, []), item, key=_order)
 
     def _remove(self, item: _Item) -> None:
         tier = self._tiers.get(item.transmits)
         if tier is not None:
-            tier.remove(item)
+            pos = bisect.bisect_left(tier, _order(item), key=_order)
+            if pos < len(tier) and tier[pos] is item:
+                del tier[pos]
             if not tier:
                 del self._tiers[item.transmits]
 
