@@ -249,8 +249,9 @@ async def _fan_out(agent: Agent, raw: trio.MemoryReceiveChannel[Event],
 
     while True:
         deadline = coalescer.next_deadline()
-        flush_at = min(deadline if deadline is not None else float("inf"),
-                       trio.current_time() + 0.5)
+        flush_at = deadline if deadline is not None else float("inf")
+        if snapshotter is not None:  # its buffered lines go out within 0.5 s
+            flush_at = min(flush_at, trio.current_time() + 0.5)
         with trio.move_on_at(flush_at):
             event = await raw.receive()
             now = trio.current_time()

@@ -84,8 +84,8 @@ class Agent:
         self.keyring = keyring
         self._udp = udp
         self._nursery = nursery
-        self._wakeup = trio.Event()
-        self._sleeping_until = math.inf
+        #: The timer loop's sleep; its deadline is pulled in when work comes due sooner.
+        self._timer_scope: trio.CancelScope | None = None
         self._subscribers: list[trio.MemorySendChannel[ev.Event]] = []
         self._queries: dict[int, trio.MemorySendChannel[QueryReply]] = {}
         self._joins: dict[int, tuple[trio.Event, list[JoinFinished]]] = {}
@@ -219,11 +219,10 @@ class Agent:
     async def _timer_loop(self) -> None:
         while True:
             deadline = self.serf.next_deadline()
-            self._wakeup = trio.Event()
-            self._sleeping_until = deadline if deadline is not None else math.inf
-            with trio.move_on_at(self._sleeping_until):
-                await self._wakeup.wait()
-            self._sleeping_until = math.inf
+            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
             self.serf.tick(trio.current_time())
             await self._drive()
 
@@ -320,8 +319,9 @@ class Agent:
                 log.warning("memberlist: Refuting a suspicion about ourselves "
                             "(incarnation %d)", effect.incarnation)
         deadline = self.serf.next_deadline()
-        if deadline is not None and deadline < self._sleeping_until:
-            self._wakeup.set()
+        scope = self._timer_scope
+        if deadline is not None and scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
 
     async def _send_packet(self, effect: SendPacket) -> None:
         data = effect.data

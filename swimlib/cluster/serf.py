@@ -257,7 +257,7 @@ class Serf:
 
     def alive_count(self) -> int:
         """memberlist's NumMembers: members not dead or left, self included."""
-        return sum(1 for m in self.node.members() if m.state <= MemberState.SUSPECT)
+        return self.node.live_count()
 
     def join(self, addrs: Sequence[Address], now: float, ignore_old: bool = True) -> int:
         """Join through ``addrs``; a ``JoinFinished`` effect with the returned id follows."""

@@ -298,6 +298,10 @@ class Node:
     def alive_count(self) -> int:
         return sum(1 for s in self._nodes if s.state == MemberState.ALIVE)
 
+    def live_count(self) -> int:
+        """Members not dead or left, self included (memberlist's NumMembers)."""
+        return sum(1 for s in self._nodes if s.state <= MemberState.SUSPECT)
+
     def take_effects(self) -> list[Effect]:
         effects, self._effects = self._effects, []
         return effects
