@@ -91,9 +91,20 @@ def plot_vs_serf(data: dict[str, Any], img: Path) -> Path:
     """swimlib/serf ratios per metric and cluster size (1.0 = as fast/small as serf)."""
     import matplotlib.pyplot as plt
 
-    ratios: dict[str, dict[str, float]] = data.get("ratios", {})
+    wanted = ("join_from_ready_s", "join_convergence_s", "detection_first_s",
+              "detection_all_s", "leave_all_s", "rejoin_all_s", "cpu_s_per_min", "rss_kb",
+              "pkts_per_s", "bytes_per_s")
+    ratios: dict[str, dict[str, float]] = {}
+    for size, row in data.get("ratios", {}).items():
+        ratios[size] = {}
+        for metric in wanted:
+            value = row.get(metric)
+            if isinstance(value, dict):  # {"median": r, "max": r}
+                value = value.get("median")
+            if value is not None:
+                ratios[size][metric] = float(value)
     sizes = sorted(ratios, key=lambda s: int(s))
-    metrics = sorted({m for s in sizes for m, v in ratios[s].items() if v is not None})
+    metrics = [m for m in wanted if any(m in ratios[s] for s in sizes)]
     fig, ax = plt.subplots(figsize=(9, 3.6))
     width = 0.8 / max(1, len(sizes))
     for k, size in enumerate(sizes):
