@@ -22,6 +22,15 @@ def _load(out_dir: Path, name: str) -> dict[str, Any] | None:
     return data
 
 
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_sim_scale(data: dict[str, Any], img: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -37,11 +46,7 @@ def plot_sim_scale(data: dict[str, Any], img: Path) -> Path:
     right.axhline(2048, color="grey", lw=0.8, ls=":", label="target at 2000 (2 GiB)")
     right.set(xlabel="nodes", ylabel="peak RSS (MB)", title="Memory")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    path = img / "sim_scale.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, img / "sim_scale.png")
 
 
 def plot_codec(data: dict[str, Any], img: Path) -> Path:
@@ -57,11 +62,7 @@ def plot_codec(data: dict[str, Any], img: Path) -> Path:
     ax.set_xticks(list(xs), names, rotation=20, fontsize=8)
     ax.set(ylabel="operations / s (log)", title="Wire codec throughput (pure Python + msgpack)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = img / "codec.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, img / "codec.png")
 
 
 def plot_lb_churn(data: dict[str, Any], img: Path) -> Path:
@@ -80,11 +81,7 @@ def plot_lb_churn(data: dict[str, Any], img: Path) -> Path:
         ax.set_xticks(range(len(modes)), modes)
         ax.set(title=title, ylabel=ylabel)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = img / "lb_churn.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, img / "lb_churn.png")
 
 
 def plot_vs_serf(data: dict[str, Any], img: Path) -> Path:
@@ -114,11 +111,7 @@ def plot_vs_serf(data: dict[str, Any], img: Path) -> Path:
     ax.set_xticks(range(len(metrics)), metrics, rotation=25, fontsize=7, ha="right")
     ax.set(ylabel="swimlib / serf", title="swimlib vs serf 0.9.4, same run (lower is better)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = img / "vs_serf.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, img / "vs_serf.png")
 
 
 PLOTTERS = {"sim_scale": plot_sim_scale, "codec": plot_codec, "lb_churn": plot_lb_churn,
