@@ -76,10 +76,14 @@ def short_state_dir(prefix: str = "lb") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+#: Loopback URLs must never go through an ``http_proxy`` from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def fetch(url: str, timeout: float = 3.0) -> tuple[int, str]:
     """GET ``url``: (status, body); status 0 on a connection error."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with _DIRECT.open(url, timeout=timeout) as resp:
             return int(resp.status), resp.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return int(exc.code), ""
