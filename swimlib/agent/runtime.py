@@ -48,6 +48,12 @@ log = logging.getLogger("swimlib")
 
 #: Datagrams are read into buffers this large (memberlist: 64 KiB).
 _UDP_READ = 65536
+#: Serf's log names for member events (log-scraping tools look for these).
+_LOG_LABELS = {ev.EventType.MEMBER_JOIN: "EventMemberJoin",
+               ev.EventType.MEMBER_LEAVE: "EventMemberLeave",
+               ev.EventType.MEMBER_FAILED: "EventMemberFailed",
+               ev.EventType.MEMBER_UPDATE: "EventMemberUpdate",
+               ev.EventType.MEMBER_REAP: "EventMemberReap"}
 #: Receive buffer requested for the gossip socket (memberlist: 2 MiB).
 _UDP_RCVBUF = 2 * 1024 * 1024
 #: Concurrent inbound TCP exchanges beyond this are refused (memberlist: 128).
@@ -336,11 +342,7 @@ class Agent:
 
     def _publish(self, event: ev.Event) -> None:
         if isinstance(event, ev.MemberEvent):
-            label = {ev.EventType.MEMBER_JOIN: "EventMemberJoin",
-                     ev.EventType.MEMBER_LEAVE: "EventMemberLeave",
-                     ev.EventType.MEMBER_FAILED: "EventMemberFailed",
-                     ev.EventType.MEMBER_UPDATE: "EventMemberUpdate",
-                     ev.EventType.MEMBER_REAP: "EventMemberReap"}[event.type]
+            label = _LOG_LABELS[event.type]
             for m in event.members:
                 log.info("serf: %s: %s %s", label, m.name, m.addr)
         elif isinstance(event, ev.UserEvent):

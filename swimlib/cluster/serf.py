@@ -684,11 +684,10 @@ class Serf:
             self._relay_response(q.relay_factor, dest, ack)
         self._handle += 1
         pending = _InboundQuery(q, now + q.timeout_ns / 1e9)
+        self._inbound[self._handle] = pending
         if q.name.startswith(sw.INTERNAL_QUERY_PREFIX):
-            self._inbound[self._handle] = pending
             self._internal_query(self._handle, q, now)
             return rebroadcast
-        self._inbound[self._handle] = pending
         self._schedule(pending.deadline, _T_QUERY_DEADLINE, self._handle)
         self._effects.append(Emit(ev.QueryEvent(q.ltime, self._handle, q.name, q.payload,
                                                 q.source_node, pending.deadline)))
