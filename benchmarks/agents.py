@@ -261,10 +261,12 @@ class Cluster:
     def ports_free(self) -> bool:
         return all(port_free(a.port) and port_free(a.rpc) for a in self.agents)
 
-    def start(self, i: int) -> AgentProc:
+    def start(self, i: int, join: bool = True) -> AgentProc:
+        """Start agent i; with ``join`` (and i > 0) it joins n0 on the command line."""
         a = self.agents[i]
         tags = {"role": "balancer" if i == 0 else "backend"}
-        argv = self.impl.argv(a.node, a.port, a.rpc, None if i == 0 else self.seed_addr, tags)
+        seed = self.seed_addr if join and i > 0 else None
+        argv = self.impl.argv(a.node, a.port, a.rpc, seed, tags)
         if self.profile is not None and self.profile[0] == i:
             argv = profiled_argv(argv, self.profile[1])
         a.start(argv, self.impl.env, self.workdir)

@@ -88,7 +88,7 @@ def plot_vs_serf(data: dict[str, Any], img: Path) -> Path:
     """swimlib/serf ratios per metric and cluster size (1.0 = as fast/small as serf)."""
     import matplotlib.pyplot as plt
 
-    wanted = ("join_from_ready_s", "join_convergence_s", "detection_first_s",
+    wanted = ("startup_s", "join_convergence_s", "detection_first_s",
               "detection_all_s", "leave_all_s", "rejoin_all_s", "cpu_s_per_min", "rss_kb",
               "pkts_per_s", "bytes_per_s")
     ratios: dict[str, dict[str, float]] = {}

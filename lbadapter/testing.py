@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 from lbadapter.haproxy import parse_stat_csv, up_servers
+from swimlib.testing import free_port
 
 if TYPE_CHECKING:
     from lbadapter.adapter import Adapter
@@ -53,22 +53,6 @@ class H(BaseHTTPRequestHandler):
         pass
 ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 """
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP and UDP port nothing listens on right now (HAProxy binds with
-    SO_REUSEPORT, so a port another HAProxy holds would still "work": check by bind)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def short_state_dir(prefix: str = "lb") -> Path:

@@ -14,11 +14,9 @@ import base64
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from swimlib import __version__
-from swimlib.agent import command as agent_command
-from swimlib.rpc import commands as rpc_commands
-from swimlib.rpc.goflags import normalize_bool_flags
 
 
 def _keygen(_args: argparse.Namespace) -> int:
@@ -33,10 +31,18 @@ def _version(_args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, Any]:
     parser = argparse.ArgumentParser(prog="swimlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    return parser, sub
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from swimlib.agent import command as agent_command
+    from swimlib.rpc import commands as rpc_commands
+
+    parser, sub = _parser()
     sub.add_parser("keygen", help="generate a new encryption key").set_defaults(func=_keygen)
     sub.add_parser("version", help="print the version").set_defaults(func=_version)
     agent_command.add_parser(sub)
@@ -44,9 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_agent(raw: list[str]) -> int:
+    """``swimlib agent``: load only what a long-lived agent runs.
+
+    The RPC client commands and their output formatting would cost every
+    agent process about a megabyte of memory it never uses.
+    """
+    from swimlib.agent import command as agent_command
+
+    parser, sub = _parser()
+    agent_command.add_parser(sub)
+    args = parser.parse_args(raw)
+    return int(args.func(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["agent"]:
+        return _run_agent(raw)
+    from swimlib.rpc import commands as rpc_commands
+    from swimlib.rpc.goflags import normalize_bool_flags
+
+    parser = build_parser()
     try:
         raw = normalize_bool_flags(raw, rpc_commands.BOOL_FLAGS)
     except ValueError as exc:

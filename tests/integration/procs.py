@@ -2,7 +2,7 @@
 
 Every process is started through :class:`Procs`, remembered by PID and
 stopped by the test (SIGTERM, then SIGKILL after a grace period). Ports come
-from the kernel (bound UDP+TCP to port 0, then released). Every wait is
+from :func:`swimlib.testing.free_port` (below the ephemeral range). Every wait is
 bounded in time and count.
 """
 
@@ -23,25 +23,12 @@ from typing import Any
 
 import pytest
 
+from swimlib.testing import free_port
+
 SERF = shutil.which("serf") or "/usr/bin/serf"
 HAVE_SERF = os.path.exists(SERF)
 needs_serf = pytest.mark.skipif(not HAVE_SERF, reason="Debian's serf is not installed "
                                 "(make test installs it when run as root)")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return int(port)
-    raise RuntimeError("no free port")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +30,7 @@ from swimlib.cluster.events import (
     QueryEvent,
     UserEvent,
 )
+from swimlib.testing import free_port
 
 N0 = ClusterMember("n0", "127.0.0.1", 17200, {"role": "balancer"})
 N1 = ClusterMember("n1", "127.0.0.1", 17201, {"role": "backend"})
@@ -270,15 +270,7 @@ needs_serf = pytest.mark.skipif(SERF is None, reason="serf agent not installed")
 
 
 def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    return [free_port() for _ in range(n)]
 
 
 def sort_tags(dump: str) -> str:

@@ -141,7 +141,7 @@ def test_profiled_argv_wraps_swimlib_only() -> None:
 def _run(conv: float, detect: float, late: float, cpu: float, rss: int) -> dict[str, Any]:
     traffic = {"pkts": {**summary([2.0, 2.2]), "mean": 2.1},
                "bytes": {**summary([260.0, 270.0]), "mean": 265.0}}
-    return {"spawn_span_s": 0.1, "join_convergence_s": conv, "join_from_ready_s": conv,
+    return {"startup_per_agent_s": [0.3, 0.4], "join_convergence_s": conv,
             "join_median_agent_s": conv / 2, "join_lateness_s": late,
             "kills": [{"detection_first_s": detect - 0.2, "detection_all_s": detect,
                        "failed_lateness_s": 0.1, "rejoin_all_s": 0.3,
@@ -160,6 +160,7 @@ def test_aggregate_ratios_verdicts_table() -> None:
     assert serf["detection_all_s"]["median"] == 5.7
     assert serf["rejoin_all_s"]["n"] == 1  # the NaN sample is dropped
     assert serf["cpu_s_per_min"]["samples"] == [0.12, 0.24]
+    assert serf["startup_s"]["samples"] == [0.3, 0.4]
     assert serf["pkts_per_s"]["mean_all_traffic"] == 2.1
     rat = ratios(serf, swim)
     assert rat["join_convergence_s"]["median"] == pytest.approx(0.5)
