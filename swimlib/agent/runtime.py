@@ -224,7 +224,7 @@ class Agent:
 
     async def _timer_loop(self) -> None:
         while True:
-            deadline = self.serf.next_deadline()
+            deadline = self.serf.next_deadline(skip_idle_gossip=True)
             with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
                 self._timer_scope = scope
                 await trio.sleep_forever()
@@ -324,7 +324,7 @@ class Agent:
             elif isinstance(effect, Refuted):
                 log.warning("memberlist: Refuting a suspicion about ourselves "
                             "(incarnation %d)", effect.incarnation)
-        deadline = self.serf.next_deadline()
+        deadline = self.serf.next_deadline(skip_idle_gossip=True)
         scope = self._timer_scope
         if deadline is not None and scope is not None and deadline < scope.deadline:
             scope.deadline = deadline

@@ -219,9 +219,10 @@ class Serf:
             self._fire(kind, arg, now)
         self._pump(now)
 
-    def next_deadline(self) -> float | None:
+    def next_deadline(self, skip_idle_gossip: bool = False) -> float | None:
+        """Earliest timer of this layer or the node's (see :meth:`Node.next_deadline`)."""
         own = self._timers[0][0] if self._timers else None
-        node = self.node.next_deadline()
+        node = self.node.next_deadline(skip_idle_gossip)
         if own is None:
             return node
         return own if node is None else min(own, node)
@@ -409,6 +410,9 @@ class Serf:
             self.node.send_user((msg.dest_addr, msg.dest_port), msg.message)
         else:
             self.stats["drop.serf.unexpected"] += 1
+
+    def has_broadcasts(self) -> bool:
+        return bool(self._intents or self._query_queue or self._event_queue)
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         transmits = retransmit_limit(self.config.retransmit_mult, self.alive_count())

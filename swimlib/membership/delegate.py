@@ -19,6 +19,10 @@ class Delegate(Protocol):
         """User broadcasts to piggyback, each costing ``overhead`` extra bytes."""
         ...
 
+    def has_broadcasts(self) -> bool:
+        """Whether :meth:`get_broadcasts` has anything queued (cheap; no side effects)."""
+        ...
+
     def local_state(self, join: bool) -> bytes:
         """User state to send in a push-pull."""
         ...
@@ -40,6 +44,9 @@ class NullDelegate:
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         return []
+
+    def has_broadcasts(self) -> bool:
+        return False
 
     def local_state(self, join: bool) -> bytes:
         return b""

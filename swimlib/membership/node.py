@@ -306,8 +306,26 @@ class Node:
         effects, self._effects = self._effects, []
         return effects
 
-    def next_deadline(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
+    def next_deadline(self, skip_idle_gossip: bool = False) -> float | None:
+        """When :meth:`tick` next has work.
+
+        With ``skip_idle_gossip`` a gossip tick is not counted while nothing is
+        queued to gossip (it would only pick random peers and send nothing).
+        A real-time runtime uses this to sleep through idle ticks, which are
+        most of an idle agent's wake-ups; the overdue tick runs at the next
+        wake-up. Ask again after every call that may queue a broadcast. The
+        simulator does not skip, so its traces draw randomness as memberlist does.
+        """
+        timers = self._timers
+        if not timers:
+            return None
+        if not skip_idle_gossip or timers[0][2] != _T_GOSSIP or self.has_broadcasts():
+            return timers[0][0]
+        return min((t[0] for t in timers if t[2] != _T_GOSSIP), default=None)
+
+    def has_broadcasts(self) -> bool:
+        """Whether a gossip tick now would send anything."""
+        return bool(self._broadcasts) or (self._has_delegate and self._delegate.has_broadcasts())
 
     def tick(self, now: float) -> None:
         """Run every timer due at or before ``now``."""

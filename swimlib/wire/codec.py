@@ -235,11 +235,19 @@ def encode_compress(data: bytes) -> bytes:
     return bytes((MessageType.COMPRESS,)) + pack({"Algo": 0, "Buf": lzw.compress(data)})
 
 
+#: Bytes a compress message adds around the LZW output, besides the output's
+#: own msgpack length header (at least 1): type, map, "Algo": 0, "Buf".
+_COMPRESS_WRAPPER = 12
+
+
 def maybe_compress(data: bytes) -> bytes:
     """Compress only if that makes the datagram smaller (memberlist's UDP policy)."""
-    if not data:
+    if len(data) <= _COMPRESS_WRAPPER + 1:
         return data
-    packed = encode_compress(data)
+    buf = lzw.compress_below(data, len(data) - _COMPRESS_WRAPPER - 1)
+    if buf is None:  # already too long to help: stopped early
+        return data
+    packed = bytes((MessageType.COMPRESS,)) + pack({"Algo": 0, "Buf": buf})
     return packed if len(packed) < len(data) else data
 
 

@@ -25,58 +25,78 @@ DEFAULT_LIMIT = 40 * 1024 * 1024
 
 def compress(data: bytes) -> bytes:
     """Compress ``data``; byte-identical to Go's ``lzw.NewWriter(w, lzw.LSB, 8)``."""
+    out = compress_below(data, None)
+    assert out is not None
+    return out
+
+
+def compress_below(data: bytes, give_up_at: int | None) -> bytes | None:
+    """:func:`compress`, or None as soon as the output reaches ``give_up_at`` bytes.
+
+    A caller that only keeps smaller output (memberlist's rule for datagrams)
+    stops early on the many small packets that never shrink. The bit writer
+    and table step are inlined: this runs for every datagram sent.
+    """
     out = bytearray()
-    bits = 0
-    nbits = 0
+    append = out.append
+    limit = give_up_at if give_up_at is not None else 1 << 62
+    # The clear code, 9 bits wide, starts the stream.
+    bits = _CLEAR
+    nbits = _START_WIDTH
     width = _START_WIDTH
-
-    def emit(code: int) -> None:
-        nonlocal bits, nbits
-        bits |= code << nbits
-        nbits += width
-        while nbits >= 8:
-            out.append(bits & 0xFF)
-            bits >>= 8
-            nbits -= 8
-
-    emit(_CLEAR)
     table: dict[int, int] = {}
+    get = table.get
     hi = _EOF
     overflow = 1 << _START_WIDTH
-
-    def inc_hi() -> None:
-        """Advance the next implied code; reset the table when codes run out."""
-        nonlocal hi, overflow, width
+    if data:
+        code = data[0]
+        for i in range(1, len(data)):
+            literal = data[i]
+            key = (code << 8) | literal
+            found = get(key)
+            if found is not None:
+                code = found
+                continue
+            bits |= code << nbits
+            nbits += width
+            while nbits >= 8:
+                append(bits & 0xFF)
+                bits >>= 8
+                nbits -= 8
+            if len(out) >= limit:
+                return None
+            code = literal
+            hi += 1
+            if hi == overflow:
+                width += 1
+                overflow <<= 1
+            if hi == _MAX_CODE:  # codes ran out: clear code, reset the table
+                bits |= _CLEAR << nbits
+                nbits += width
+                width = _START_WIDTH
+                hi = _EOF
+                overflow = 1 << _START_WIDTH
+                table.clear()
+            else:
+                table[key] = hi
+        bits |= code << nbits
+        nbits += width
         hi += 1
         if hi == overflow:
             width += 1
             overflow <<= 1
         if hi == _MAX_CODE:
-            emit(_CLEAR)
+            bits |= _CLEAR << nbits
+            nbits += width
             width = _START_WIDTH
-            hi = _EOF
-            overflow = 1 << _START_WIDTH
-            table.clear()
-
-    if data:
-        code = data[0]
-        for literal in data[1:]:
-            key = (code << 8) | literal
-            found = table.get(key)
-            if found is not None:
-                code = found
-                continue
-            emit(code)
-            code = literal
-            before = hi
-            inc_hi()
-            if hi > before:  # no reset happened: remember the new string
-                table[key] = hi
-        emit(code)
-        inc_hi()
-    emit(_EOF)
-    if nbits > 0:
-        out.append(bits & 0xFF)
+    bits |= _EOF << nbits
+    nbits += width
+    while nbits > 0:
+        append(bits & 0xFF)
+        bits >>= 8
+        nbits -= 8
+    if len(out) >= limit:
+        return None
     return bytes(out)
 
 

@@ -205,3 +205,18 @@ def test_key_queries_change_every_keyring():
     listed = [r for r in responses if r.keys]
     assert len(listed) == 3
     assert all(set(r.keys) == {encode_key(b"k" * 16), encode_key(new)} for r in listed)
+
+
+def test_idle_gossip_ticks_are_skipped_only_while_nothing_is_queued():
+    net = serf_net(3)
+    net.run(60)  # every join broadcast has used up its transmits
+    node = net.node("n1")
+    assert not node.node.has_broadcasts()
+    eager, lazy = node.next_deadline(), node.next_deadline(skip_idle_gossip=True)
+    assert eager is not None and lazy is not None
+    # Without skipping, the next wake-up is at most one gossip interval away.
+    assert eager - net.now <= node.config.gossip_interval + 1e-9
+    assert lazy > eager  # the probe timer, not the idle gossip tick
+    act(net, node, "user_event", "deploy", b"v42", False)
+    assert node.node.has_broadcasts()
+    assert node.next_deadline(skip_idle_gossip=True) == node.next_deadline()

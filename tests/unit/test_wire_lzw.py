@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import pathlib
+import random
 import types
 
 import pytest
@@ -118,3 +119,14 @@ def test_missing_end_code_refused() -> None:
     for cut in range(len(packed)):
         with pytest.raises(DecodeError):
             lzw.decompress(packed[:cut])
+
+
+def test_compress_below_gives_up_once_the_output_reaches_the_cap() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        data = rng.randbytes(rng.randrange(1, 400)) if rng.random() < 0.5 else \
+            bytes(rng.choice(b"ab") for _ in range(rng.randrange(1, 4000)))
+        full = lzw.compress(data)
+        cap = rng.randrange(1, len(full) + 10)
+        got = lzw.compress_below(data, cap)
+        assert got == (full if len(full) < cap else None)
