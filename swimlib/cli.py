@@ -18,6 +18,8 @@ from typing import Any
 
 from swimlib import __version__
 
+_DESCRIPTION = "The swimlib command line: a Serf-compatible agent and its RPC client."
+
 
 def _keygen(_args: argparse.Namespace) -> int:
     """32 random bytes, base64: an AES-256 key for ``--encrypt`` (as ``serf keygen``)."""
@@ -32,7 +34,7 @@ def _version(_args: argparse.Namespace) -> int:
 
 
 def _parser() -> tuple[argparse.ArgumentParser, Any]:
-    parser = argparse.ArgumentParser(prog="swimlib", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="swimlib", description=_DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     return parser, sub

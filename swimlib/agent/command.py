@@ -25,6 +25,7 @@ import trio
 
 from swimlib.agent.addresses import split_host_port
 from swimlib.agent.handlers import HandlerRunner, HandlerSpec, parse_handler_specs
+from swimlib.agent.memory import release_after_startup
 from swimlib.agent.rpc_adapter import start_rpc_server
 from swimlib.agent.runtime import Agent, JoinError, open_agent
 from swimlib.agent.snapshot import Snapshotter
@@ -183,6 +184,7 @@ async def _run_agent(s: _Settings) -> None:
             handler_events = await _start_pipeline(nursery, agent, s, snapshotter)
             nursery.start_soon(_fan_out, agent, raw_events, handler_events, snapshotter)
             nursery.start_soon(_join_with_retry, agent, s, snapshotter)
+            nursery.start_soon(release_after_startup)
             await _wait_for_exit(agent, stop_requested)
             if not agent.has_left:
                 log.info("agent: Gracefully shutting down agent...")
