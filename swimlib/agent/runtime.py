@@ -322,8 +322,11 @@ class Agent:
                 log.info("memberlist: Marking %s as failed, suspect timeout reached "
                          "(%d peer confirmations)", effect.node, effect.confirmations)
             elif isinstance(effect, Refuted):
-                log.warning("memberlist: Refuting a suspicion about ourselves "
-                            "(incarnation %d)", effect.incarnation)
+                if effect.kind == "alive":  # memberlist's wording, where it has one
+                    log.warning("memberlist: Refuting an alive message for '%s'", self.name)
+                else:
+                    log.warning("memberlist: Refuting a %s message (from: %s)", effect.kind,
+                                effect.accuser)
         deadline = self.serf.next_deadline(skip_idle_gossip=True)
         scope = self._timer_scope
         if deadline is not None and scope is not None and deadline < scope.deadline:

@@ -826,7 +826,7 @@ class Node:
             if (a.incarnation == st.incarnation and a.meta == st.meta
                     and a.vsn == self._vsn):
                 return
-            self._refute(st, a.incarnation, now)
+            self._refute(st, a.incarnation, "alive", "")
             return
         self._broadcast(a.node, a)
         st.row = None
@@ -859,7 +859,7 @@ class Node:
         if st.state != MemberState.ALIVE:
             return False
         if st.name == self.name:
-            self._refute(st, s.incarnation, now)
+            self._refute(st, s.incarnation, "suspect", s.from_)
             return False
         self._broadcast(s.node, s)
         st.row = None
@@ -900,7 +900,7 @@ class Node:
             return
         if st.name == self.name:
             if not self._left:
-                self._refute(st, d.incarnation, now)
+                self._refute(st, d.incarnation, "dead", d.from_)
                 return
             self._broadcast(d.node, d, self._leave_sent)
         else:
@@ -914,7 +914,7 @@ class Node:
     def _leave_sent(self) -> None:
         self._leave_done = True
 
-    def _refute(self, me: NodeState, accused: int, now: float) -> None:
+    def _refute(self, me: NodeState, accused: int, kind: str, accuser: str) -> None:
         """Out-bid an accusation about ourselves with a higher incarnation."""
         incarnation = max(self._incarnation + 1, accused + 1)
         if incarnation > _MAX_INCARNATION:
@@ -928,4 +928,4 @@ class Node:
         self.stats["refute"] += 1
         self._broadcast(me.name, Alive(me.incarnation, me.name, me.addr, me.port, me.meta,
                                        self._vsn))
-        self._effects.append(Refuted(me.incarnation))
+        self._effects.append(Refuted(me.incarnation, kind, accuser))

@@ -100,9 +100,14 @@ class DeathDeclared:
 
 @attrs.frozen(slots=True)
 class Refuted:
-    """This node refuted a suspicion or death claim about itself."""
+    """This node out-bid a claim about itself: ``kind`` is the message refuted
+    (``"suspect"``, ``"dead"``, or ``"alive"`` for a stale or conflicting copy of
+    our own announcement), ``accuser`` who sent it (memberlist's ``From``; empty
+    for alive messages, which carry none)."""
 
     incarnation: int
+    kind: str = "suspect"
+    accuser: str = ""
 
 
 @attrs.frozen(slots=True)

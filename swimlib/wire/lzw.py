@@ -18,6 +18,7 @@ _CLEAR = 256
 _EOF = 257
 _MAX_CODE = 4095
 _START_WIDTH = 9
+_MASK48 = (1 << 48) - 1
 _MAX_WIDTH = 12
 #: Default cap on inflated output, so a small hostile input cannot exhaust memory.
 DEFAULT_LIMIT = 40 * 1024 * 1024
@@ -31,27 +32,29 @@ def compress(data: bytes) -> bytes:
 
 
 def compress_below(data: bytes, give_up_at: int | None) -> bytes | None:
-    """:func:`compress`, or None as soon as the output reaches ``give_up_at`` bytes.
+    """:func:`compress`, or None once the output reaches ``give_up_at`` bytes.
 
     A caller that only keeps smaller output (memberlist's rule for datagrams)
     stops early on the many small packets that never shrink. The bit writer
-    and table step are inlined: this runs for every datagram sent.
+    and table step are inlined and bytes leave in 6-byte chunks: this runs
+    for every datagram sent.
     """
-    out = bytearray()
-    append = out.append
+    chunks: list[bytes] = []
+    push = chunks.append
     limit = give_up_at if give_up_at is not None else 1 << 62
-    # The clear code, 9 bits wide, starts the stream.
+    limit_bits = limit * 8
     bits = _CLEAR
     nbits = _START_WIDTH
+    total = _START_WIDTH  # bits emitted so far
     width = _START_WIDTH
     table: dict[int, int] = {}
     get = table.get
     hi = _EOF
     overflow = 1 << _START_WIDTH
     if data:
-        code = data[0]
-        for i in range(1, len(data)):
-            literal = data[i]
+        it = iter(data)
+        code = next(it)
+        for literal in it:
             key = (code << 8) | literal
             found = get(key)
             if found is not None:
@@ -59,20 +62,22 @@ def compress_below(data: bytes, give_up_at: int | None) -> bytes | None:
                 continue
             bits |= code << nbits
             nbits += width
-            while nbits >= 8:
-                append(bits & 0xFF)
-                bits >>= 8
-                nbits -= 8
-            if len(out) >= limit:
-                return None
+            total += width
+            if nbits >= 48:
+                push((bits & _MASK48).to_bytes(6, "little"))
+                bits >>= 48
+                nbits -= 48
+                if total >= limit_bits:
+                    return None
             code = literal
             hi += 1
             if hi == overflow:
                 width += 1
                 overflow <<= 1
-            if hi == _MAX_CODE:  # codes ran out: clear code, reset the table
+            if hi == _MAX_CODE:
                 bits |= _CLEAR << nbits
                 nbits += width
+                total += width
                 width = _START_WIDTH
                 hi = _EOF
                 overflow = 1 << _START_WIDTH
@@ -81,6 +86,7 @@ def compress_below(data: bytes, give_up_at: int | None) -> bytes | None:
                 table[key] = hi
         bits |= code << nbits
         nbits += width
+        total += width
         hi += 1
         if hi == overflow:
             width += 1
@@ -88,22 +94,25 @@ def compress_below(data: bytes, give_up_at: int | None) -> bytes | None:
         if hi == _MAX_CODE:
             bits |= _CLEAR << nbits
             nbits += width
+            total += width
             width = _START_WIDTH
     bits |= _EOF << nbits
     nbits += width
-    while nbits > 0:
-        append(bits & 0xFF)
-        bits >>= 8
-        nbits -= 8
-    if len(out) >= limit:
+    total += width
+    push(bits.to_bytes((nbits + 7) // 8, "little"))
+    if (total + 7) // 8 >= limit:
         return None
-    return bytes(out)
+    return b"".join(chunks)
+
+
+#: The reader's table before any input: 256 literals, the rest undefined.
+_INITIAL_ENTRIES: list[bytes] = [bytes((i,)) for i in range(256)] + [b""] * (_MAX_CODE + 1 - 256)
 
 
 def decompress(data: bytes, limit: int = DEFAULT_LIMIT) -> bytes:
     """Inflate Go-LZW ``data``; refuse output over ``limit`` bytes or a missing end code."""
     out = bytearray()
-    entries: list[bytes] = [bytes((i,)) for i in range(256)] + [b""] * (_MAX_CODE + 1 - 256)
+    entries = _INITIAL_ENTRIES.copy()
     width = _START_WIDTH
     hi = _EOF
     overflow = 1 << width

@@ -172,7 +172,8 @@ class TestRefutation:
         feed(node, msg)
         assert node.incarnation == 8
         assert node.state_of("me") == MemberState.ALIVE
-        assert Refuted(8) in node.take_effects()
+        kind = "suspect" if isinstance(msg, Suspect) else "dead"
+        assert Refuted(8, kind, "x") in node.take_effects()
         assert node.health_score == 1  # Lifeguard: refuting costs health
 
     def test_refutation_takes_mine_plus_one_when_accusation_is_old(self):
