@@ -192,7 +192,10 @@ class Serf:
                          delegate=self, encrypted=keyring is not None)
         self._pump(now)
         self._schedule(now + config.reap_interval, _T_REAP, None)
-        self._schedule(now + config.reconnect_interval, _T_RECONNECT, None)
+        # Serf ticks from its own start, so a real fleet's reconnect attempts are
+        # spread out; a random first tick keeps nodes started together (the
+        # simulator, a cluster booted at once) from retrying in lockstep.
+        self._schedule(now + rng.random() * config.reconnect_interval, _T_RECONNECT, None)
         self._schedule(now + 30.0, _T_QUEUE_CHECK, None)
 
     # ================================================================== runtime inputs
