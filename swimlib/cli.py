@@ -56,8 +56,12 @@ def _run_agent(raw: list[str]) -> int:
     """``swimlib agent``: load only what a long-lived agent runs.
 
     The RPC client commands and their output formatting would cost every
-    agent process about a megabyte of memory it never uses.
+    agent process about a megabyte of memory it never uses, and trio's TLS
+    support (never used by an agent) five more.
     """
+    from swimlib.agent.deferred_imports import defer_unused_modules
+
+    defer_unused_modules()
     from swimlib.agent import command as agent_command
 
     parser, sub = _parser()

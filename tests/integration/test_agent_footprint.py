@@ -1,0 +1,77 @@
+"""What a ``swimlib agent`` process loads: trio's TLS and DTLS support stays out.
+
+The unit under test is :mod:`swimlib.agent.deferred_imports`; each case runs in
+a fresh interpreter because deferring changes ``sys.modules`` for good.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .procs import Procs, wait_for
+
+
+def _python(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_trio_imports_without_loading_openssl() -> None:
+    out = _python("""
+        import sys
+        from swimlib.agent.deferred_imports import defer_unused_modules
+        print(defer_unused_modules())
+        import trio, swimlib.agent.command
+        print(sorted(m for m in ("_ssl", "_hashlib", "idna.core") if m in sys.modules))
+    """)
+    assert out.splitlines() == ["['ssl', 'hmac', 'idna']", "[]"]
+
+
+def test_first_use_loads_the_real_module_for_every_importer() -> None:
+    out = _python("""
+        import sys
+        from swimlib.agent.deferred_imports import defer_unused_modules
+        defer_unused_modules()
+        import ssl, hmac
+        early = ssl                               # bound before the real import
+        from ssl import PROTOCOL_TLS_CLIENT       # triggers it
+        ctx = ssl.create_default_context()
+        print(type(ctx).__name__, early.SSLContext is sys.modules["ssl"].SSLContext)
+        print(hmac.compare_digest(b"token", b"token"), hmac.compare_digest(b"a", b"b"))
+        import trio
+        print(trio.socket.getaddrinfo is not None, "_ssl" in sys.modules)
+    """)
+    assert out.splitlines() == ["SSLContext True", "True False", "True True"]
+
+
+def test_nothing_is_deferred_twice_or_when_already_loaded() -> None:
+    out = _python("""
+        import ssl
+        from swimlib.agent.deferred_imports import defer, defer_unused_modules
+        print(defer_unused_modules(), defer("no_such_module_here"))
+    """)
+    assert out == "['hmac', 'idna'] False"
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    p = Procs(tmp_path)
+    yield p
+    p.stop_all()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
+def test_a_running_agent_maps_no_openssl(procs: Procs) -> None:
+    agent = procs.swimlib("lean")
+    wait_for(lambda: "agent running" in agent.output(), 15, what="agent start-up")
+    maps = Path(f"/proc/{agent.pid}/maps").read_text()
+    assert "libssl" not in maps and "libcrypto" not in maps
+    assert procs.stop(agent) == 0
