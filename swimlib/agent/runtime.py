@@ -224,7 +224,7 @@ class Agent:
 
     async def _timer_loop(self) -> None:
         while True:
-            deadline = self.serf.next_deadline(skip_idle_gossip=True)
+            deadline = self.serf.next_deadline(skip_idle=True)
             with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
                 self._timer_scope = scope
                 await trio.sleep_forever()
@@ -327,7 +327,7 @@ class Agent:
                 else:
                     log.warning("memberlist: Refuting a %s message (from: %s)", effect.kind,
                                 effect.accuser)
-        deadline = self.serf.next_deadline(skip_idle_gossip=True)
+        deadline = self.serf.next_deadline(skip_idle=True)
         scope = self._timer_scope
         if deadline is not None and scope is not None and deadline < scope.deadline:
             scope.deadline = deadline

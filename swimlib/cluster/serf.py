@@ -222,10 +222,10 @@ class Serf:
             self._fire(kind, arg, now)
         self._pump(now)
 
-    def next_deadline(self, skip_idle_gossip: bool = False) -> float | None:
+    def next_deadline(self, skip_idle: bool = False) -> float | None:
         """Earliest timer of this layer or the node's (see :meth:`Node.next_deadline`)."""
         own = self._timers[0][0] if self._timers else None
-        node = self.node.next_deadline(skip_idle_gossip)
+        node = self.node.next_deadline(skip_idle)
         if own is None:
             return node
         return own if node is None else min(own, node)

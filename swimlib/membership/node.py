@@ -306,22 +306,34 @@ class Node:
         effects, self._effects = self._effects, []
         return effects
 
-    def next_deadline(self, skip_idle_gossip: bool = False) -> float | None:
+    def next_deadline(self, skip_idle: bool = False) -> float | None:
         """When :meth:`tick` next has work.
 
-        With ``skip_idle_gossip`` a gossip tick is not counted while nothing is
-        queued to gossip (it would only pick random peers and send nothing).
-        A real-time runtime uses this to sleep through idle ticks, which are
-        most of an idle agent's wake-ups; the overdue tick runs at the next
-        wake-up. Ask again after every call that may queue a broadcast. The
-        simulator does not skip, so its traces draw randomness as memberlist does.
+        With ``skip_idle`` the timers that would do nothing are not counted: a
+        gossip tick while nothing is queued (it would only pick random peers
+        and send nothing) and the timeout and deadline of a probe whose ack
+        has come back. They are most of an idle agent's wake-ups; a real-time
+        runtime sleeps through them, and they run, as no-ops or overdue, at the
+        next wake-up. Ask again after every call that may queue a broadcast.
+        The simulator does not skip, so its traces draw randomness as
+        memberlist does.
         """
         timers = self._timers
         if not timers:
             return None
-        if not skip_idle_gossip or timers[0][2] != _T_GOSSIP or self.has_broadcasts():
+        if not skip_idle:
             return timers[0][0]
-        return min((t[0] for t in timers if t[2] != _T_GOSSIP), default=None)
+        idle_gossip = not self.has_broadcasts()
+        probe = self._probe
+        best: float | None = None
+        for when, _, kind, arg in timers:
+            if kind == _T_GOSSIP and idle_gossip:
+                continue
+            if kind in (_T_PROBE_TIMEOUT, _T_PROBE_DEADLINE) and arg is not probe:
+                continue
+            if best is None or when < best:
+                best = when
+        return best
 
     def has_broadcasts(self) -> bool:
         """Whether a gossip tick now would send anything."""

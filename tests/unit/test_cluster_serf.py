@@ -212,11 +212,11 @@ def test_idle_gossip_ticks_are_skipped_only_while_nothing_is_queued():
     net.run(60)  # every join broadcast has used up its transmits
     node = net.node("n1")
     assert not node.node.has_broadcasts()
-    eager, lazy = node.next_deadline(), node.next_deadline(skip_idle_gossip=True)
+    eager, lazy = node.next_deadline(), node.next_deadline(skip_idle=True)
     assert eager is not None and lazy is not None
     # Without skipping, the next wake-up is at most one gossip interval away.
     assert eager - net.now <= node.config.gossip_interval + 1e-9
     assert lazy > eager  # the probe timer, not the idle gossip tick
     act(net, node, "user_event", "deploy", b"v42", False)
     assert node.node.has_broadcasts()
-    assert node.next_deadline(skip_idle_gossip=True) == node.next_deadline()
+    assert node.next_deadline(skip_idle=True) == node.next_deadline()

@@ -313,6 +313,41 @@ class TestPacketHandling:
         assert [n.dest for n in nacks] == [("127.0.0.40", 7946)]
 
 
+class TestIdleWakeUps:
+    def _probe_started(self, node: Node) -> tuple[float, Ping]:
+        """Tick the node until it pings its peer; (when, the ping)."""
+        now = 0.0
+        for _ in range(100):
+            when = node.next_deadline()
+            assert when is not None
+            now = when
+            node.tick(now)
+            for eff in node.take_effects():
+                pings = [m for m in codec.decode_packet(eff.data) if isinstance(m, Ping)] \
+                    if isinstance(eff, SendPacket) else []
+                if pings:
+                    return now, pings[0]
+        raise AssertionError("no probe in 100 ticks")
+
+    def test_an_answered_probe_needs_no_wake_up_until_the_next_probe(self):
+        node = make_node()
+        feed(node, Alive(1, "x", "127.0.0.9", 7946, b""))
+        started, ping = self._probe_started(node)
+        config = node.config
+        # Unanswered: the probe timeout (indirect probes) is the next work to do.
+        assert node.next_deadline(skip_idle=True) == pytest.approx(
+            started + config.probe_timeout)
+        feed(node, Ack(ping.seq_no), now=started + 0.01)
+        # Answered: timeout and deadline would do nothing; the next probe is the work.
+        lazy = node.next_deadline(skip_idle=True)
+        assert lazy == pytest.approx(started + config.probe_interval)
+        assert node.next_deadline() is not None and node.next_deadline() < lazy
+        # Firing the skipped timers late changes nothing.
+        node.tick(lazy)
+        assert node.stats["probe.failed"] == 0
+        assert not any(isinstance(e, SuspicionRaised) for e in node.take_effects())
+
+
 # ----------------------------------------------------------------------------- whole-protocol
 
 
