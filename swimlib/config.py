@@ -62,8 +62,13 @@ class Config:
     dead_node_reclaim_time: float = attrs.field(default=0.0, validator=_non_negative)
     #: Fall back to a TCP ping when UDP probes fail (memberlist default on).
     tcp_pings: bool = True
-    #: LZW-compress datagrams when that makes them smaller; streams always.
+    #: LZW-compress TCP streams (push-pull), as memberlist does; off = send plain.
     enable_compression: bool = True
+    #: Also compress datagrams that shrink (memberlist does, with enable_compression).
+    #: Off except on WAN: in pure Python, LZW costs ~200 ns per byte each way,
+    #: half an agent's CPU while a cluster churns, to save bytes but no packets
+    #: on a LAN. Receivers always accept both forms.
+    compress_datagrams: bool = False
     #: Lifeguard (local health awareness, dynamic suspicion, buddy, nacks).
     #: Off reproduces classic SWIM-with-suspicion, for comparison only.
     lifeguard: bool = True
@@ -120,6 +125,7 @@ class Config:
             gossip_interval=0.5,
             gossip_nodes=4,
             gossip_to_the_dead_time=60.0,
+            compress_datagrams=True,
             profile="wan",
         )
         values.update(overrides)

@@ -73,6 +73,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--keyring-file", metavar="PATH", help="JSON keyring (first key primary)")
     p.add_argument("--snapshot", metavar="PATH", help="snapshot file for rejoin after restart")
     p.add_argument("--profile", choices=PROFILES, default="lan")
+    p.add_argument("--disable-compression", action="store_true",
+                   help="send push-pull streams uncompressed (as serf -disable-compression)")
     p.add_argument("--log-level", default="info", choices=sorted(_LEVELS))
     p.set_defaults(func=run)
 
@@ -166,6 +168,8 @@ class _Settings:
         s.keyring_file = args.keyring_file
         s.snapshot = args.snapshot
         s.config = Config.for_profile(args.profile)
+        if args.disable_compression:
+            s.config = s.config.evolve(enable_compression=False)
         return s
 
 

@@ -213,6 +213,7 @@ class Node:
         self._vsn = vsn
         self._encrypted = encrypted
         self._lifeguard = config.lifeguard
+        self._compress_datagrams = config.enable_compression and config.compress_datagrams
 
         self._nodes: list[NodeState] = []  # probe order (shuffled round robin)
         self._node_map: dict[str, NodeState] = {}
@@ -503,7 +504,7 @@ class Node:
         return self._seq
 
     def _raw_send(self, dest: Address, data: bytes, crc: bool) -> None:
-        if self.config.enable_compression:
+        if self._compress_datagrams:
             data = codec.maybe_compress(data)
         if crc:
             data = codec.add_crc(data)

@@ -19,3 +19,19 @@ def test_unknown_command_is_a_usage_error_not_a_crash():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
+
+
+def _agent_settings(*flags: str):
+    from swimlib.agent.command import _Settings
+    from swimlib.cli import build_parser
+
+    return _Settings.from_args(build_parser().parse_args(["agent", "--node", "a", *flags]))
+
+
+def test_agent_profile_and_disable_compression_flags_reach_the_config():
+    default = _agent_settings().config
+    assert default.profile == "lan" and default.enable_compression
+    assert not default.compress_datagrams
+    wan = _agent_settings("--profile", "wan", "--disable-compression").config
+    assert wan.profile == "wan" and wan.probe_interval == 5.0
+    assert not wan.enable_compression
