@@ -82,6 +82,7 @@ _MAX_PIGGYBACK_PARTS = 120
 # Timer kinds (small ints keep heap entries cheap).
 _T_PROBE, _T_GOSSIP, _T_PUSH_PULL, _T_PROBE_TIMEOUT, _T_PROBE_DEADLINE = range(5)
 _T_RELAY_EXPIRE, _T_SUSPICION = 5, 6
+_PROBE_TIMERS = (_T_PROBE_TIMEOUT, _T_PROBE_DEADLINE)
 
 # Pending stream purposes.
 _S_JOIN, _S_PUSH_PULL, _S_TCP_PING = range(3)
@@ -314,27 +315,38 @@ class Node:
         gossip tick while nothing is queued (it would only pick random peers
         and send nothing) and the timeout and deadline of a probe whose ack
         has come back. They are most of an idle agent's wake-ups; a real-time
-        runtime sleeps through them, and they run, as no-ops or overdue, at the
-        next wake-up. Ask again after every call that may queue a broadcast.
+        runtime sleeps through them: the gossip tick runs overdue at the next
+        wake-up, the probe's timers are dropped. Ask again after every call
+        that may queue a broadcast.
         The simulator does not skip, so its traces draw randomness as
         memberlist does.
         """
         timers = self._timers
+        if not skip_idle:
+            return timers[0][0] if timers else None
+        self._drop_answered_probe_timers()
         if not timers:
             return None
-        if not skip_idle:
+        if timers[0][2] != _T_GOSSIP or self.has_broadcasts():
             return timers[0][0]
-        idle_gossip = not self.has_broadcasts()
+        # The idle gossip tick is first: the answer is the earliest timer after it.
+        gossip = heapq.heappop(timers)
+        try:
+            self._drop_answered_probe_timers()
+            return timers[0][0] if timers else None
+        finally:
+            heapq.heappush(timers, gossip)
+
+    def _drop_answered_probe_timers(self) -> None:
+        """Pop finished probes' timeout and deadline timers off the top of the heap.
+
+        Firing them would do nothing; popping only from the top keeps this
+        O(log n) per timer however many other timers (relays, suspicions) wait.
+        """
+        timers = self._timers
         probe = self._probe
-        best: float | None = None
-        for when, _, kind, arg in timers:
-            if kind == _T_GOSSIP and idle_gossip:
-                continue
-            if kind in (_T_PROBE_TIMEOUT, _T_PROBE_DEADLINE) and arg is not probe:
-                continue
-            if best is None or when < best:
-                best = when
-        return best
+        while timers and timers[0][2] in _PROBE_TIMERS and timers[0][3] is not probe:
+            heapq.heappop(timers)
 
     def has_broadcasts(self) -> bool:
         """Whether a gossip tick now would send anything."""
