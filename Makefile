@@ -43,7 +43,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check swimlib simulations benchmarks lbadapter scripts tests
 	$(VENV)/bin/mypy
 
+# Bytecode first: tests start hundreds of agent processes, and with
+# PYTHONDONTWRITEBYTECODE set each would compile swimlib from source.
 test: $(STAMP) system-deps lint
+	$(PY) -m compileall -q swimlib lbadapter simulations benchmarks > /dev/null
 	$(PY) -m pytest -q -ra --durations=15
 
 bench: $(STAMP)

@@ -58,6 +58,23 @@ def parse_line(line: str) -> tuple[str, str] | None:
     return None
 
 
+def precompile() -> None:
+    """Write swimlib's bytecode before agents start, so none compiles its sources.
+
+    A pip-installed swimlib comes compiled; a source checkout under
+    ``PYTHONDONTWRITEBYTECODE=1`` (set on this project's machines) would have
+    every agent compile ~30 modules, a third of its start-up CPU, and fifty at
+    once keep two cores busy for seconds. compileall writes regardless.
+    """
+    import compileall
+
+    import lbadapter
+    import swimlib
+
+    for package in (swimlib, lbadapter):
+        compileall.compile_dir(str(Path(package.__file__ or "").parent), quiet=2)
+
+
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """True when both UDP and TCP can bind ``port`` right now."""
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):

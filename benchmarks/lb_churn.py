@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.agents import precompile
 from lbadapter.testing import free_port
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -765,6 +766,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     opts = parse_args(argv)
     if not os.path.exists(HAPROXY):
         raise SystemExit("haproxy is not installed (sudo apt-get install haproxy)")
+    precompile()
     schedule = churn_schedule(opts.duration, opts.change_every, opts.crash_every, opts.initial)
     kinds = Counter(a.kind for a in schedule)
     print(f"lb_churn: {opts.duration:.0f} s of load per balancer, "

@@ -16,6 +16,11 @@ indices for both. Each cluster goes through:
   showed EventMemberJoin for all N names, timed from the first request.
 * failure: SIGKILL a random non-seed agent; first/last of the N-1 others to
   log EventMemberFailed; restart it (same name and ports) until all log its join.
+  Each kill waits a random fraction of a probe interval first (the same draws
+  for both implementations): serf agents started together probe in lockstep,
+  and a kill a whole number of seconds after a log line would land at the same
+  point of their common probe cycle every time, just before a tick (where the
+  first probe of the victim comes soonest).
 * leave: ``serf leave -rpc-addr=...`` against the agent (swimlib speaks
   Serf's RPC, so the trigger is byte-identical for both); first/last of the
   others to log EventMemberLeave; then it is restarted and rejoins.
@@ -56,10 +61,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.agents import SERF, SERF_IMPL, SWIMLIB_IMPL, AgentProc, Cluster, Impl
+from benchmarks.agents import (
+    SERF,
+    SERF_IMPL,
+    SWIMLIB_IMPL,
+    AgentProc,
+    Cluster,
+    Impl,
+    precompile,
+)
 
 #: Targets (swimlib vs serf in the same run).
 LATE_LIMIT_S = 3.0
+#: memberlist's ProbeInterval in the LAN profile; kills land at a random point of it.
+PROBE_INTERVAL_S = 1.0
 RSS_LIMIT_KB = 28 * 1024  # 28 MiB; VmRSS is reported in KiB
 IMPLS = (SERF_IMPL, SWIMLIB_IMPL)
 BASE_PORTS = {"serf": 27000, "swimlib": 27200}
@@ -340,11 +355,13 @@ class ClusterRun:
     """One fresh cluster of one implementation through join, kills, leaves, idle."""
 
     def __init__(self, impl: Impl, n: int, opts: Options, victims: list[int],
-                 workdir: Path) -> None:
+                 workdir: Path, kill_phases: Sequence[float] = ()) -> None:
         self.impl = impl
         self.n = n
         self.opts = opts
         self.victims = victims
+        #: Fraction of a probe interval to wait before each kill.
+        self.kill_phases = list(kill_phases)
         profile = None
         if impl is SWIMLIB_IMPL and opts.cprofile > 0:
             idx = next((i for i in range(n - 1, 0, -1) if i not in victims), 0)
@@ -474,6 +491,8 @@ class ClusterRun:
         victim = c.agents[idx]
         others = [a for a in c.agents if a is not victim]
         self._expected_down.add(victim.node)
+        phase = self.kill_phases[k] if k < len(self.kill_phases) else 0.0
+        time.sleep(phase * PROBE_INTERVAL_S)
         t0 = time.monotonic()
         victim.kill(signal.SIGKILL)
         failed = self._wait_event(others, "failed", victim.node, t0, f"kill {k} ({victim.node})")
@@ -481,7 +500,7 @@ class ClusterRun:
         suspect = self._times(others, "suspect", victim.node, t0)
         dead = self._times(others, "dead", victim.node, t0)
         vals = list(failed.values())
-        rec: dict[str, Any] = {"victim": victim.node,
+        rec: dict[str, Any] = {"victim": victim.node, "phase": round(phase, 3),
                                "suspicion_first_s": min(suspect.values(), default=None),
                                "dead_first_s": min(dead.values(), default=None)}
         if vals:
@@ -757,6 +776,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     if not os.path.exists(SERF):
         raise SystemExit("serf is not installed (apt-get install serf)")
     opts.workdir.mkdir(parents=True, exist_ok=True)
+    precompile()
     print(f"vs_serf: swimlib tree {_git_head()}; sizes={opts.sizes} cycles={opts.cycles} "
           f"kills={opts.kills} leaves={opts.leaves} warmup={opts.warmup}s window={opts.window}s "
           f"logs in {opts.workdir}", flush=True)
@@ -768,13 +788,14 @@ def run(argv: list[str]) -> dict[str, Any]:
             pool = list(range(1, n))  # never n0, the seed everyone joins through
             rng.shuffle(pool)
             victims = [pool[i % len(pool)] for i in range(opts.kills + opts.leaves)]
+            kill_phases = [rng.random() for _ in range(opts.kills)]
             order = IMPLS if cycle % 2 == 0 else IMPLS[::-1]
             for impl in order:
                 t = time.monotonic()
                 print(f"  {impl.name} N={n} cycle {cycle}: victims "
                       f"{[f'n{v}' for v in victims]}", flush=True)
-                res = ClusterRun(impl, n, opts, victims,
-                                 opts.workdir / f"c{cycle}").run()
+                res = ClusterRun(impl, n, opts, victims, opts.workdir / f"c{cycle}",
+                                 kill_phases).run()
                 res["wall_s"] = time.monotonic() - t
                 raw[impl.name].setdefault(str(n), []).append(res)
                 print(f"    done in {res['wall_s']:.0f}s", flush=True)
