@@ -138,6 +138,11 @@ class _InboundQuery:
 
 # Timer kinds
 _T_REAP, _T_RECONNECT, _T_QUEUE_CHECK, _T_QUERY_DEADLINE, _T_LEAVE, _T_PRUNE = range(6)
+_T_CATCH_UP = 6
+
+#: A join intent for a member memberlist has not told us about gets this many
+#: gossip intervals for the member's alive message to arrive; then we sync.
+CATCH_UP_GOSSIP_ROUNDS = 5
 
 _ALIVE, _LEAVING, _LEFT, _SHUTDOWN = "alive", "leaving", "left", "shutdown"
 
@@ -169,6 +174,8 @@ class Serf:
         self._failed: list[str] = []
         self._left: list[str] = []
         self._recent_intents: dict[str, tuple[int, int, float]] = {}  # name -> (type, ltime, when)
+        #: Members we heard join (Serf intent) but memberlist never announced.
+        self._catch_up: set[str] = set()
 
         self._intents = BroadcastQueue()
         self._event_queue = BroadcastQueue()
@@ -398,8 +405,10 @@ class Serf:
             if self._on_leave_intent(msg, now):
                 self._intents.queue(None, payload)
         elif isinstance(msg, sw.JoinIntent):
-            if self._on_join_intent(msg):
+            if self._on_join_intent(msg, now):
                 self._intents.queue(None, payload)
+                if msg.node not in self._members and msg.node != self.name:
+                    self._expect_member(msg.node, now)
         elif isinstance(msg, sw.UserEvent):
             if self._on_user_event(msg, now):
                 self._event_queue.queue(None, payload)
@@ -459,7 +468,7 @@ class Serf:
             self._on_leave_intent(sw.LeaveIntent(pp.status_ltimes.get(name, 0) + 1, name), now)
         for name, ltime in pp.status_ltimes.items():
             if name not in left:
-                self._on_join_intent(sw.JoinIntent(ltime, name))
+                self._on_join_intent(sw.JoinIntent(ltime, name), now)
         if join and self._ignore_old_joins and pp.event_ltime > self._event_min_time:
             self._event_min_time = pp.event_ltime
         for slot in pp.events:
@@ -553,13 +562,37 @@ class Serf:
         if effect.join_id in self._user_joins:
             self._user_joins.discard(effect.join_id)
             if effect.contacted > 0 and self._state == _ALIVE:
-                self._broadcast_join(self.clock.time())
+                self._broadcast_join(self.clock.time(), now)
 
-    def _broadcast_join(self, ltime: int) -> None:
+    def _broadcast_join(self, ltime: int, now: float) -> None:
         msg = sw.JoinIntent(ltime, self.name)
         self.clock.witness(ltime)
-        self._on_join_intent(msg)
+        self._on_join_intent(msg, now)
         self._intents.queue(None, sw.encode_serf(msg))
+
+    # ================================================================== catching up
+
+    def _expect_member(self, name: str, now: float) -> None:
+        """Someone joined that memberlist has not announced: check again soon.
+
+        Gossip reaches each member ~retransmit-limit times on average, so in a
+        big enough burst of joins some member misses some alive message
+        entirely (p ~ e^-8 per pair at 50 nodes) and, in memberlist, waits for
+        its next push-pull, up to minutes away: Serf's 30-90 s join
+        stragglers. The Serf join intent travels by its own gossip; hearing it
+        without the alive says we missed one, so we sync state with a random
+        member instead of waiting. Costs nothing when nothing was missed.
+        """
+        if not self._catch_up:
+            delay = CATCH_UP_GOSSIP_ROUNDS * self.config.gossip_interval
+            self._schedule(now + delay, _T_CATCH_UP, None)
+        self._catch_up.add(name)
+
+    def _catch_up_now(self, now: float) -> None:
+        missing = [n for n in self._catch_up if n not in self._members]
+        self._catch_up.clear()
+        if missing and self._state == _ALIVE and self.node.sync_now(now):
+            self.stats["catch_up.sync"] += 1
 
     # ================================================================== intents
 
@@ -570,12 +603,12 @@ class Serf:
             return True
         return False
 
-    def _on_join_intent(self, msg: sw.JoinIntent) -> bool:
+    def _on_join_intent(self, msg: sw.JoinIntent, now: float) -> bool:
         """Apply a join intent; True if it was news (so rebroadcast it)."""
         self.clock.witness(msg.ltime)
         m = self._members.get(msg.node)
         if m is None:
-            return self._upsert_intent(msg.node, sw.SerfMessageType.JOIN, msg.ltime, 0.0)
+            return self._upsert_intent(msg.node, sw.SerfMessageType.JOIN, msg.ltime, now)
         if msg.ltime <= m.status_ltime:
             return False
         m.status_ltime = msg.ltime
@@ -593,7 +626,7 @@ class Serf:
             return False
         if msg.node == self.name and self._state == _ALIVE:
             # Someone says we are leaving and we are not: refute with a newer join.
-            self._broadcast_join(self.clock.time())
+            self._broadcast_join(self.clock.time(), now)
             return False
         if m.status == MemberStatus.ALIVE:
             m.status = MemberStatus.LEAVING
@@ -833,6 +866,8 @@ class Serf:
             self._advance_leave(now)
         elif kind == _T_PRUNE:
             self._erase(arg)
+        elif kind == _T_CATCH_UP:
+            self._catch_up_now(now)
 
     def _reap(self, now: float) -> None:
         for names, timeout in ((self._failed, self.config.reconnect_timeout),

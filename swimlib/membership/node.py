@@ -697,14 +697,21 @@ class Node:
                 msgs[:_MAX_PIGGYBACK_PARTS + 1])
             self._raw_send((st.addr, st.port), data, crc=st.pmax >= 5)
 
-    def _periodic_push_pull(self, now: float) -> None:
+    def sync_now(self, now: float) -> bool:
+        """Push-pull with a random live member now (anti-entropy on demand).
+
+        False when there is no live member to sync with.
+        """
+        return self._periodic_push_pull(now)
+
+    def _periodic_push_pull(self, now: float) -> bool:
         peers = self._k_random_nodes(
             1, lambda s: s.name == self.name or s.state != MemberState.ALIVE)
-        if peers:
-            peer = peers[0]
-            self._open_stream((peer.addr, peer.port),
-                              self._local_state(False),
-                              _S_PUSH_PULL, None)
+        if not peers:
+            return False
+        peer = peers[0]
+        self._open_stream((peer.addr, peer.port), self._local_state(False), _S_PUSH_PULL, None)
+        return True
 
     def _local_state(self, join: bool) -> bytes:
         """Our whole table as an encoded push-pull (rows cached between syncs)."""

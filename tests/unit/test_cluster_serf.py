@@ -220,3 +220,67 @@ def test_idle_gossip_ticks_are_skipped_only_while_nothing_is_queued():
     act(net, node, "user_event", "deploy", b"v42", False)
     assert node.node.has_broadcasts()
     assert node.next_deadline(skip_idle=True) == node.next_deadline()
+
+
+class TestCatchUp:
+    """A Serf join intent for a member memberlist never announced triggers a sync."""
+
+    PEER = ("127.0.0.2", 7946)
+
+    def _serf(self) -> Serf:
+        import random
+
+        from swimlib.wire import codec
+        from swimlib.wire.messages import Alive
+
+        # No periodic sync to confuse the count; no probe to suspect the silent peer.
+        config = Config.lan(push_pull_interval=0, probe_interval=60.0)
+        me = Serf("me", "127.0.0.1", 7946, config, random.Random(3), 0.0)
+        me.handle_packet(codec.encode(Alive(1, "peer", *self.PEER, sw.encode_tags({}))),
+                         self.PEER, 0.0)
+        me.take_effects()
+        return me
+
+    @staticmethod
+    def _intent(me: Serf, name: str, now: float) -> None:
+        me.handle_packet(b"\x08" + sw.encode_serf(sw.JoinIntent(7, name)), TestCatchUp.PEER,
+                         now)
+
+    @staticmethod
+    def _run(me: Serf, until: float) -> list[Any]:
+        from swimlib.membership.types import OpenStream
+
+        streams = []
+        for _ in range(1000):
+            when = me.next_deadline()
+            if when is None or when > until:
+                break
+            me.tick(when)
+            # Push-pull streams only (probes of the fake peer fall back to TCP pings).
+            streams += [e for e in me.take_effects()
+                        if isinstance(e, OpenStream) and e.data[:1] == b"\x06"]
+        return streams
+
+    def test_intent_without_alive_syncs_with_a_live_member(self):
+        me = self._serf()
+        self._intent(me, "ghost", 1.0)
+        delay = 5 * me.config.gossip_interval
+        assert self._run(me, 1.0 + delay - 0.01) == []
+        (sync,) = self._run(me, 1.0 + delay + 0.01)
+        assert sync.dest == self.PEER
+        assert me.stats["catch_up.sync"] == 1
+        # Heard again (same intent): not news, no second sync.
+        self._intent(me, "ghost", 3.0)
+        assert self._run(me, 10.0) == []
+
+    def test_no_sync_when_the_alive_arrives_in_time(self):
+        from swimlib.wire import codec
+        from swimlib.wire.messages import Alive
+
+        me = self._serf()
+        self._intent(me, "late", 1.0)
+        me.handle_packet(codec.encode(Alive(1, "late", "127.0.0.3", 7946, sw.encode_tags({}))),
+                         ("127.0.0.3", 7946), 1.5)
+        assert "late" in {m.name for m in me.members()}
+        assert self._run(me, 10.0) == []
+        assert me.stats["catch_up.sync"] == 0
