@@ -33,7 +33,7 @@ indices for both. Each cluster goes through:
 
 Times come from log lines stamped on arrival by one reader thread per agent.
 Every wait is bounded; every process is killed by PID in ``finally``.
-Options: ``--sizes 5,20,50 --cycles 1 --kills 4 --leaves 2 --warmup 10
+Options: ``--sizes 5,20,50 --cycles 1 --kills 8 --leaves 2 --warmup 10
 --window 30 --seed 1 --quick --cprofile SECONDS --workdir DIR``.
 ``--cprofile`` runs one non-victim swimlib agent under cProfile (CPU clock),
 armed by signal only after the steady window, to say where idle CPU goes.
@@ -733,7 +733,7 @@ def parse_args(argv: list[str]) -> Options:
                                 description="swimlib agents vs serf agents on loopback")
     p.add_argument("--sizes", default=None, help="comma-separated N (default 5,20,50)")
     p.add_argument("--cycles", type=int, default=None, help="fresh clusters per N (1)")
-    p.add_argument("--kills", type=int, default=None, help="SIGKILLs per cluster (4)")
+    p.add_argument("--kills", type=int, default=None, help="SIGKILLs per cluster (8: detection medians need them)")
     p.add_argument("--leaves", type=int, default=None, help="leaves per cluster (2)")
     p.add_argument("--warmup", type=float, default=None, help="idle before the window (10 s)")
     p.add_argument("--window", type=float, default=None, help="steady-state window (30 s)")
@@ -749,7 +749,7 @@ def parse_args(argv: list[str]) -> Options:
     workdir = Path(a.workdir or tempfile.mkdtemp(prefix="vs_serf-"))
     return Options(
         sizes=sizes, cycles=a.cycles or 1,
-        kills=a.kills if a.kills is not None else (1 if quick else 4),
+        kills=a.kills if a.kills is not None else (1 if quick else 8),
         leaves=a.leaves if a.leaves is not None else (1 if quick else 2),
         warmup=a.warmup if a.warmup is not None else (3.0 if quick else 10.0),
         window=a.window if a.window is not None else (10.0 if quick else 30.0),
