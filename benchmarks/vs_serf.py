@@ -733,7 +733,8 @@ def parse_args(argv: list[str]) -> Options:
                                 description="swimlib agents vs serf agents on loopback")
     p.add_argument("--sizes", default=None, help="comma-separated N (default 5,20,50)")
     p.add_argument("--cycles", type=int, default=None, help="fresh clusters per N (1)")
-    p.add_argument("--kills", type=int, default=None, help="SIGKILLs per cluster (8: detection medians need them)")
+    p.add_argument("--kills", type=int, default=None,
+                   help="SIGKILLs per cluster (8: detection medians need them)")
     p.add_argument("--leaves", type=int, default=None, help="leaves per cluster (2)")
     p.add_argument("--warmup", type=float, default=None, help="idle before the window (10 s)")
     p.add_argument("--window", type=float, default=None, help="steady-state window (30 s)")
