@@ -13,7 +13,6 @@ the whole agent in tests.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from swimlib.agent.addresses import resolve_join_addresses
+from swimlib.agent.datagrams import DatagramSocket
 from swimlib.agent.streams import open_stream, read_message, seal_stream
 from swimlib.cluster import events as ev
 from swimlib.cluster.serf import Emit, LeaveFinished, QueryDone, QueryReply, Serf
@@ -46,16 +46,12 @@ if TYPE_CHECKING:  # cryptography is imported only when encryption is on
 
 log = logging.getLogger("swimlib")
 
-#: Datagrams are read into buffers this large (memberlist: 64 KiB).
-_UDP_READ = 65536
 #: Serf's log names for member events (log-scraping tools look for these).
 _LOG_LABELS = {ev.EventType.MEMBER_JOIN: "EventMemberJoin",
                ev.EventType.MEMBER_LEAVE: "EventMemberLeave",
                ev.EventType.MEMBER_FAILED: "EventMemberFailed",
                ev.EventType.MEMBER_UPDATE: "EventMemberUpdate",
                ev.EventType.MEMBER_REAP: "EventMemberReap"}
-#: Receive buffer requested for the gossip socket (memberlist: 2 MiB).
-_UDP_RCVBUF = 2 * 1024 * 1024
 #: Concurrent inbound TCP exchanges beyond this are refused (memberlist: 128).
 _MAX_INBOUND_STREAMS = 128
 
@@ -83,7 +79,7 @@ class QueryHandle:
 class Agent:
     """A running swimlib agent. Create with :func:`open_agent`."""
 
-    def __init__(self, serf: Serf, udp: trio.socket.SocketType, keyring: Keyring | None,
+    def __init__(self, serf: Serf, udp: DatagramSocket, keyring: Keyring | None,
                  nursery: trio.Nursery) -> None:
         self.serf = serf
         self.config = serf.config
@@ -233,20 +229,24 @@ class Agent:
             await self._drive()
 
     async def _udp_loop(self) -> None:
+        """Feed datagrams to the state machine a batch at a time, then act once."""
+        udp = self._udp
+        keyring = self.keyring
+        serf = self.serf
         while True:
-            try:
-                data, source = await self._udp.recvfrom(_UDP_READ)
-            except OSError as exc:  # e.g. ICMP port unreachable surfaced on Linux
-                self.counters["udp.recv_error"] += 1
-                log.debug("memberlist: UDP read error: %s", exc)
-                continue
-            if self.keyring is not None:
-                try:
-                    data = self.keyring.decrypt_packet(data)
-                except DecodeError as exc:
-                    self.counters["drop." + exc.reason] += 1
-                    continue
-            self.serf.handle_packet(data, (source[0], source[1]), trio.current_time())
+            batch = await udp.receive_batch()
+            if udp.recv_errors:  # e.g. ICMP port unreachable surfaced on Linux
+                self.counters["udp.recv_error"] += udp.recv_errors
+                udp.recv_errors = 0
+            now = trio.current_time()
+            for data, source in batch:
+                if keyring is not None:
+                    try:
+                        data = keyring.decrypt_packet(data)
+                    except DecodeError as exc:
+                        self.counters["drop." + exc.reason] += 1
+                        continue
+                serf.handle_packet(data, source, now)
             await self._drive()
 
     async def _serve_stream(self, stream: trio.SocketStream) -> None:
@@ -337,7 +337,7 @@ class Agent:
         if self.keyring is not None:
             data = self.keyring.encrypt_packet(data)
         try:
-            await self._udp.sendto(data, effect.dest)
+            await self._udp.send(data, effect.dest)
             self.counters["udp.sent"] += 1
         except OSError as exc:
             self.counters["udp.send_error"] += 1
@@ -374,15 +374,11 @@ def _default_advertise(bind_host: str) -> str:
     return addr
 
 
-async def _bind(host: str, port: int) -> tuple[trio.socket.SocketType, list[trio.SocketListener]]:
+async def _bind(host: str, port: int) -> tuple[DatagramSocket, list[trio.SocketListener]]:
     """UDP and TCP on the same port; with port 0, retry until both get the same one."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(20):
-        udp = trio.socket.socket(family, socket.SOCK_DGRAM)
-        with contextlib.suppress(OSError):  # memberlist asks for 2 MiB too; bursts happen
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF)
+        udp = await DatagramSocket.bind(host, port)
         try:
-            await udp.bind((host or "0.0.0.0", port))
             chosen = udp.getsockname()[1]
             listeners = await trio.open_tcp_listeners(chosen, host=host or None)
             return udp, listeners
