@@ -16,14 +16,14 @@ import socket
 
 import trio
 
+from swimlib.membership.types import Address
+
 #: Datagrams are read into buffers this large (memberlist: 64 KiB).
 READ_SIZE = 65536
 #: Receive buffer requested (memberlist: 2 MiB); bursts happen.
 RCVBUF = 2 * 1024 * 1024
 #: Datagrams taken per wake-up before other tasks get a turn.
 BATCH = 64
-
-Address = tuple[str, int]
 
 
 class DatagramSocket:
