@@ -235,9 +235,6 @@ class Agent:
         serf = self.serf
         while True:
             batch = await udp.receive_batch()
-            if udp.recv_errors:  # e.g. ICMP port unreachable surfaced on Linux
-                self.counters["udp.recv_error"] += udp.recv_errors
-                udp.recv_errors = 0
             now = trio.current_time()
             for data, source in batch:
                 if keyring is not None:
@@ -247,7 +244,24 @@ class Agent:
                         self.counters["drop." + exc.reason] += 1
                         continue
                 serf.handle_packet(data, source, now)
+            for dest, sent in udp.take_unreachable():
+                if keyring is not None:
+                    try:
+                        sent = keyring.decrypt_packet(sent)
+                    except DecodeError:
+                        sent = b""  # quoted in part: the core matches by address
+                serf.handle_unreachable(dest, sent, now)
+            self._count_socket_errors()
             await self._drive()
+
+    def _count_socket_errors(self) -> None:
+        udp = self._udp
+        if udp.recv_errors:  # each ICMP error also fails one read or send, once
+            self.counters["udp.recv_error"] += udp.recv_errors
+            udp.recv_errors = 0
+        if udp.send_retries:
+            self.counters["udp.send_retry"] += udp.send_retries
+            udp.send_retries = 0
 
     async def _serve_stream(self, stream: trio.SocketStream) -> None:
         """One inbound TCP exchange: read, answer, close."""

@@ -211,6 +211,11 @@ class Serf:
         self.node.handle_packet(data, source, now)
         self._pump(now)
 
+    def handle_unreachable(self, dest: Address, sent: bytes, now: float) -> None:
+        """Our datagram ``sent`` to ``dest`` met a closed port (:meth:`Node.handle_unreachable`)."""
+        self.node.handle_unreachable(dest, sent, now)
+        self._pump(now)
+
     def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
         reply = self.node.handle_stream(data, source, now)
         self._pump(now)

@@ -159,8 +159,8 @@ class NodeState:
 class _Probe:
     """The probe in flight (memberlist runs at most one at a time)."""
 
-    __slots__ = ("addr", "deadline", "expected_nacks", "incarnation", "nacks", "seq", "target",
-                 "tcp_ok")
+    __slots__ = ("addr", "deadline", "expected_nacks", "helpers", "incarnation", "indirect_sent",
+                 "nacks", "seq", "target", "tcp_ok", "tcp_pending", "unreachable")
 
     def __init__(self, seq: int, target: NodeState, deadline: float) -> None:
         self.seq = seq
@@ -170,18 +170,24 @@ class _Probe:
         self.deadline = deadline
         self.expected_nacks = 0
         self.nacks = 0
+        self.helpers = 0
+        self.indirect_sent = False
         self.tcp_ok = False
+        self.tcp_pending = False
+        #: The target's host said nothing listens there (see handle_unreachable).
+        self.unreachable = False
 
 
 class _Relay:
     """We are an indirect-probe helper: relay the target's ack to the requester."""
 
-    __slots__ = ("nack", "orig_seq", "requester")
+    __slots__ = ("nack", "orig_seq", "requester", "target")
 
-    def __init__(self, orig_seq: int, requester: Address, nack: bool) -> None:
+    def __init__(self, orig_seq: int, requester: Address, nack: bool, target: Address) -> None:
         self.orig_seq = orig_seq
         self.requester = requester
         self.nack = nack
+        self.target = target
 
 
 class _JoinAttempt:
@@ -359,6 +365,35 @@ class Node:
             _, _, kind, arg = heapq.heappop(timers)
             self._fire(kind, arg, now)
 
+    def handle_unreachable(self, dest: Address, sent: bytes, now: float) -> None:
+        """The host of ``dest`` answered ``sent`` (our datagram, decrypted) with
+        "port unreachable": nothing listens there, the agent is gone.
+
+        memberlist never sees these; a runtime that can (Linux, IP_RECVERR)
+        passes them in. Only the waiting changes, never the verdict: a probe
+        whose ping came back unreachable asks its helpers at once rather than
+        after probe_timeout, and suspects as soon as every path has failed
+        (each helper nacked, TCP answered no) rather than at the end of the
+        probe interval; a helper whose relayed ping came back unreachable
+        nacks at once. Where only timeouts speak, memberlist's timing stands.
+        """
+        self.stats["udp.unreachable"] += 1
+        try:
+            seqs = [m.seq_no for m in codec.decode_packet(sent) if isinstance(m, Ping)]
+        except DecodeError:
+            seqs = []  # the kernel quoted only part of it: match the probe by address
+        probe = self._probe
+        if probe is not None and probe.addr == dest and (probe.seq in seqs or not seqs):
+            probe.unreachable = True
+            self._probe_timeout(probe, now)
+            self._end_probe_if_every_path_failed(probe, now)
+        for seq in seqs:
+            relay = self._ack_handlers.get(seq)
+            if isinstance(relay, _Relay) and relay.target == dest:
+                del self._ack_handlers[seq]
+                if relay.nack:
+                    self._send_msg(relay.requester, codec.encode(Nack(relay.orig_seq)))
+
     def handle_packet(self, data: bytes, source: Address, now: float) -> None:
         """One (decrypted) UDP datagram from ``source``."""
         try:
@@ -406,9 +441,12 @@ class Node:
                 self.stats["drop.stream." + exc.reason] += 1
         if purpose == _S_TCP_PING:
             probe = self._probe
-            if (probe is not None and probe.seq == info and isinstance(msg, Ack)
-                    and msg.seq_no == info):
-                probe.tcp_ok = True
+            if probe is not None and probe.seq == info:
+                probe.tcp_pending = False
+                if isinstance(msg, Ack) and msg.seq_no == info:
+                    probe.tcp_ok = True
+                else:
+                    self._end_probe_if_every_path_failed(probe, now)
             return
         ok = isinstance(msg, PushPull)
         if ok:
@@ -615,8 +653,9 @@ class Node:
 
     def _probe_timeout(self, probe: _Probe, now: float) -> None:
         """No direct ack in time: ask helpers, and try TCP in parallel."""
-        if self._probe is not probe:
+        if self._probe is not probe or probe.indirect_sent:
             return
+        probe.indirect_sent = True
         target = probe.target
         helpers = self._k_random_nodes(
             self.config.indirect_checks,
@@ -628,10 +667,12 @@ class Node:
             req = IndirectPing(probe.seq, probe.addr[0], probe.addr[1], target, nack,
                                self.addr, self.port, self.name)
             self._send_msg((helper.addr, helper.port), codec.encode(req))
+        probe.helpers = len(helpers)
         self.stats["probe.indirect"] += 1
         st = self._node_map.get(target)
         if self.config.tcp_pings and st is not None and st.pmax >= 3:
             ping = Ping(probe.seq, target, self.addr, self.port, self.name)
+            probe.tcp_pending = True
             self._open_stream(probe.addr, codec.encode(ping), _S_TCP_PING, probe.seq)
 
     def _probe_deadline(self, probe: _Probe, now: float) -> None:
@@ -649,6 +690,14 @@ class Node:
         if started:
             self._effects.append(SuspicionRaised(probe.target, probe.incarnation))
         self._finish_probe(delta, now)
+
+    def _end_probe_if_every_path_failed(self, probe: _Probe, now: float) -> None:
+        """Suspect now if the target is unreachable and no path can still answer."""
+        if (self._probe is probe and probe.unreachable and probe.indirect_sent
+                and not probe.tcp_pending and not probe.tcp_ok
+                and probe.expected_nacks == probe.helpers and probe.nacks >= probe.helpers):
+            self.stats["probe.ended_early"] += 1
+            self._probe_deadline(probe, now)
 
     def _finish_probe(self, awareness_delta: int, now: float) -> None:
         self._probe = None
@@ -768,9 +817,10 @@ class Node:
         """Probe ``msg.target`` for a requester; relay the ack, or nack if none comes."""
         requester = (msg.source_addr, msg.source_port) if msg.source_addr else source
         seq = self._next_seq()
-        self._ack_handlers[seq] = _Relay(msg.seq_no, requester, msg.nack)
+        target = (msg.target, msg.port or self.port)
+        self._ack_handlers[seq] = _Relay(msg.seq_no, requester, msg.nack, target)
         ping = Ping(seq, msg.node, self.addr, self.port, self.name)
-        self._send_msg((msg.target, msg.port or self.port), codec.encode(ping))
+        self._send_msg(target, codec.encode(ping))
         self._schedule(now + self.config.probe_timeout, _T_RELAY_EXPIRE, seq)
 
     def _relay_expire(self, seq: int) -> None:
@@ -794,6 +844,7 @@ class Node:
         handler = self._ack_handlers.get(msg.seq_no)
         if isinstance(handler, _Probe):
             handler.nacks += 1
+            self._end_probe_if_every_path_failed(handler, now)
 
     def _on_user(self, msg: UserMsg, source: Address, now: float) -> None:
         self._delegate.notify_msg(msg.payload, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 
 import pytest
 import trio
@@ -58,5 +59,30 @@ async def test_a_failed_send_raises_and_the_socket_keeps_working() -> None:
         with trio.fail_after(5):
             batch = await udp.receive_batch()
         assert [data for data, _ in batch] == [b"small"]
+    finally:
+        udp.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_RECVERR is Linux's")
+async def test_port_unreachable_is_reported_with_our_datagram_and_sends_go_on() -> None:
+    udp = await DatagramSocket.bind("127.0.0.1", 0)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+            gone.bind(("127.0.0.1", 0))
+            closed = gone.getsockname()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            peer.settimeout(5)
+            await udp.send(b"ping-to-the-dead", closed)
+            await trio.sleep(0.05)  # the ICMP error is queued by now
+            # The kernel reports it on this send and drops the datagram: sent again.
+            await udp.send(b"to-a-live-peer", peer.getsockname())
+            assert peer.recvfrom(100)[0] == b"to-a-live-peer"
+        with trio.fail_after(5):
+            batch = await udp.receive_batch()
+        assert batch == []
+        assert udp.take_unreachable() == [(closed, b"ping-to-the-dead")]
+        assert udp.send_retries == 1
+        assert udp.take_unreachable() == []
     finally:
         udp.close()

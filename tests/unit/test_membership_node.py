@@ -7,6 +7,7 @@ Driven through the real wire codec over the tiny in-memory network in
 from __future__ import annotations
 
 import random
+from typing import ClassVar
 
 import pytest
 
@@ -476,3 +477,83 @@ class TestDatagramCompression:
     def test_compression_off_wins_over_compress_datagrams(self):
         config = Config.wan(enable_compression=False)
         assert self._gossip_datagram(config)[0] == 7
+
+
+class TestPortUnreachable:
+    """ICMP "port unreachable" shortens the waits of a probe, never its verdict."""
+
+    PEERS: ClassVar[dict[str, str]] = {f"t{i}": f"127.0.0.{20 + i}" for i in range(1, 5)}
+
+    def _probing(self) -> tuple[Node, float, Ping, SendPacket]:
+        node = make_node()
+        for name, addr in self.PEERS.items():
+            feed(node, Alive(1, name, addr, 7946, b""))
+        node.take_effects()
+        now = 0.0
+        for _ in range(100):
+            when = node.next_deadline()
+            assert when is not None
+            now = when
+            node.tick(now)
+            for eff in node.take_effects():
+                if isinstance(eff, SendPacket):
+                    pings = [m for m in codec.decode_packet(eff.data) if isinstance(m, Ping)]
+                    if pings:
+                        return node, now, pings[0], eff
+        raise AssertionError("no probe")
+
+    def test_every_path_failed_suspects_at_once(self):
+        node, started, ping, sent = self._probing()
+        at = started + 0.001
+        node.handle_unreachable(sent.dest, sent.data, at)
+        effects = node.take_effects()
+        # Helpers are asked now, not after probe_timeout, and TCP is tried.
+        asks = [e for e in effects if isinstance(e, SendPacket)
+                and any(isinstance(m, IndirectPing) for m in codec.decode_packet(e.data))]
+        (tcp,) = [e for e in effects if isinstance(e, OpenStream)]
+        assert asks and tcp.dest == sent.dest
+        for _ in asks:
+            feed(node, Nack(ping.seq_no), now=at + 0.002)
+            assert not any(isinstance(e, SuspicionRaised) for e in node.take_effects())
+        node.handle_stream_reply(tcp.request_id, None, at + 0.003)  # refused
+        raised = [e for e in node.take_effects() if isinstance(e, SuspicionRaised)]
+        assert [r.node for r in raised] == [ping.node]
+        assert node.stats["probe.ended_early"] == 1
+
+    def test_a_silent_helper_keeps_memberlist_timing(self):
+        node, started, ping, sent = self._probing()
+        node.handle_unreachable(sent.dest, sent.data, started + 0.001)
+        effects = node.take_effects()
+        tcp = next(e for e in effects if isinstance(e, OpenStream))
+        asked = sum(1 for e in effects if isinstance(e, SendPacket)
+                    and any(isinstance(m, IndirectPing) for m in codec.decode_packet(e.data)))
+        for _ in range(asked - 1):  # the last helper never answers
+            feed(node, Nack(ping.seq_no), now=started + 0.002)
+        node.handle_stream_reply(tcp.request_id, None, started + 0.003)
+        node.tick(started + node.config.probe_interval - 0.01)
+        assert not any(isinstance(e, SuspicionRaised) for e in node.take_effects())
+        node.tick(started + node.config.probe_interval)
+        assert any(isinstance(e, SuspicionRaised) for e in node.take_effects())
+        assert node.stats["probe.ended_early"] == 0
+
+    def test_an_ack_after_the_icmp_still_wins(self):
+        node, started, ping, sent = self._probing()
+        node.handle_unreachable(sent.dest, sent.data, started + 0.001)
+        node.take_effects()
+        feed(node, Ack(ping.seq_no), now=started + 0.002)  # e.g. through a helper
+        node.tick(started + node.config.probe_interval)
+        assert not any(isinstance(e, SuspicionRaised) for e in node.take_effects())
+        assert node.stats["probe.failed"] == 0
+
+    def test_a_helper_nacks_at_once_for_an_unreachable_target(self):
+        node = make_node()
+        node.take_effects()
+        feed(node, IndirectPing(77, "127.0.0.30", 7946, "t", True, "127.0.0.40", 7946, "req"))
+        (ping_send,) = node.take_effects()
+        node.handle_unreachable(("127.0.0.30", 7946), ping_send.data, 0.01)
+        (nack,) = node.take_effects()
+        assert nack.dest == ("127.0.0.40", 7946)
+        assert Nack(77) in codec.decode_packet(nack.data)
+        node.tick(1.0)  # the relay timer has nothing left to nack
+        assert not [e for e in node.take_effects() if isinstance(e, SendPacket)
+                    and Nack(77) in codec.decode_packet(e.data)]
