@@ -284,3 +284,48 @@ class TestCatchUp:
         assert "late" in {m.name for m in me.members()}
         assert self._run(me, 10.0) == []
         assert me.stats["catch_up.sync"] == 0
+
+    def test_a_failed_member_heard_rejoining_but_not_seen_alive_triggers_a_sync(self):
+        from swimlib.wire import codec
+        from swimlib.wire.messages import Alive, Dead
+
+        me = self._serf()
+        back = ("127.0.0.4", 7946)
+        me.handle_packet(codec.encode(Alive(1, "back", *back, sw.encode_tags({}))), back, 0.5)
+        me.handle_packet(codec.encode(Dead(1, "back", "peer")), self.PEER, 0.6)
+        assert {m.name: m.status_name for m in me.members()}["back"] == "failed"
+        self._run(me, 0.9)
+        # It restarted and rejoined; its join intent reached us, its alive did not.
+        self._intent(me, "back", 1.0)
+        (sync,) = self._run(me, 1.0 + 5 * me.config.gossip_interval + 0.01)
+        assert sync.dest == self.PEER
+        assert me.stats["catch_up.sync"] == 1
+
+
+def test_a_join_is_followed_by_a_second_sync():
+    import random
+
+    from swimlib.membership.types import OpenStream
+
+    config = Config.lan(push_pull_interval=0, probe_interval=60.0)
+    seed = Serf("seed", "127.0.0.2", 7946, config, random.Random(1), 0.0)
+    me = Serf("me", "127.0.0.1", 7946, config, random.Random(2), 0.0)
+    seed.take_effects()
+    me.take_effects()
+    me.join([("127.0.0.2", 7946)], 0.0)
+    (first,) = [e for e in me.take_effects() if isinstance(e, OpenStream)]
+    reply = seed.handle_stream(first.data, ("127.0.0.1", 7946), 0.01)
+    me.handle_stream_reply(first.request_id, reply, 0.02)
+    assert {m.name for m in me.members()} == {"me", "seed"}
+    me.take_effects()
+    streams = []
+    for _ in range(100):
+        when = me.next_deadline()
+        if when is None or when > 5.0:
+            break
+        me.tick(when)
+        streams += [e for e in me.take_effects()
+                    if isinstance(e, OpenStream) and e.data[:1] == b"\x06"]
+    (again,) = streams
+    assert again.dest == ("127.0.0.2", 7946)
+    assert me.stats["join.follow_up_sync"] == 1
