@@ -13,7 +13,9 @@ indices for both. Each cluster goes through:
 * join: start all N agents alone and wait for every ready banner (start-up
   time, reported apart: for swimlib it is CPython's), then ``serf join`` over
   RPC asks n1..nN-1 to join n0, all at once; converged when every agent's log
-  showed EventMemberJoin for all N names, timed from the first request.
+  showed EventMemberJoin for all N names, timed from the first request. Then
+  (``--join-storms``) n1..nN-1 leave, restart and join again, twice more:
+  one storm is one sample, and its last agent varies by a factor of two.
 * failure: SIGKILL a random non-seed agent; first/last of the N-1 others to
   log EventMemberFailed; restart it (same name and ports) until all log its join.
   Each kill waits a random fraction of a probe interval first (the same draws
@@ -33,7 +35,7 @@ indices for both. Each cluster goes through:
 
 Times come from log lines stamped on arrival by one reader thread per agent.
 Every wait is bounded; every process is killed by PID in ``finally``.
-Options: ``--sizes 5,20,50 --cycles 1 --kills 8 --leaves 2 --warmup 10
+Options: ``--sizes 5,20,50 --cycles 1 --join-storms 3 --kills 8 --leaves 2 --warmup 10
 --window 30 --seed 1 --quick --cprofile SECONDS --workdir DIR``.
 ``--cprofile`` runs one non-victim swimlib agent under cProfile (CPU clock),
 armed by signal only after the steady window, to say where idle CPU goes.
@@ -237,6 +239,7 @@ def summarize_pstats(path: Path, top: int = 15) -> dict[str, Any]:
 class Options:
     sizes: list[int]
     cycles: int
+    join_storms: int
     kills: int
     leaves: int
     warmup: float
@@ -446,32 +449,92 @@ class ClusterRun:
         Join convergence is timed from the first join request (``serf join`` over
         RPC, byte-identical for both) to the last agent knowing all N: the
         protocol's work. Start-up (process start to ready banner) is reported
-        apart, because it is interpreter start-up, not gossip.
+        apart, because it is interpreter start-up, not gossip. With
+        ``--join-storms K`` the storm is repeated K-1 times: every agent but n0
+        leaves (SIGINT, a graceful leave for both), restarts and joins again,
+        so the medians rest on K storms rather than one.
         """
         c = self.cluster
         for i in range(self.n):
             c.start(i, join=False)
-        ok = c.wait_agents(c.agents, lambda a: a.first("ready", "", a.started) is not None
-                           or not a.alive(), 60)
-        self._check_crashes()
-        if not ok:
-            raise RuntimeError(f"{self.impl.name}: agents not ready: "
-                               f"{[c.excerpt(a) for a in c.agents if a.alive()][:1]}")
+        self._wait_ready(c.agents)
         with c.cond:
             startup = [a.first("ready", "", a.started) - a.started  # type: ignore[operator]
                        for a in c.agents]
         self.res["startup_per_agent_s"] = [round(v, 4) for v in startup]
-        epoch = c.agents[0].started
+        storms = [self._storm(c.agents[0].started)]
+        for _ in range(self.opts.join_storms - 1):
+            joiners = c.agents[1:]
+            t_leave = time.monotonic()
+            for a in joiners:
+                a.kill(signal.SIGINT)
+            deadline = time.monotonic() + self.opts.timeout
+            for a in joiners:
+                assert a.popen is not None
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    a.popen.wait(max(0.1, deadline - time.monotonic()))
+                a.reap()
+            # n0 must have seen every leave, or a joiner back too soon is, to it,
+            # still the old member: no join event to wait for.
+            if not self._seed_saw_them_go(joiners, t_leave):
+                self._note("join storm: n0 did not see every joiner leave; storm skipped")
+                break
+            time.sleep(self.opts.settle)
+            for i in range(1, self.n):
+                c.start(i, join=False)
+            self._wait_ready(joiners)
+            storms.append(self._storm(None))
+        self.res["join_storms"] = storms
+        first = storms[0]
+        for key in ("join_convergence_s", "join_median_agent_s", "join_lateness_s",
+                    "join_per_agent_s", "join_request_span_s", "join_cli_failures"):
+            if key in first:
+                self.res[key] = first[key]
+
+    def _seed_saw_them_go(self, gone: Sequence[AgentProc], since: float) -> bool:
+        """Wait until n0's log showed each of ``gone`` leave (or fail) since ``since``."""
+        names = [a.node for a in gone]
+
+        def saw_all(seed: AgentProc) -> bool:
+            return all(seed.first("leave", n, since) is not None
+                       or seed.first("failed", n, since) is not None for n in names)
+
+        return self.cluster.wait_agents(self.cluster.agents[:1], saw_all, self.opts.timeout)
+
+    def _wait_ready(self, agents: Sequence[AgentProc]) -> None:
+        c = self.cluster
+        ok = c.wait_agents(agents, lambda a: a.first("ready", "", a.started) is not None
+                           or not a.alive(), 60)
+        self._check_crashes()
+        if not ok:
+            raise RuntimeError(f"{self.impl.name}: agents not ready: "
+                               f"{[c.excerpt(a) for a in agents if a.alive()][:1]}")
+
+    def _storm(self, epoch: float | None) -> dict[str, Any]:
+        """Ask n1..nN-1 to join n0 at once; how long until every agent knows all N.
+
+        ``epoch``: join events count from then (the first storm: n0's start);
+        None for a repeat, where only events after the requests count and each
+        agent's own (re)start event is not needed.
+        """
+        c = self.cluster
+        out: dict[str, Any] = {}
         t_join = time.monotonic()
         clis = [c.run_cli([SERF, "join", f"-rpc-addr=127.0.0.1:{a.rpc}", c.seed_addr])
                 for a in c.agents[1:]]
-        self.res["join_request_span_s"] = time.monotonic() - t_join
-        ok = c.wait_agents(c.agents, lambda a: a.join_complete(c.names, epoch) is not None
-                           or not a.alive(), self.opts.timeout)
+        out["join_request_span_s"] = time.monotonic() - t_join
+
+        def complete(a: AgentProc) -> float | None:
+            if epoch is not None:
+                return a.join_complete(c.names, epoch)
+            return a.join_complete([n for n in c.names if n != a.node], t_join)
+
+        ok = c.wait_agents(c.agents, lambda a: complete(a) is not None or not a.alive(),
+                           self.opts.timeout)
         self._check_crashes()
-        self.res["join_cli_failures"] = sum(1 for p in clis if p.wait(10) != 0)
+        out["join_cli_failures"] = sum(1 for p in clis if p.wait(10) != 0)
         with c.cond:
-            done = {a.node: a.join_complete(c.names, epoch) for a in c.agents}
+            done = {a.node: complete(a) for a in c.agents}
         per_agent = {k: v - t_join for k, v in done.items() if v is not None}
         missing = [k for k, v in done.items() if v is None]
         if missing or not ok:
@@ -480,11 +543,12 @@ class ClusterRun:
                        f"{self.opts.timeout:.0f}s: {missing[:10]}")
         vals = list(per_agent.values())
         if vals:
-            self.res["join_convergence_s"] = max(vals)
-            self.res["join_median_agent_s"] = statistics.median(vals)
-            self.res["join_lateness_s"] = lateness(vals)
-            self.res["join_per_agent_s"] = {k: round(v, 3) for k, v in per_agent.items()}
+            out["join_convergence_s"] = max(vals)
+            out["join_median_agent_s"] = statistics.median(vals)
+            out["join_lateness_s"] = lateness(vals)
+            out["join_per_agent_s"] = {k: round(v, 3) for k, v in per_agent.items()}
         time.sleep(self.opts.settle)
+        return out
 
     def _kill(self, k: int, idx: int) -> None:
         c = self.cluster
@@ -613,9 +677,10 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     pooled: dict[str, list[float]] = {k: [] for k, _, _ in METRICS}
     means: dict[str, list[float]] = {"pkts_per_s": [], "bytes_per_s": []}
     for r in runs:
-        for key in ("join_convergence_s", "join_median_agent_s", "join_lateness_s"):
-            if r.get(key) is not None:
-                pooled[key].append(r[key])
+        for storm in r.get("join_storms") or [r]:
+            for key in ("join_convergence_s", "join_median_agent_s", "join_lateness_s"):
+                if storm.get(key) is not None:
+                    pooled[key].append(storm[key])
         pooled["startup_s"] += r.get("startup_per_agent_s", [])
         for rec in r.get("kills", []) + r.get("leaves", []):
             for key, val in rec.items():
@@ -733,6 +798,8 @@ def parse_args(argv: list[str]) -> Options:
                                 description="swimlib agents vs serf agents on loopback")
     p.add_argument("--sizes", default=None, help="comma-separated N (default 5,20,50)")
     p.add_argument("--cycles", type=int, default=None, help="fresh clusters per N (1)")
+    p.add_argument("--join-storms", type=int, default=None,
+                   help="join storms per cluster (3; the first from scratch)")
     p.add_argument("--kills", type=int, default=None,
                    help="SIGKILLs per cluster (8: detection medians need them)")
     p.add_argument("--leaves", type=int, default=None, help="leaves per cluster (2)")
@@ -750,6 +817,7 @@ def parse_args(argv: list[str]) -> Options:
     workdir = Path(a.workdir or tempfile.mkdtemp(prefix="vs_serf-"))
     return Options(
         sizes=sizes, cycles=a.cycles or 1,
+        join_storms=max(1, a.join_storms if a.join_storms is not None else (1 if quick else 3)),
         kills=a.kills if a.kills is not None else (1 if quick else 8),
         leaves=a.leaves if a.leaves is not None else (1 if quick else 2),
         warmup=a.warmup if a.warmup is not None else (3.0 if quick else 10.0),
@@ -803,7 +871,8 @@ def run(argv: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "suite": "vs_serf", "host": platform.node(), "cpus": os.cpu_count(),
         "python": platform.python_version(), "serf": SERF, "swimlib_tree": _git_head(),
-        "options": {"sizes": opts.sizes, "cycles": opts.cycles, "kills": opts.kills,
+        "options": {"sizes": opts.sizes, "cycles": opts.cycles,
+                    "join_storms": opts.join_storms, "kills": opts.kills,
                     "leaves": opts.leaves, "warmup_s": opts.warmup, "window_s": opts.window,
                     "seed": opts.seed, "workdir": str(opts.workdir)},
         "schedule": "per N and cycle: fresh serf cluster and fresh swimlib cluster one after "
