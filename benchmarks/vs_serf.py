@@ -476,14 +476,18 @@ class ClusterRun:
                 a.reap()
             # n0 must have seen every leave, or a joiner back too soon is, to it,
             # still the old member: no join event to wait for.
-            if not self._seed_saw_them_go(joiners, t_leave):
-                self._note("join storm: n0 did not see every joiner leave; storm skipped")
-                break
+            seed_saw_all = self._seed_saw_them_go(joiners, t_leave)
             time.sleep(self.opts.settle)
             for i in range(1, self.n):
                 c.start(i, join=False)
             self._wait_ready(joiners)
-            storms.append(self._storm(None))
+            if seed_saw_all:
+                storms.append(self._storm(None))
+            else:
+                # To n0 some joiner never left, so its return is no join event to
+                # time: rebuild the cluster with the first storm's rule, uncounted.
+                self._note("join storm: n0 did not see every joiner leave; storm not counted")
+                self._storm(None, rebuild=True)
         self.res["join_storms"] = storms
         first = storms[0]
         for key in ("join_convergence_s", "join_median_agent_s", "join_lateness_s",
@@ -510,12 +514,13 @@ class ClusterRun:
             raise RuntimeError(f"{self.impl.name}: agents not ready: "
                                f"{[c.excerpt(a) for a in agents if a.alive()][:1]}")
 
-    def _storm(self, epoch: float | None) -> dict[str, Any]:
+    def _storm(self, epoch: float | None, rebuild: bool = False) -> dict[str, Any]:
         """Ask n1..nN-1 to join n0 at once; how long until every agent knows all N.
 
         ``epoch``: join events count from then (the first storm: n0's start);
         None for a repeat, where only events after the requests count and each
-        agent's own (re)start event is not needed.
+        agent's own (re)start event is not needed. ``rebuild``: only the
+        restarted agents must know all N (n0 never saw them go), not timed.
         """
         c = self.cluster
         out: dict[str, Any] = {}
@@ -525,6 +530,8 @@ class ClusterRun:
         out["join_request_span_s"] = time.monotonic() - t_join
 
         def complete(a: AgentProc) -> float | None:
+            if rebuild:
+                return t_join if a is c.agents[0] else a.join_complete(c.names, a.started)
             if epoch is not None:
                 return a.join_complete(c.names, epoch)
             return a.join_complete([n for n in c.names if n != a.node], t_join)
@@ -533,6 +540,9 @@ class ClusterRun:
                            self.opts.timeout)
         self._check_crashes()
         out["join_cli_failures"] = sum(1 for p in clis if p.wait(10) != 0)
+        if rebuild:
+            time.sleep(self.opts.settle)
+            return out
         with c.cond:
             done = {a.node: complete(a) for a in c.agents}
         per_agent = {k: v - t_join for k, v in done.items() if v is not None}
