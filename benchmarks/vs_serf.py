@@ -553,7 +553,10 @@ class ClusterRun:
                        f"{self.opts.timeout:.0f}s: {missing[:10]}")
         vals = list(per_agent.values())
         if vals:
-            out["join_convergence_s"] = max(vals)
+            # An agent still incomplete at the timeout means "all see N" took at
+            # least that long: counting only the others would flatter a straggler.
+            out["join_convergence_s"] = float(self.opts.timeout) if missing else max(vals)
+            out["join_incomplete"] = len(missing)
             out["join_median_agent_s"] = statistics.median(vals)
             out["join_lateness_s"] = lateness(vals)
             out["join_per_agent_s"] = {k: round(v, 3) for k, v in per_agent.items()}
