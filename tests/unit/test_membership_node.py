@@ -314,21 +314,26 @@ class TestPacketHandling:
         assert [n.dest for n in nacks] == [("127.0.0.40", 7946)]
 
 
+def tick_until_probe(node: Node) -> tuple[float, Ping, SendPacket]:
+    """Tick ``node`` until it pings a peer: (when, the ping, the datagram)."""
+    now = 0.0
+    for _ in range(100):
+        when = node.next_deadline()
+        assert when is not None
+        now = when
+        node.tick(now)
+        for eff in node.take_effects():
+            if isinstance(eff, SendPacket):
+                pings = [m for m in codec.decode_packet(eff.data) if isinstance(m, Ping)]
+                if pings:
+                    return now, pings[0], eff
+    raise AssertionError("no probe in 100 ticks")
+
+
 class TestIdleWakeUps:
     def _probe_started(self, node: Node) -> tuple[float, Ping]:
-        """Tick the node until it pings its peer; (when, the ping)."""
-        now = 0.0
-        for _ in range(100):
-            when = node.next_deadline()
-            assert when is not None
-            now = when
-            node.tick(now)
-            for eff in node.take_effects():
-                pings = [m for m in codec.decode_packet(eff.data) if isinstance(m, Ping)] \
-                    if isinstance(eff, SendPacket) else []
-                if pings:
-                    return now, pings[0]
-        raise AssertionError("no probe in 100 ticks")
+        started, ping, _ = tick_until_probe(node)
+        return started, ping
 
     def test_an_answered_probe_needs_no_wake_up_until_the_next_probe(self):
         node = make_node()
@@ -489,18 +494,8 @@ class TestPortUnreachable:
         for name, addr in self.PEERS.items():
             feed(node, Alive(1, name, addr, 7946, b""))
         node.take_effects()
-        now = 0.0
-        for _ in range(100):
-            when = node.next_deadline()
-            assert when is not None
-            now = when
-            node.tick(now)
-            for eff in node.take_effects():
-                if isinstance(eff, SendPacket):
-                    pings = [m for m in codec.decode_packet(eff.data) if isinstance(m, Ping)]
-                    if pings:
-                        return node, now, pings[0], eff
-        raise AssertionError("no probe")
+        started, ping, sent = tick_until_probe(node)
+        return node, started, ping, sent
 
     def test_every_path_failed_suspects_at_once(self):
         node, started, ping, sent = self._probing()
