@@ -69,6 +69,10 @@ class Config:
     #: half an agent's CPU while a cluster churns, to save bytes but no packets
     #: on a LAN. Receivers always accept both forms.
     compress_datagrams: bool = False
+    #: Refuse members whose names are not letters, digits, ``-`` and ``.`` (at
+    #: most 128), as Serf's ``ValidateNodeNames``. Names with control
+    #: characters or invalid UTF-8 are refused whatever this says.
+    validate_node_names: bool = False
     #: Lifeguard (local health awareness, dynamic suspicion, buddy, nacks).
     #: Off reproduces classic SWIM-with-suspicion, for comparison only.
     lifeguard: bool = True

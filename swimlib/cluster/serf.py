@@ -18,17 +18,18 @@ from __future__ import annotations
 import heapq
 import math
 import random
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from swimlib.cluster import domains as dom
 from swimlib.cluster import events as ev
 from swimlib.cluster.clock import LamportClock
 from swimlib.config import Config
 from swimlib.errors import DecodeError, SwimError
+from swimlib.membership import domains as member_domains
 from swimlib.membership.broadcasts import BroadcastQueue, retransmit_limit
 from swimlib.membership.node import Node
 from swimlib.membership.types import (
@@ -407,6 +408,10 @@ class Serf:
         except DecodeError as exc:
             self.stats["drop.serf." + exc.reason] += 1
             return
+        problem = self._message_problem(msg)
+        if problem is not None:
+            self.stats["drop.serf." + problem] += 1
+            return
         if isinstance(msg, sw.LeaveIntent):
             if self._on_leave_intent(msg, now):
                 self._intents.queue(None, payload)
@@ -428,6 +433,65 @@ class Serf:
             self.node.send_user((msg.dest_addr, msg.dest_port), msg.message)
         else:
             self.stats["drop.serf.unexpected"] += 1
+
+    # ================================================================== value domains
+
+    def _message_problem(self, msg: sw.SerfMessage) -> str | None:
+        """Why a decoded Serf message is outside our domains (see :mod:`.domains`)."""
+        if isinstance(msg, (sw.JoinIntent, sw.LeaveIntent)):
+            return (self._name_problem(msg.node, "intent")
+                    or self._ltime_problem(self.clock, msg.ltime, "intent"))
+        if isinstance(msg, sw.UserEvent):
+            problem = dom.event_name_problem(msg.name)
+            return problem or self._ltime_problem(self.event_clock, msg.ltime, "event")
+        if isinstance(msg, sw.Query):
+            return self._query_problem(msg)
+        if isinstance(msg, sw.QueryResponse):
+            return self._name_problem(msg.from_, "response_from")
+        if isinstance(msg, sw.Relay):
+            return self._relay_problem(msg)
+        return None
+
+    def _name_problem(self, name: str, what: str) -> str | None:
+        problem = member_domains.name_problem(name)
+        if problem is None and self.config.validate_node_names:
+            problem = member_domains.strict_name_problem(name)
+        return None if problem is None else f"{what}_{problem}"
+
+    @staticmethod
+    def _ltime_problem(clock: LamportClock, ltime: int, what: str) -> str | None:
+        if dom.plausible_ltime(clock.time(), ltime):
+            return None
+        return f"{what}_ltime_implausible"
+
+    def _query_problem(self, q: sw.Query) -> str | None:
+        problem = (dom.event_name_problem(q.name)
+                   or self._name_problem(q.source_node, "query_source")
+                   or dom.query_timeout_problem(q.timeout_ns))
+        if problem is None:
+            addr_problem = member_domains.address_problem(q.addr, q.port)
+            problem = None if addr_problem is None else "query_" + addr_problem
+        if problem is None:
+            # Replies go to (Addr, Port): it must be the sender's, or anyone
+            # could make the whole cluster answer a third party.
+            sender = self._members.get(q.source_node)
+            if sender is not None and (sender.addr, sender.port) != (q.addr, q.port):
+                problem = "query_addr_mismatch"
+        return problem or self._ltime_problem(self.query_clock, q.ltime, "query")
+
+    def _relay_problem(self, relay: sw.Relay) -> str | None:
+        """Serf relays only query responses, and we only to live members."""
+        try:
+            inner = sw.decode_serf(relay.message)
+        except DecodeError:
+            return "relay_payload"
+        if not isinstance(inner, sw.QueryResponse):
+            return "relay_payload"
+        dest = (relay.dest_addr, relay.dest_port)
+        if not any((m.addr, m.port) == dest and m.status == MemberStatus.ALIVE
+                   for m in self._members.values()):
+            return "relay_unknown_dest"
+        return None
 
     def has_broadcasts(self) -> bool:
         return bool(self._intents or self._query_queue or self._event_queue)
@@ -463,6 +527,12 @@ class Serf:
         if not isinstance(pp, sw.SerfPushPull):
             self.stats["drop.serf.push_pull_type"] += 1
             return
+        problem = (self._ltime_problem(self.clock, pp.ltime, "push_pull")
+                   or self._ltime_problem(self.event_clock, pp.event_ltime, "push_pull")
+                   or self._ltime_problem(self.query_clock, pp.query_ltime, "push_pull"))
+        if problem is not None:
+            self.stats["drop.serf." + problem] += 1
+            return
         if pp.ltime > 0:
             self.clock.witness(pp.ltime - 1)
         if pp.event_ltime > 0:
@@ -471,9 +541,12 @@ class Serf:
             self.query_clock.witness(pp.query_ltime - 1)
         left = set(pp.left_members)
         for name in pp.left_members:
-            self._on_leave_intent(sw.LeaveIntent(pp.status_ltimes.get(name, 0) + 1, name), now)
+            if self._counted_name_problem(name, "push_pull"):
+                continue
+            ltime = dom.saturating_add(pp.status_ltimes.get(name, 0))
+            self._on_leave_intent(sw.LeaveIntent(ltime, name), now)
         for name, ltime in pp.status_ltimes.items():
-            if name not in left:
+            if name not in left and not self._counted_name_problem(name, "push_pull"):
                 self._on_join_intent(sw.JoinIntent(ltime, name), now)
         if join and self._ignore_old_joins and pp.event_ltime > self._event_min_time:
             self._event_min_time = pp.event_ltime
@@ -481,7 +554,18 @@ class Serf:
             if slot is None:
                 continue
             for record in slot.events:
-                self._on_user_event(sw.UserEvent(slot.ltime, record.name, record.payload), now)
+                event = sw.UserEvent(slot.ltime, record.name, record.payload)
+                problem = self._message_problem(event)
+                if problem is not None:
+                    self.stats["drop.serf." + problem] += 1
+                    continue
+                self._on_user_event(event, now)
+
+    def _counted_name_problem(self, name: str, what: str) -> bool:
+        problem = self._name_problem(name, what)
+        if problem is not None:
+            self.stats["drop.serf." + problem] += 1
+        return problem is not None
 
     def ack_payload(self) -> bytes:
         return b""
@@ -625,6 +709,10 @@ class Serf:
     def _upsert_intent(self, name: str, kind: int, ltime: int, now: float) -> bool:
         known = self._recent_intents.get(name)
         if known is None or ltime > known[1]:
+            if known is None and len(self._recent_intents) >= dom.MAX_RECENT_INTENTS:
+                # Full of names nobody announced: forget the oldest (dicts keep order).
+                del self._recent_intents[next(iter(self._recent_intents))]
+                self.stats["intent.evicted"] += 1
             self._recent_intents[name] = (kind, ltime, now)
             return True
         return False
@@ -703,16 +791,19 @@ class Serf:
         self.event_clock.witness(msg.ltime)
         if msg.ltime < self._event_min_time:
             return False
-        size = len(self._event_ring)
-        current = self.event_clock.time()
-        if current > size and msg.ltime < current - size:
-            self.stats["event.too_old"] += 1
-            return False
-        idx = msg.ltime % size
+        idx = msg.ltime % len(self._event_ring)
         slot = self._event_ring[idx]
         record = (msg.name, msg.payload)
-        if slot is not None and slot[0] == msg.ltime:
+        verdict = dom.ring_verdict(None if slot is None else slot[0], msg.ltime)
+        if verdict is dom.Seen.TOO_OLD:
+            self.stats["event.too_old"] += 1
+            return False
+        if verdict is dom.Seen.SAME_SLOT:
+            assert slot is not None
             if record in slot[1]:
+                return False
+            if len(slot[1]) >= dom.MAX_EVENTS_PER_SLOT:
+                self.stats["drop.serf.event_slot_full"] += 1
                 return False
             slot[1].append(record)
         else:
@@ -727,15 +818,18 @@ class Serf:
         self.query_clock.witness(q.ltime)
         if q.ltime < self._query_min_time:
             return False
-        size = len(self._query_ring)
-        current = self.query_clock.time()
-        if current > size and q.ltime < current - size:
+        idx = q.ltime % len(self._query_ring)
+        slot = self._query_ring[idx]
+        verdict = dom.ring_verdict(None if slot is None else slot[0], q.ltime)
+        if verdict is dom.Seen.TOO_OLD:
             self.stats["query.too_old"] += 1
             return False
-        idx = q.ltime % size
-        slot = self._query_ring[idx]
-        if slot is not None and slot[0] == q.ltime:
+        if verdict is dom.Seen.SAME_SLOT:
+            assert slot is not None
             if q.id in slot[1]:
+                return False
+            if len(slot[1]) >= dom.MAX_EVENTS_PER_SLOT:
+                self.stats["drop.serf.query_slot_full"] += 1
                 return False
             slot[1].append(q.id)
         else:
@@ -749,7 +843,10 @@ class Serf:
             self.node.send_user(dest, sw.encode_serf(ack))
             self._relay_response(q.relay_factor, dest, ack)
         self._handle += 1
-        pending = _InboundQuery(q, now + q.timeout_ns / 1e9)
+        pending = _InboundQuery(q, now + dom.query_timeout_seconds(q.timeout_ns))
+        if len(self._inbound) >= dom.MAX_PENDING_QUERIES:
+            del self._inbound[next(iter(self._inbound))]  # the oldest: handles only grow
+            self.stats["query.pending_evicted"] += 1
         self._inbound[self._handle] = pending
         if q.name.startswith(sw.INTERNAL_QUERY_PREFIX):
             self._internal_query(self._handle, q, now)
@@ -765,17 +862,19 @@ class Serf:
                 if self.name not in f.nodes:
                     return False
             elif isinstance(f, sw.TagFilter):
-                try:
-                    if re.search(f.expr, self._tags.get(f.tag, "")) is None:
-                        return False
-                except re.error:
+                if not dom.tag_filter_matches(f.expr, self._tags.get(f.tag, "")):
                     return False
             else:
                 return False
         return True
 
     def _relay_response(self, factor: int, dest: Address, resp: sw.QueryResponse) -> None:
-        """Send copies of a response through ``factor`` random peers (Serf relay)."""
+        """Send copies of a response through ``factor`` random peers (Serf relay),
+        at most :data:`~.domains.RELAY_FACTOR_MAX`: each copy is a datagram we
+        make other members send."""
+        if factor > dom.RELAY_FACTOR_MAX:
+            self.stats["query.relay_factor_capped"] += 1
+            factor = dom.RELAY_FACTOR_MAX
         if factor <= 0 or len(self._members) < factor + 1:
             return
         raw = sw.encode_serf(sw.relay_response(dest[0], dest[1], "", resp))

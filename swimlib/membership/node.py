@@ -26,6 +26,7 @@ from typing import Any
 
 from swimlib.config import Config
 from swimlib.errors import ConfigError, DecodeError, SwimError
+from swimlib.membership import domains
 from swimlib.membership.awareness import Awareness
 from swimlib.membership.broadcasts import BroadcastQueue, retransmit_limit
 from swimlib.membership.delegate import Delegate, NullDelegate
@@ -75,7 +76,10 @@ _USER_MSG_OVERHEAD = 1
 #: memberlist scales the push-pull interval once the cluster exceeds this size.
 _PUSH_PULL_SCALE_THRESHOLD = 32
 #: Incarnations are uint32 on the wire.
-_MAX_INCARNATION = 0xFFFFFFFF
+_MAX_INCARNATION = domains.INCARNATION_MAX
+#: Indirect probes we run for others at once; more are refused (each costs a
+#: ping to an address the requester chose and a timer).
+MAX_PENDING_RELAYS = 1024
 #: Leave room for the message itself in a compound (Go 0.2.2 breaks at 128 parts).
 _MAX_PIGGYBACK_PARTS = 120
 
@@ -208,6 +212,9 @@ class Node:
                  vsn: bytes = DEFAULT_VSN, encrypted: bool = False) -> None:
         if len(vsn) != 6:
             raise ConfigError("vsn must be 6 bytes")
+        problem = self._name_problem_for(config, name)
+        if problem is not None:
+            raise ConfigError(f"node name {name!r} is not allowed ({problem})")
         if len(meta) > codec.MAX_META_SIZE:
             raise ConfigError(f"meta is {len(meta)} bytes; the limit is {codec.MAX_META_SIZE}")
         self.name = name
@@ -236,6 +243,9 @@ class Node:
         self._broadcasts = BroadcastQueue()
         self._suspicions: dict[str, Suspicion] = {}
         self._ack_handlers: dict[int, _Probe | _Relay] = {}
+        self._relays = 0
+        #: When each member's view was last re-checked against the member itself.
+        self._verified: dict[str, float] = {}
         self._probe: _Probe | None = None
         self._probe_pending = False
         self._streams: dict[int, tuple[int, Any]] = {}
@@ -391,6 +401,7 @@ class Node:
             relay = self._ack_handlers.get(seq)
             if isinstance(relay, _Relay) and relay.target == dest:
                 del self._ack_handlers[seq]
+                self._relays -= 1
                 if relay.nack:
                     self._send_msg(relay.requester, codec.encode(Nack(relay.orig_seq)))
 
@@ -449,8 +460,9 @@ class Node:
                     self._end_probe_if_every_path_failed(probe, now)
             return
         ok = isinstance(msg, PushPull)
+        peer = info[1] if purpose == _S_JOIN else info
         if ok:
-            self._merge(msg, now)
+            self._merge(msg, now, peer)
         else:
             self.stats["push_pull.failed"] += 1
         if purpose == _S_JOIN:
@@ -715,6 +727,7 @@ class Node:
             if st.dead_or_left() and st.state_change <= cutoff and st.name != self.name:
                 del self._node_map[st.name]
                 self._suspicions.pop(st.name, None)
+                self._verified.pop(st.name, None)
             else:
                 keep.append(st)
         self._rng.shuffle(keep)
@@ -759,16 +772,34 @@ class Node:
         if not peers:
             return False
         peer = peers[0]
-        self._open_stream((peer.addr, peer.port), self._local_state(False), _S_PUSH_PULL, None)
+        dest = (peer.addr, peer.port)
+        self._open_stream(dest, self._local_state(False), _S_PUSH_PULL, dest)
         return True
+
+    def _verify(self, st: NodeState, now: float) -> None:
+        """Sync with ``st`` itself after refusing a claim about it (see
+        :func:`domains.may_verify`): its own row is the one we may believe
+        whatever its jump, so a view left behind catches up."""
+        if st.name == self.name or st.dead_or_left():
+            return
+        if not domains.may_verify(self._verified.get(st.name), now):
+            return
+        self._verified[st.name] = now
+        self.stats["verify.sync"] += 1
+        dest = (st.addr, st.port)
+        self._open_stream(dest, self._local_state(False), _S_PUSH_PULL, dest)
 
     def _local_state(self, join: bool) -> bytes:
         """Our whole table as an encoded push-pull (rows cached between syncs)."""
         user = self._delegate.local_state(join) if self._has_delegate else b""
         return codec.encode_push_pull_rows(join, [s.encoded_row() for s in self._nodes], user)
 
-    def _merge(self, remote: PushPull, now: float) -> None:
-        """Merge a peer's full state (memberlist mergeState)."""
+    def _merge(self, remote: PushPull, now: float, peer: Address | None = None) -> None:
+        """Merge a peer's full state (memberlist mergeState).
+
+        ``peer`` is the address we opened the stream to, when we did: the row
+        of the member living there is its own word about itself.
+        """
         if not self._verify_protocol(remote.nodes):
             self.stats["drop.push_pull.protocol"] += 1
             return
@@ -781,7 +812,9 @@ class Node:
                 if (known is not None and r.incarnation <= known.incarnation
                         and r.name != me and known.addr == r.addr and known.port == r.port):
                     continue  # fast path: nothing new (what _on_alive would conclude)
-                self._on_alive(Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn), now)
+                own_word = peer is not None and peer == (r.addr, r.port) and r.name != me
+                self._on_alive(Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn), now,
+                               authoritative=own_word)
             elif state == MemberState.LEFT:
                 self._on_dead(Dead(r.incarnation, r.name, r.name), now)
             else:
@@ -809,15 +842,27 @@ class Node:
         if msg.node and msg.node != self.name:
             self.stats["drop.ping_wrong_node"] += 1
             return
-        reply_to = (msg.source_addr, msg.source_port) if msg.source_addr else source
+        reply_to = source
+        if msg.source_addr and domains.address_problem(msg.source_addr, msg.source_port) is None:
+            reply_to = (msg.source_addr, msg.source_port)
         payload = self._delegate.ack_payload() if self._has_delegate else b""
         self._send_msg(reply_to, codec.encode(Ack(msg.seq_no, payload)))
 
     def _on_indirect_ping(self, msg: IndirectPing, source: Address, now: float) -> None:
         """Probe ``msg.target`` for a requester; relay the ack, or nack if none comes."""
-        requester = (msg.source_addr, msg.source_port) if msg.source_addr else source
-        seq = self._next_seq()
+        requester = source
+        if msg.source_addr and domains.address_problem(msg.source_addr, msg.source_port) is None:
+            requester = (msg.source_addr, msg.source_port)
         target = (msg.target, msg.port or self.port)
+        problem = domains.address_problem(*target)
+        if problem is not None:
+            self.stats["drop.indirect_ping_" + problem] += 1
+            return
+        if self._relays >= MAX_PENDING_RELAYS:
+            self.stats["drop.indirect_ping_too_many"] += 1
+            return
+        seq = self._next_seq()
+        self._relays += 1
         self._ack_handlers[seq] = _Relay(msg.seq_no, requester, msg.nack, target)
         ping = Ping(seq, msg.node, self.addr, self.port, self.name)
         self._send_msg(target, codec.encode(ping))
@@ -827,6 +872,7 @@ class Node:
         handler = self._ack_handlers.get(seq)
         if isinstance(handler, _Relay):
             del self._ack_handlers[seq]
+            self._relays -= 1
             if handler.nack:
                 self._send_msg(handler.requester, codec.encode(Nack(handler.orig_seq)))
 
@@ -836,6 +882,7 @@ class Node:
             self.stats["ack.unexpected"] += 1
             return
         if isinstance(handler, _Relay):
+            self._relays -= 1
             self._send_msg(handler.requester, codec.encode(Ack(handler.orig_seq)))
         elif self._probe is handler:
             self._finish_probe(-1, now)
@@ -856,15 +903,48 @@ class Node:
         self._on_alive(msg, now)
 
     def _on_suspect_msg(self, msg: Suspect, source: Address, now: float) -> None:
-        self._on_suspect(msg, now)
+        if not self._refused_name(msg.from_, "suspect_from"):
+            self._on_suspect(msg, now)
 
     def _on_dead_msg(self, msg: Dead, source: Address, now: float) -> None:
-        self._on_dead(msg, now)
+        if not self._refused_name(msg.from_, "dead_from"):
+            self._on_dead(msg, now)
+
+    # ------------------------------------------------------------------ value domains
+
+    @staticmethod
+    def _name_problem_for(config: Config, name: str) -> str | None:
+        problem = domains.name_problem(name)
+        if problem is None and config.validate_node_names:
+            problem = domains.strict_name_problem(name)
+        return problem
+
+    def _refused_name(self, name: str, what: str) -> bool:
+        """Count and refuse a name outside the domain (:func:`domains.name_problem`)."""
+        problem = self._name_problem_for(self.config, name)
+        if problem is None:
+            return False
+        self.stats[f"drop.{what}_{problem}"] += 1
+        return True
+
+    def _implausible(self, st: NodeState, claimed: int, what: str, now: float) -> bool:
+        """Refuse (count, then re-check with the member) an incarnation jump
+        :func:`domains.plausible_incarnation` does not allow."""
+        if domains.plausible_incarnation(st.incarnation, claimed):
+            return False
+        self.stats[f"drop.{what}_incarnation_implausible"] += 1
+        self._verify(st, now)
+        return True
 
     # ------------------------------------------------------------------ precedence rules
 
-    def _on_alive(self, a: Alive, now: float, bootstrap: bool = False) -> None:
-        """Apply ``alive`` (SWIM: Alive(i) overrides Suspect/Alive(j) for i > j)."""
+    def _on_alive(self, a: Alive, now: float, bootstrap: bool = False,
+                  authoritative: bool = False) -> None:
+        """Apply ``alive`` (SWIM: Alive(i) overrides Suspect/Alive(j) for i > j).
+
+        ``authoritative``: the member's own row, from a stream we opened to
+        its address (may jump its incarnation; see :mod:`.domains`).
+        """
         if self._left and a.node == self.name:
             return  # a queued alive must not undo our leave
         vsn = a.vsn
@@ -876,6 +956,19 @@ class Node:
             self.stats["drop.alive_bad_vsn"] += 1
             return
         st = self._node_map.get(a.node)
+        if not bootstrap:
+            if self._refused_name(a.node, "alive"):
+                return
+            problem = domains.address_problem(a.addr, a.port)
+            if problem is not None:
+                self.stats["drop.alive_" + problem] += 1
+                return
+            if st is None:
+                if not domains.plausible_incarnation(None, a.incarnation):
+                    self.stats["drop.alive_incarnation_implausible"] += 1
+                    return
+            elif not authoritative and self._implausible(st, a.incarnation, "alive", now):
+                return
         updates_addr = False
         is_new = st is None
         if st is None:
@@ -932,6 +1025,8 @@ class Node:
         st = self._node_map.get(s.node)
         if st is None or s.incarnation < st.incarnation:
             return False
+        if self._implausible(st, s.incarnation, "suspect", now):
+            return False
         timer = self._suspicions.get(s.node)
         if timer is not None:
             # An independent accuser confirms: shorten the timer, re-gossip (Lifeguard).
@@ -978,6 +1073,8 @@ class Node:
         st = self._node_map.get(d.node)
         if st is None or d.incarnation < st.incarnation:
             return
+        if self._implausible(st, d.incarnation, "dead", now):
+            return
         self._suspicions.pop(d.node, None)
         if st.dead_or_left():
             return
@@ -999,8 +1096,8 @@ class Node:
 
     def _refute(self, me: NodeState, accused: int, kind: str, accuser: str) -> None:
         """Out-bid an accusation about ourselves with a higher incarnation."""
-        incarnation = max(self._incarnation + 1, accused + 1)
-        if incarnation > _MAX_INCARNATION:
+        incarnation = domains.refutation_incarnation(self._incarnation, accused)
+        if incarnation is None:
             self.stats["refute.incarnation_exhausted"] += 1
             return
         self._incarnation = incarnation

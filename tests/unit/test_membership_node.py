@@ -202,11 +202,13 @@ class TestRefutation:
 
 
 class TestHostileInput:
-    def test_accusation_at_max_incarnation_cannot_overflow(self):
+    def test_accusation_at_max_incarnation_is_refused_not_refuted(self):
         node = make_node()
         feed(node, Suspect(0xFFFFFFFF, "me", "x"), Dead(0xFFFFFFFF, "me", "x"))
         assert node.incarnation == 1
-        assert node.stats["refute.incarnation_exhausted"] == 2
+        assert node.state_of("me") == MemberState.ALIVE
+        assert node.stats["drop.suspect_incarnation_implausible"] == 1
+        assert node.stats["drop.dead_incarnation_implausible"] == 1
         node.tick(10.0)  # still able to encode and send everything it queued
 
     def test_alive_without_vsn_is_dropped_not_regossiped(self):
