@@ -226,7 +226,7 @@ async def _start_pipeline(nursery: trio.Nursery, agent: Agent, s: _Settings,
     if not s.handlers:
         return None
     send, receive = trio.open_memory_channel[Event](4096)
-    runner = HandlerRunner(s.handlers, agent.local_member)
+    runner = HandlerRunner(s.handlers, agent.local_member, faults=agent.faults)
 
     async def respond(query: QueryEvent, payload: bytes) -> None:
         try:
@@ -261,13 +261,17 @@ async def _fan_out(agent: Agent, raw: trio.MemoryReceiveChannel[Event],
         with trio.move_on_at(flush_at):
             event = await raw.receive()
             now = trio.current_time()
-            if snapshotter is not None:
-                snapshotter.record(event, now, agent.serf.clock.time())
-            deliver(coalescer.push(event, now))
+            with agent.faults.boundary("snapshot"):
+                if snapshotter is not None:
+                    snapshotter.record(event, now, agent.serf.clock.time())
+            with agent.faults.boundary("coalesce"):
+                deliver(coalescer.push(event, now))
         now = trio.current_time()
-        deliver(coalescer.flush_due(now))
-        if snapshotter is not None:
-            snapshotter.tick(now, agent.serf.clock.time())
+        with agent.faults.boundary("coalesce"):
+            deliver(coalescer.flush_due(now))
+        with agent.faults.boundary("snapshot"):
+            if snapshotter is not None:
+                snapshotter.tick(now, agent.serf.clock.time())
 
 
 async def _join_with_retry(agent: Agent, s: _Settings, snapshotter: Snapshotter | None) -> None:
@@ -280,6 +284,9 @@ async def _join_with_retry(agent: Agent, s: _Settings, snapshotter: Snapshotter 
                 log.info("agent: rejoined through snapshot member %s (%d)", candidate.name, n)
                 return
             except (JoinError, ConfigError):
+                continue
+            except Exception as exc:
+                agent.faults.record("join", exc)
                 continue
         if candidates:
             log.warning("agent: no snapshot member answered; waiting to be joined")
@@ -294,6 +301,8 @@ async def _join_with_retry(agent: Agent, s: _Settings, snapshotter: Snapshotter 
             return
         except (JoinError, ConfigError) as exc:
             log.warning("agent: join failed: %s; retrying in %.0fs", exc, delay)
+        except Exception as exc:
+            agent.faults.record("join", exc)
         await trio.sleep(delay)
         delay = min(ceiling, delay * factor)
 

@@ -94,6 +94,7 @@ from swimlib.cluster.events import (
     UserEvent,
 )
 from swimlib.errors import ConfigError
+from swimlib.faults import FaultLog
 
 __all__ = [
     "HANDLER_EVENT_TYPES",
@@ -444,6 +445,7 @@ class HandlerRunner:
         base_env: Mapping[str, str] | None = None,
         shell: str = "/bin/sh",
         drain_grace: float = 2.0,
+        faults: FaultLog | None = None,
     ) -> None:
         if max_queue < 1:
             raise ConfigError(f"max_queue must be at least 1, got {max_queue}")
@@ -467,6 +469,8 @@ class HandlerRunner:
         self.queries_answered = 0
         self._last_drop_log: float | None = None
         self._started = False
+        #: Where a failing run is counted (``handler``): it costs that event, not the runner.
+        self.faults = faults if faults is not None else FaultLog(log)
 
     @property
     def specs(self) -> tuple[HandlerSpec, ...]:
@@ -518,7 +522,8 @@ class HandlerRunner:
 
     async def _worker(self, respond: Callable[[QueryEvent, bytes], Awaitable[None]] | None) -> None:
         async for event in self._queue_recv:
-            await self._handle(event, respond)
+            with self.faults.boundary("handler"):
+                await self._handle(event, respond)
 
     async def _handle(
         self, event: Event, respond: Callable[[QueryEvent, bytes], Awaitable[None]] | None

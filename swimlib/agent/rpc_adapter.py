@@ -210,6 +210,6 @@ async def start_rpc_server(nursery: trio.Nursery, agent: Agent, addr: tuple[str,
     root.addHandler(fanout)
     adapter = AgentRPC(agent, keyring_file, fanout)
     await nursery.start(lambda task_status: serve_rpc(adapter, addr[0], addr[1],
-                                                      auth_key=auth_key,
+                                                      auth_key=auth_key, faults=agent.faults,
                                                       task_status=task_status))
     return adapter

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from swimlib.agent.addresses import resolve_join_addresses
@@ -31,6 +32,7 @@ from swimlib.cluster import events as ev
 from swimlib.cluster.serf import Emit, LeaveFinished, QueryDone, QueryReply, Serf
 from swimlib.config import Config
 from swimlib.errors import DecodeError, SwimError
+from swimlib.faults import FaultLog
 from swimlib.membership.types import (
     Address,
     DeathDeclared,
@@ -58,6 +60,18 @@ _MAX_INBOUND_STREAMS = 128
 
 class JoinError(SwimError):
     """No address given to join answered."""
+
+
+@attrs.frozen
+class AgentStatistics:
+    """A snapshot of an agent's counters (:meth:`Agent.statistics`)."""
+
+    #: Protocol and runtime activity (``udp.sent``, ``probe.failed`` ...).
+    counters: Mapping[str, int]
+    #: Input refused, by reason (``msgpack``, ``serf.query_ltime_implausible`` ...).
+    drops: Mapping[str, int]
+    #: Failures caught at a boundary, by place (``datagram``, ``stream.in`` ...).
+    internal_errors: Mapping[str, int]
 
 
 class QueryHandle:
@@ -95,6 +109,8 @@ class Agent:
         self._inbound_streams = 0
         #: Runtime counters (sends, stream failures, decrypt drops ...).
         self.counters: Counter[str] = Counter()
+        #: Failures caught at the boundaries of single inputs (see :mod:`swimlib.faults`).
+        self.faults = FaultLog()
 
     # ------------------------------------------------------------------ public API
 
@@ -131,7 +147,13 @@ class Agent:
         result: list[JoinFinished] = []
         self._joins[join_id] = (done, result)
         await self._drive()
-        await done.wait()
+        # Every join stream ends within tcp_timeout; the margin covers a reply lost
+        # to a failure caught at a boundary, so a join can fail but never hang.
+        with trio.move_on_after(self.config.tcp_timeout + 5.0):
+            await done.wait()
+        if not result:
+            self._joins.pop(join_id, None)
+            raise JoinError("join did not finish")
         finished = result[0]
         if finished.contacted == 0:
             failed = ", ".join(f"{h}:{p}" for h, p in finished.failed)
@@ -190,15 +212,24 @@ class Agent:
         self.serf.force_leave(node, prune, trio.current_time())
         await self._drive()
 
-    def stats(self) -> dict[str, dict[str, str]]:
-        """What ``swimlib info`` / ``serf info`` show, plus drop counters by reason."""
-        members = self.serf.members()
-        count = Counter(m.status_name for m in members)
+    def statistics(self) -> AgentStatistics:
+        """Counters, drops by reason and internal errors by place, as of now."""
+        counters: Counter[str] = Counter()
         drops: Counter[str] = Counter()
         for source in (self.serf.node.stats, self.serf.stats, self.counters):
             for key, value in source.items():
                 if key.startswith("drop."):
                     drops[key[5:]] += value
+                else:
+                    counters[key] += value
+        return AgentStatistics(dict(counters), dict(drops), self.faults.snapshot())
+
+    def stats(self) -> dict[str, dict[str, str]]:
+        """What ``swimlib info`` / ``serf info`` show, plus drops and internal errors."""
+        members = self.serf.members()
+        count = Counter(m.status_name for m in members)
+        statistics = self.statistics()
+        drops = statistics.drops
         return {
             "agent": {"name": self.name},
             "runtime": {"version": "swimlib"},
@@ -214,6 +245,8 @@ class Agent:
             },
             "tags": self.serf.tags,
             "drops": {k: str(v) for k, v in sorted(drops.items())},
+            "internal_errors": {k: str(v) for k, v in
+                                sorted(statistics.internal_errors.items())},
         }
 
     # ------------------------------------------------------------------ loops
@@ -225,34 +258,42 @@ class Agent:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
-            self.serf.tick(trio.current_time())
+            with self.faults.boundary("timer"):
+                self.serf.tick(trio.current_time())
             await self._drive()
 
     async def _udp_loop(self) -> None:
         """Feed datagrams to the state machine a batch at a time, then act once."""
         udp = self._udp
-        keyring = self.keyring
-        serf = self.serf
+        boundary = self.faults.boundary
         while True:
             batch = await udp.receive_batch()
             now = trio.current_time()
             for data, source in batch:
-                if keyring is not None:
-                    try:
-                        data = keyring.decrypt_packet(data)
-                    except DecodeError as exc:
-                        self.counters["drop." + exc.reason] += 1
-                        continue
-                serf.handle_packet(data, source, now)
+                with boundary("datagram"):
+                    self._on_datagram(data, source, now)
             for dest, sent in udp.take_unreachable():
-                if keyring is not None:
-                    try:
-                        sent = keyring.decrypt_packet(sent)
-                    except DecodeError:
-                        sent = b""  # quoted in part: the core matches by address
-                serf.handle_unreachable(dest, sent, now)
+                with boundary("unreachable"):
+                    self._on_unreachable(dest, sent, now)
             self._count_socket_errors()
             await self._drive()
+
+    def _on_datagram(self, data: bytes, source: Address, now: float) -> None:
+        if self.keyring is not None:
+            try:
+                data = self.keyring.decrypt_packet(data)
+            except DecodeError as exc:
+                self.counters["drop." + exc.reason] += 1
+                return
+        self.serf.handle_packet(data, source, now)
+
+    def _on_unreachable(self, dest: Address, sent: bytes, now: float) -> None:
+        if self.keyring is not None:
+            try:
+                sent = self.keyring.decrypt_packet(sent)
+            except DecodeError:
+                sent = b""  # quoted in part: the core matches by address
+        self.serf.handle_unreachable(dest, sent, now)
 
     def _count_socket_errors(self) -> None:
         udp = self._udp
@@ -284,9 +325,11 @@ class Agent:
             self.counters["drop.stream." + exc.reason] += 1
         except (trio.TooSlowError, trio.BrokenResourceError, OSError):
             self.counters["stream.in_failed"] += 1
+        except Exception as exc:
+            self.faults.record("stream.in", exc)
         finally:
             self._inbound_streams -= 1
-            await stream.aclose()
+            await trio.aclose_forcefully(stream)
 
     async def _stream_out(self, effect: OpenStream) -> None:
         reply: bytes | None = None
@@ -301,7 +344,11 @@ class Agent:
             self.counters["drop.stream." + exc.reason] += 1
         except (trio.TooSlowError, trio.BrokenResourceError, OSError):
             self.counters["stream.out_failed"] += 1
-        self.serf.handle_stream_reply(effect.request_id, reply, trio.current_time())
+        except Exception as exc:
+            self.faults.record("stream.out", exc)
+            reply = None
+        with self.faults.boundary("stream.reply"):
+            self.serf.handle_stream_reply(effect.request_id, reply, trio.current_time())
         await self._drive()
 
     # ------------------------------------------------------------------ effects
@@ -309,42 +356,46 @@ class Agent:
     async def _drive(self) -> None:
         """Carry out everything the state machine asked for since the last call."""
         for effect in self.serf.take_effects():
-            if isinstance(effect, SendPacket):
-                await self._send_packet(effect)
-            elif isinstance(effect, OpenStream):
-                self._nursery.start_soon(self._stream_out, effect)
-            elif isinstance(effect, Emit):
-                self._publish(effect.event)
-            elif isinstance(effect, QueryReply):
-                channel = self._queries.get(effect.handle)
-                if channel is not None:
-                    channel.send_nowait(effect)
-            elif isinstance(effect, QueryDone):
-                channel = self._queries.pop(effect.handle, None)
-                if channel is not None:
-                    channel.close()
-            elif isinstance(effect, JoinFinished):
-                waiter = self._joins.pop(effect.join_id, None)
-                if waiter is not None:
-                    waiter[1].append(effect)
-                    waiter[0].set()
-            elif isinstance(effect, LeaveFinished):
-                self._left.set()
-            elif isinstance(effect, SuspicionRaised):
-                log.info("memberlist: Suspect %s has failed, no acks received", effect.node)
-            elif isinstance(effect, DeathDeclared):
-                log.info("memberlist: Marking %s as failed, suspect timeout reached "
-                         "(%d peer confirmations)", effect.node, effect.confirmations)
-            elif isinstance(effect, Refuted):
-                if effect.kind == "alive":  # memberlist's wording, where it has one
-                    log.warning("memberlist: Refuting an alive message for '%s'", self.name)
-                else:
-                    log.warning("memberlist: Refuting a %s message (from: %s)", effect.kind,
-                                effect.accuser)
+            with self.faults.boundary("effect"):
+                await self._carry_out(effect)
         deadline = self.serf.next_deadline(skip_idle=True)
         scope = self._timer_scope
         if deadline is not None and scope is not None and deadline < scope.deadline:
             scope.deadline = deadline
+
+    async def _carry_out(self, effect: object) -> None:
+        if isinstance(effect, SendPacket):
+            await self._send_packet(effect)
+        elif isinstance(effect, OpenStream):
+            self._nursery.start_soon(self._stream_out, effect)
+        elif isinstance(effect, Emit):
+            self._publish(effect.event)
+        elif isinstance(effect, QueryReply):
+            channel = self._queries.get(effect.handle)
+            if channel is not None:
+                channel.send_nowait(effect)
+        elif isinstance(effect, QueryDone):
+            channel = self._queries.pop(effect.handle, None)
+            if channel is not None:
+                channel.close()
+        elif isinstance(effect, JoinFinished):
+            waiter = self._joins.pop(effect.join_id, None)
+            if waiter is not None:
+                waiter[1].append(effect)
+                waiter[0].set()
+        elif isinstance(effect, LeaveFinished):
+            self._left.set()
+        elif isinstance(effect, SuspicionRaised):
+            log.info("memberlist: Suspect %s has failed, no acks received", effect.node)
+        elif isinstance(effect, DeathDeclared):
+            log.info("memberlist: Marking %s as failed, suspect timeout reached "
+                     "(%d peer confirmations)", effect.node, effect.confirmations)
+        elif isinstance(effect, Refuted):
+            if effect.kind == "alive":  # memberlist's wording, where it has one
+                log.warning("memberlist: Refuting an alive message for '%s'", self.name)
+            else:
+                log.warning("memberlist: Refuting a %s message (from: %s)", effect.kind,
+                            effect.accuser)
 
     async def _send_packet(self, effect: SendPacket) -> None:
         data = effect.data

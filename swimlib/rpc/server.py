@@ -21,6 +21,7 @@ import trio
 
 from swimlib.cluster.events import ClusterMember, Event, MemberEvent, QueryEvent, UserEvent
 from swimlib.errors import DecodeError
+from swimlib.faults import FaultLog
 from swimlib.rpc import protocol as p
 from swimlib.rpc.api import LOG_LEVELS, AgentAPI, KeyResult, KeyringError, LogLine, QueryReply
 from swimlib.rpc.filters import (
@@ -72,9 +73,12 @@ def wire_member(m: ClusterMember) -> p.WireMember:
 class RPCServer:
     """Serves Serf RPC connections for one agent; ``auth_key`` "" disables auth."""
 
-    def __init__(self, agent: AgentAPI, *, auth_key: str = "") -> None:
+    def __init__(self, agent: AgentAPI, *, auth_key: str = "",
+                 faults: FaultLog | None = None) -> None:
         self.agent = agent
         self.auth_key = auth_key
+        #: Where a failing connection is counted (``rpc.connection``) and logged.
+        self.faults = faults if faults is not None else FaultLog(log)
 
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
         """Run one client to completion; never raises (trio handlers must not)."""
@@ -82,8 +86,8 @@ class RPCServer:
         log.info("agent.ipc: Accepted client: %s", peer)
         try:
             await _Session(self, stream, peer).run()
-        except Exception:
-            log.exception("agent.ipc: client %s failed", peer)
+        except Exception as exc:
+            self.faults.record("rpc.connection", exc)
         finally:
             await trio.aclose_forcefully(stream)
 
@@ -94,13 +98,14 @@ async def serve_rpc(
     port: int,
     *,
     auth_key: str = "",
+    faults: FaultLog | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` (0 picks a free port) until cancelled.
 
     ``task_status.started`` gets the listeners, as :func:`trio.serve_tcp` does.
     """
-    server = RPCServer(agent, auth_key=auth_key)
+    server = RPCServer(agent, auth_key=auth_key, faults=faults)
     listeners = await trio.open_tcp_listeners(port, host=host)
     await trio.serve_listeners(server.handle_connection, listeners, task_status=task_status)
 
