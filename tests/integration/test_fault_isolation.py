@@ -1,0 +1,250 @@
+"""One failure costs one input: every boundary of the agent, with a failure injected.
+
+Each test makes one place raise (a bug, an input nobody foresaw) and shows
+that the agent counts it under that place, keeps running, and that its
+cluster still converges and still carries a user event. Agents run in one
+trio process on real loopback sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+import swimlib
+from swimlib import Config, MemberStatus, open_agent
+from swimlib.agent import command, runtime
+from swimlib.agent.handlers import HandlerRunner, parse_handler_specs
+from swimlib.agent.rpc_adapter import start_rpc_server
+from swimlib.cluster.events import Event, UserEvent
+from swimlib.rpc import server as rpc_server
+from swimlib.rpc.client import RPCClient
+from swimlib.testing import free_port
+
+LOCAL = Config.local()
+
+
+class Injected(RuntimeError):
+    """The failure these tests inject."""
+
+
+def failing(real: Callable[..., Any], times: int) -> Callable[..., Any]:
+    """``real``, except that its first ``times`` calls raise :class:`Injected`."""
+    left = [times]
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if left[0] > 0:
+            left[0] -= 1
+            raise Injected("injected failure")
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+def failing_async(real: Callable[..., Any], times: int) -> Callable[..., Any]:
+    left = [times]
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if left[0] > 0:
+            left[0] -= 1
+            raise Injected("injected failure")
+        return await real(*args, **kwargs)
+
+    return wrapper
+
+
+@asynccontextmanager
+async def cluster(n: int = 3) -> AsyncIterator[list[swimlib.Agent]]:
+    async with AsyncExitStack() as stack:
+        agents = [await stack.enter_async_context(
+            open_agent(f"a{i}", bind=("127.0.0.1", free_port()), config=LOCAL))
+            for i in range(n)]
+        seed = [f"127.0.0.1:{agents[0].address[1]}"]
+        for agent in agents[1:]:
+            await agent.join(seed)
+        await converged(agents)
+        yield agents
+
+
+async def converged(agents: list[swimlib.Agent], timeout: float = 15.0) -> None:
+    names = {a.name for a in agents}
+
+    def done() -> bool:
+        return all({m.name for m in a.members() if m.status == MemberStatus.ALIVE} >= names
+                   for a in agents)
+
+    with trio.fail_after(timeout):
+        while not done():
+            await trio.sleep(0.05)
+
+
+async def event_reaches_everyone(agents: list[swimlib.Agent], name: str) -> None:
+    channels = [a.events() for a in agents]
+    await agents[-1].user_event(name, b"")
+    with trio.fail_after(10):
+        for channel in channels:
+            async for event in channel:
+                if isinstance(event, UserEvent) and event.name == name:
+                    break
+
+
+def errors(agent: swimlib.Agent) -> dict[str, int]:
+    return dict(agent.statistics().internal_errors)
+
+
+async def healthy_after(agents: list[swimlib.Agent], place: str) -> None:
+    """The injected failures were counted at ``place`` and the cluster still works."""
+    with trio.fail_after(10):
+        while not errors(agents[0]).get(place):
+            await trio.sleep(0.05)
+    await converged(agents)
+    await event_reaches_everyone(agents, f"after-{place}")
+    assert "internal_errors" in agents[0].stats()
+    assert agents[0].stats()["internal_errors"][place] == str(errors(agents[0])[place])
+
+
+async def test_datagram(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with cluster() as agents:
+        serf = agents[0].serf
+        monkeypatch.setattr(serf, "handle_packet", failing(serf.handle_packet, 20))
+        with trio.fail_after(20):
+            while errors(agents[0]).get("datagram", 0) < 20:
+                await trio.sleep(0.05)
+        await healthy_after(agents, "datagram")
+
+
+async def test_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with cluster() as agents:
+        serf = agents[0].serf
+        monkeypatch.setattr(serf, "tick", failing(serf.tick, 5))
+        await healthy_after(agents, "timer")
+
+
+async def test_effect(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with cluster() as agents:
+        agent = agents[0]
+        monkeypatch.setattr(agent, "_send_packet", failing_async(agent._send_packet, 10))
+        await healthy_after(agents, "effect")
+
+
+async def test_inbound_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with cluster() as agents:
+        serf = agents[0].serf
+        monkeypatch.setattr(serf, "handle_stream", failing(serf.handle_stream, 1))
+        seed = [f"127.0.0.1:{agents[0].address[1]}"]
+        with pytest.raises(swimlib.JoinError):
+            await agents[1].join(seed)  # its push-pull met the failure
+        assert await agents[1].join(seed) == 1
+        await healthy_after(agents, "stream.in")
+
+
+async def test_outbound_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with cluster() as agents:
+        monkeypatch.setattr(runtime.trio, "open_tcp_stream",
+                            failing_async(trio.open_tcp_stream, 1))
+        seed = [f"127.0.0.1:{agents[1].address[1]}"]
+        with pytest.raises(swimlib.JoinError):
+            await agents[0].join(seed)
+        monkeypatch.undo()
+        assert await agents[0].join(seed) == 1
+        await healthy_after(agents, "stream.out")
+
+
+async def test_stream_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply the core fails on: the join fails (it cannot hang), the next works."""
+    async with cluster() as agents:
+        serf = agents[0].serf
+        monkeypatch.setattr(serf, "handle_stream_reply", failing(serf.handle_stream_reply, 1))
+        seed = [f"127.0.0.1:{agents[1].address[1]}"]
+        with pytest.raises(swimlib.JoinError, match="did not finish"):
+            await agents[0].join(seed)
+        assert await agents[0].join(seed) == 1
+        await healthy_after(agents, "stream.reply")
+
+
+async def test_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ICMP "port unreachable" the core fails on (a stopped member's port is closed)."""
+    async with cluster() as agents:
+        for agent in agents:
+            serf = agent.serf
+            monkeypatch.setattr(serf, "handle_unreachable",
+                                failing(serf.handle_unreachable, 1_000_000))
+        async with open_agent("gone", bind=("127.0.0.1", free_port()), config=LOCAL) as gone:
+            await gone.join([f"127.0.0.1:{agents[0].address[1]}"])
+            await converged([*agents, gone])
+        # Its sockets are closed now: probes to it come back unreachable.
+        with trio.fail_after(20):
+            while not any(errors(a).get("unreachable") for a in agents):
+                await trio.sleep(0.05)
+        # Without the ICMP shortcut the failure is still found the memberlist way.
+        with trio.fail_after(30):
+            while not all({m.name: m.status for m in a.members()}["gone"]
+                          == MemberStatus.FAILED for a in agents):
+                await trio.sleep(0.1)
+        agents.sort(key=lambda a: not errors(a).get("unreachable"))
+        await healthy_after(agents, "unreachable")
+
+
+async def test_rpc_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with cluster() as agents, trio.open_nursery() as nursery:
+        rpc = ("127.0.0.1", free_port())
+        await start_rpc_server(nursery, agents[0], rpc, "", None)
+        session = rpc_server._Session
+        monkeypatch.setattr(session, "_dispatch", failing_async(session._dispatch, 1))
+        address = f"{rpc[0]}:{rpc[1]}"
+
+        def members() -> list[str]:
+            with RPCClient(address, timeout=5) as client:
+                return sorted(m.name for m in client.members())
+
+        with pytest.raises(swimlib.SwimError):
+            await trio.to_thread.run_sync(members)
+        assert await trio.to_thread.run_sync(members) == ["a0", "a1", "a2"]
+        await healthy_after(agents, "rpc.connection")
+        nursery.cancel_scope.cancel()
+
+
+async def test_handler_run(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with cluster() as agents, trio.open_nursery() as nursery:
+        out = tmp_path / "ran"
+        runner = HandlerRunner(parse_handler_specs([f"user=echo $SERF_USER_EVENT >> {out}"]),
+                               agents[0].local_member, faults=agents[0].faults)
+        monkeypatch.setattr(runner, "_handle", failing_async(runner._handle, 1))
+        send, receive = trio.open_memory_channel[Event](16)
+        nursery.start_soon(runner.run, receive)
+        for name in ("first", "second"):
+            await send.send(UserEvent(1, name, b""))
+        with trio.fail_after(10):
+            while not (out.exists() and out.read_text() == "second\n"):
+                await trio.sleep(0.05)
+        await healthy_after(agents, "handler")
+        await send.aclose()
+
+
+class FailingSnapshot:
+    """A snapshot whose writes fail (a full or read-only disk)."""
+
+    def record(self, event: Event, now: float, clock: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    def tick(self, now: float, clock: int) -> None:
+        raise OSError(28, "No space left on device")
+
+
+async def test_snapshot_write_and_handlers_still_fed() -> None:
+    async with cluster() as agents, trio.open_nursery() as nursery:
+        agent = agents[0]
+        raw = agent.events()
+        handlers_send, handlers_receive = trio.open_memory_channel[Event](64)
+        nursery.start_soon(command._fan_out, agent, raw, handlers_send, FailingSnapshot())
+        await agents[1].user_event("through", b"", coalesce=False)
+        with trio.fail_after(10):
+            async for event in handlers_receive:
+                if isinstance(event, UserEvent) and event.name == "through":
+                    break
+        await healthy_after(agents, "snapshot")
+        nursery.cancel_scope.cancel()
