@@ -6,8 +6,8 @@ Kept apart from the server so each rule can be tested directly against what
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -30,16 +30,36 @@ class InvalidRegex(ValueError):
     """A members filter did not compile (the message is Serf's)."""
 
 
-def _anchored(expr: str) -> re.Pattern[str]:
-    """Go compiles ``^expr$``; ``\\Z`` keeps Go's end-of-text meaning of ``$``.
+class _Anchored:
+    """Go's ``regexp.Compile("^" + expr + "$")``, in RE2 as Go's is.
 
-    Note ``^a|b$`` is ``(^a)|(b$)`` in both dialects, which is why Serf's
-    ``-status='left|failed'`` works.
+    RE2 matches in linear time (Python's ``re`` backtracks: one filter from a
+    client could stall the agent) and its ``$`` is Go's end of text. Note
+    ``^a|b$`` is ``(^a)|(b$)`` in both, which is why Serf's
+    ``-status='left|failed'`` works. Text is matched as UTF-8 bytes, so
+    names that are not valid UTF-8 cannot raise.
     """
-    try:
-        return re.compile(f"^{expr}\\Z")
-    except re.error as exc:
-        raise InvalidRegex(f"Failed to compile regex: {exc}") from None
+
+    def __init__(self, expr: str) -> None:
+        import re2  # google-re2
+
+        options = re2.Options()
+        options.log_errors = False
+        try:
+            self._pattern: Any = re2.compile(
+                f"^{expr}$".encode("utf-8", "surrogateescape"), options)
+        except re2.error as exc:
+            detail = exc.args[0] if exc.args else exc
+            if isinstance(detail, bytes):
+                detail = detail.decode("utf-8", "replace")
+            raise InvalidRegex(f"Failed to compile regex: {detail}") from None
+
+    def search(self, text: str) -> bool:
+        return self._pattern.search(text.encode("utf-8", "surrogateescape")) is not None
+
+
+def _anchored(expr: str) -> _Anchored:
+    return _Anchored(expr)
 
 
 def filter_members(

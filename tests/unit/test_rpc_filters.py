@@ -101,3 +101,19 @@ def test_event_matching():
 )
 def test_log_levels(minimum, level, passes):
     assert log_level_passes(minimum, level) is passes
+
+
+def test_filters_run_in_linear_time_as_go_regexp():
+    """A client's filter must not stall the agent (Python's re backtracks on this)."""
+    import time
+
+    crowd = [ClusterMember("a" * n + "!", "127.0.0.1", n, {"role": "a" * n + "!"})
+             for n in range(20, 40)]
+    started = time.process_time()
+    assert filter_members(crowd, {"role": "(a+)+"}, "", "(a+)+") == []
+    assert time.process_time() - started < 1.0
+
+
+def test_names_that_are_not_utf8_are_matched_not_raised():
+    odd = ClusterMember(b"n\xff".decode("utf-8", "surrogateescape"), "127.0.0.1", 1, {})
+    assert names(filter_members([odd], {}, "", "n.*")) == [odd.name]
