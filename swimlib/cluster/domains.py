@@ -108,8 +108,7 @@ def compile_tag_filter(expr: str) -> Any | None:
 
     Python's ``re`` backtracks: ``(a+)+$`` against forty ``a``s and a ``!``
     would stall the agent for hours on one packet. ``None`` when RE2 cannot
-    compile it; such a filter never matches, as in Serf. Patterns and values
-    are matched as bytes, so names that are not UTF-8 cannot raise.
+    compile it; such a filter never matches, as in Serf.
     """
     import re2  # google-re2; imported on first use
 
@@ -123,5 +122,17 @@ def compile_tag_filter(expr: str) -> Any | None:
 
 def tag_filter_matches(expr: str, value: str) -> bool:
     pattern = compile_tag_filter(expr)
-    return (pattern is not None
-            and pattern.search(value.encode("utf-8", "surrogateescape")) is not None)
+    return pattern is not None and pattern.search(go_text_bytes(value)) is not None
+
+
+def go_text_bytes(text: str) -> bytes:
+    """``text`` as Go's regexp reads it: UTF-8, each invalid byte as U+FFFD.
+
+    Our strings carry bytes that are not UTF-8 as lone surrogates
+    (``surrogateescape``); RE2 would refuse to match them at all.
+    """
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "replace").encode("utf-8")

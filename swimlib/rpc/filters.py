@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from swimlib.cluster.domains import go_text_bytes
 from swimlib.cluster.events import ClusterMember, Event, EventType, QueryEvent, UserEvent
 from swimlib.rpc.api import LOG_LEVELS
 
@@ -36,8 +37,8 @@ class _Anchored:
     RE2 matches in linear time (Python's ``re`` backtracks: one filter from a
     client could stall the agent) and its ``$`` is Go's end of text. Note
     ``^a|b$`` is ``(^a)|(b$)`` in both, which is why Serf's
-    ``-status='left|failed'`` works. Text is matched as UTF-8 bytes, so
-    names that are not valid UTF-8 cannot raise.
+    ``-status='left|failed'`` works. Text that is not valid UTF-8 is
+    matched as Go reads it (each bad byte a U+FFFD), never raised on.
     """
 
     def __init__(self, expr: str) -> None:
@@ -55,7 +56,7 @@ class _Anchored:
             raise InvalidRegex(f"Failed to compile regex: {detail}") from None
 
     def search(self, text: str) -> bool:
-        return self._pattern.search(text.encode("utf-8", "surrogateescape")) is not None
+        return self._pattern.search(go_text_bytes(text)) is not None
 
 
 def _anchored(expr: str) -> _Anchored:
