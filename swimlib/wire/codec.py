@@ -66,6 +66,8 @@ MAX_INFLATED_PACKET = 1 << 20
 MAX_STREAM_SIZE = 20 * 1024 * 1024
 #: Decompressed streams larger than this are refused (memberlist master).
 MAX_INFLATED_STREAM = 40 * 1024 * 1024
+#: Node states a push-pull may announce (memberlist >= 0.6: maxPushStateNodes).
+MAX_PUSH_NODES = 1024 * 1024
 #: Nesting of compound/compress/crc wrappers we follow before refusing.
 MAX_NESTING = 4
 #: memberlist's limit on node meta.
@@ -518,7 +520,7 @@ def _decode_push_pull(data: bytes) -> PushPull:
     unpacker = _stream_unpacker(data[1:], len(data))
     header = as_map(_next(unpacker), "push-pull header")
     # Every node state takes at least one byte, so a count beyond the payload is a lie.
-    count = _header_count(header, b"Nodes", len(data))
+    count = _header_count(header, b"Nodes", min(len(data), MAX_PUSH_NODES))
     user_len = _header_count(header, b"UserStateLen", len(data))
     nodes = []
     cache = _ROW_CACHE
@@ -640,7 +642,8 @@ class StreamFramer:
     def _on_header(self, header: Any) -> None:
         if self._kind == MessageType.PUSH_PULL:
             header = as_map(header, "push-pull header")
-            self._objects_left = _header_count(header, b"Nodes", self._limit)
+            self._objects_left = _header_count(header, b"Nodes",
+                                               min(self._limit, MAX_PUSH_NODES))
             self._extra = _header_count(header, b"UserStateLen", self._limit)
         elif self._kind == MessageType.USER:
             self._extra = _header_count(as_map(header, "user message header"), b"UserMsgLen",

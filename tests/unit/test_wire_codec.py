@@ -379,3 +379,14 @@ def test_bad_ip_text_refused(text: str) -> None:
 def test_bad_ip_lengths_refused(n: int) -> None:
     with pytest.raises(DecodeError):
         codec.ip_from_bytes(bytes(n))
+
+
+def test_push_pull_node_count_capped_as_memberlist():
+    header = codec.pack({"Join": False, "Nodes": codec.MAX_PUSH_NODES + 1, "UserStateLen": 0})
+    data = b"\x06" + header + b"\xc0" * (codec.MAX_PUSH_NODES + 2)
+    with pytest.raises(DecodeError) as info:
+        codec.StreamFramer().feed(data)
+    assert info.value.reason == "length"
+    with pytest.raises(DecodeError) as info:
+        codec.decode_stream(data)
+    assert info.value.reason == "length"
