@@ -764,6 +764,20 @@ class Serf:
         else:
             self._erase(m.name)
 
+    def _prune_due(self, name: str) -> None:
+        """Erase a pruned member unless it came back meanwhile.
+
+        Serf erases unconditionally; then a forged ``leave(prune)`` for a
+        live member, refuted by its join, still removes it from our table
+        while memberlist keeps it alive: it would vanish from our view for
+        good.
+        """
+        m = self._members.get(name)
+        if m is not None and m.status == MemberStatus.ALIVE:
+            self.stats["prune.cancelled"] += 1
+            return
+        self._erase(name)
+
     def _erase(self, name: str) -> None:
         m = self._members.pop(name, None)
         if m is None:
@@ -990,7 +1004,7 @@ class Serf:
         elif kind == _T_LEAVE:
             self._advance_leave(now)
         elif kind == _T_PRUNE:
-            self._erase(arg)
+            self._prune_due(arg)
         elif kind == _T_CATCH_UP:
             self._catch_up_now(now)
         elif kind == _T_JOIN_FOLLOW_UP:

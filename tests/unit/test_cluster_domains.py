@@ -259,3 +259,14 @@ class TestBoundedState:
         assert net.node("n0").stats[counter] == 1
         assert not [e for _, e in net.effects["n0"] if isinstance(e, Emit)
                     and isinstance(e.event, UserEvent) and "evil" in e.event.name]
+
+
+def test_forged_prune_of_a_live_member_is_refuted_and_not_erased():
+    """A leave intent with Prune for a live member: it refutes, and the prune
+    that Serf would still carry out later must not erase it from our table."""
+    net = serf_net(3)
+    inject(net, net.node("n0"), sw.LeaveIntent(1000, "n1", prune=True))
+    net.run(15)
+    for node in net.live():
+        assert statuses(net, node.name) == {"n0": "alive", "n1": "alive", "n2": "alive"}
+    assert net.node("n0").stats["prune.cancelled"] == 1
