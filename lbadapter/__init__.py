@@ -26,7 +26,17 @@ State directory (``--state-dir``, default ``./lbadapter-state``)::
     haproxy.cfg.bak  the previous good config
     admin.sock       HAProxy stats socket, ``level admin`` (runtime API)
     master.sock      HAProxy master CLI (``show proc``, ``reload``)
-    state.json       desired servers and the last reconcile result (read by ``lbadapter status``)
+    state.json       desired servers and the last reconcile result (read by ``lbadapter status``),
+                     ``internal_errors`` (place -> failures caught and retried: ``desired``,
+                     ``reconcile``, ``reconcile-server``, ``config``, ``reload``, ``state``,
+                     ``step``) and ``member_problems`` (reason -> members of the latest
+                     snapshot left out or defaulted: ``port_invalid``, ``addr_scoped``...)
+
+Member data (names, tags, addresses, status) is untrusted: it is checked in
+one place, ``lbadapter.desired`` (``DesiredServer`` refuses any name, address
+or port that could not go into a config line or a runtime API command as it
+is; ``member_label`` escapes the member name for logs, templates and status),
+and every reconcile step runs inside a failure boundary (``swimlib.faults``).
 
 Python API (all async code is trio):
 

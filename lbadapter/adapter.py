@@ -6,6 +6,10 @@ membership snapshot, render and install the config file, reload if the
 non-server part of the config changed (or a pass asked for it), then run a
 reconcile pass. It wakes on membership events, on HAProxy (re)starts, when
 a drain or delete retry is due, and every ``reconcile_interval`` seconds.
+
+Each part of a step is its own failure boundary (:mod:`swimlib.faults`):
+an exception is counted by place (``internal_errors``), logged (traceback
+once per kind) and retried with backoff, while the other parts still run.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 import trio
 
 from lbadapter.config import Settings
-from lbadapter.desired import DesiredServer, MemberLike, desired_servers
+from lbadapter.desired import DesiredServer, MemberLike, MemberProblems, desired_servers
 from lbadapter.haproxy import RuntimeClient, find_haproxy
 from lbadapter.reconcile import PassResult, Reconciler, ReloadScheduler
 from lbadapter.render import (
@@ -36,6 +40,7 @@ from lbadapter.render import (
     render_config,
 )
 from lbadapter.supervisor import ReloadFailed, Supervisor
+from swimlib.faults import FaultLog
 
 __all__ = ["Adapter", "AdapterError", "run_adapter"]
 
@@ -45,6 +50,9 @@ log = logging.getLogger("lbadapter")
 REJECTED_RETRY = 60.0
 #: Join retry backoff for ``--join``: first wait, factor, ceiling (seconds).
 JOIN_BACKOFF = (1.0, 2.0, 30.0)
+#: After a step in which some part failed: first retry, factor, ceiling (seconds; the
+#: periodic pass every ``reconcile_interval`` also retries).
+RETRY_BACKOFF = (0.2, 2.0, 5.0)
 
 
 class AdapterError(Exception):
@@ -66,8 +74,13 @@ class Adapter:
         self.haproxy = haproxy or find_haproxy(settings.haproxy)
         self.writer = ConfigWriter(settings.config_path, self.haproxy)
         self.client = RuntimeClient(settings.admin_socket)
+        #: Failures by place (``internal_errors``), shared with the reconciler.
+        self.faults = FaultLog(log)
+        #: Members left out of the desired set, by reason (logged once each).
+        self.problems = MemberProblems()
         self.reconciler = Reconciler(self.client, settings.backend_name,
-                                     settings.server_options, settings.drain_grace)
+                                     settings.server_options, settings.drain_grace,
+                                     faults=self.faults)
         self.scheduler = ReloadScheduler(settings.reload_min_wait, settings.reload_max_wait)
         self.supervisor = Supervisor(self.haproxy, settings.config_path, settings.master_socket,
                                      settings.admin_socket, on_spawn=self._spawned,
@@ -85,6 +98,8 @@ class Adapter:
         self._last_report: tuple[str, ...] = ()
         self._prepared = False
         self._lock_fd: int | None = None
+        self._retry_at: float | None = None
+        self._retry_delay = RETRY_BACKOFF[0]
 
     def poke(self) -> None:
         """Run a pass soon (membership changed, HAProxy restarted...)."""
@@ -102,8 +117,10 @@ class Adapter:
             return
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
-        self.desired = self._compute_desired()
-        self._prepared = await self._install_config()
+        with self.faults.boundary("desired"):
+            self.desired = self._compute_desired()
+        with self.faults.boundary("config"):  # a bug here may still leave a good old file
+            self._prepared = await self._install_config()
         if self._prepared:
             return
         if self.settings.config_path.exists():
@@ -113,7 +130,8 @@ class Adapter:
                             self.settings.config_path)
                 self._prepared = True
                 return
-        raise AdapterError(f"no valid HAProxy config to start with: {self.config_error}")
+        why = self.config_error or "internal error (see the log above)"
+        raise AdapterError(f"no valid HAProxy config to start with: {why}")
 
     def _lock_state_dir(self) -> None:
         """One adapter per state dir: a second one would fight over HAProxy."""
@@ -155,33 +173,50 @@ class Adapter:
             if now >= next_periodic:
                 next_periodic = now + self.settings.reconcile_interval
             wake_at = min(t for t in (next_periodic, self.reconciler.next_wakeup(),
-                                      self.scheduler.due_at()) if t is not None)
+                                      self.scheduler.due_at(), self._retry_at)
+                          if t is not None)
             with trio.move_on_at(wake_at):
                 await self._wake.wait()
             self._wake = trio.Event()
-            try:
+            with self.faults.boundary("step"):  # a bug must not take the balancer down
                 await self.step()
-            except Exception:  # a bug must not take the balancer down: count, log, go on
-                self.counters["step_errors"] += 1
-                log.exception("adapter step failed; retrying on the next wake-up")
-                await trio.sleep(1.0)
+            self._plan_retry()
+
+    def _plan_retry(self) -> None:
+        """Retry soon (with backoff) while some part of the step keeps failing."""
+        if not self.faults.failing:
+            self._retry_at, self._retry_delay = None, RETRY_BACKOFF[0]
+            return
+        _, factor, ceiling = RETRY_BACKOFF
+        self._retry_at = trio.current_time() + self._retry_delay
+        self._retry_delay = min(ceiling, self._retry_delay * factor)
 
     async def step(self) -> None:
         """One round: desired -> runtime API pass -> config file -> reload if needed.
 
         The runtime pass goes first: it is what users see, the file only
         matters at the next restart, and ``haproxy -c`` takes tens of ms.
+        Each part is guarded on its own, so a failing one (counted in
+        ``internal_errors``) leaves the others working; if the desired set
+        cannot be computed, the previous one stays (never an empty backend
+        because of a bug).
         """
         self.counters["steps"] += 1
-        self.desired = self._compute_desired()
-        await self._reconcile()
-        await self._install_config()
-        if self._file_skeleton is not None and self._file_skeleton != self._live_skeleton \
-                and self.supervisor.ready:
-            self.scheduler.request(trio.current_time(), "non-server config changed")
-        if await self._maybe_reload():
-            await self._reconcile()  # a reload drops runtime state: put it back at once
-        self._write_state()
+        guard = self.faults.boundary
+        with guard("desired"):
+            self.desired = self._compute_desired()
+        with guard("reconcile"):
+            await self._reconcile()
+        with guard("config"):
+            await self._install_config()
+            if self._file_skeleton is not None and self._file_skeleton != self._live_skeleton \
+                    and self.supervisor.ready:
+                self.scheduler.request(trio.current_time(), "non-server config changed")
+        with guard("reload"):
+            if await self._maybe_reload():
+                await self._reconcile()  # a reload drops runtime state: put it back at once
+        with guard("state"):
+            self._write_state()
 
     async def _reconcile(self) -> None:
         if not self.supervisor.ready:
@@ -195,7 +230,7 @@ class Adapter:
 
     def _compute_desired(self) -> dict[str, DesiredServer]:
         s = self.settings
-        return desired_servers(self.members(), s.backend_tag, s.backend_port)
+        return desired_servers(self.members(), s.backend_tag, s.backend_port, self.problems)
 
     # ------------------------------------------------------------------ config file
 
@@ -272,7 +307,7 @@ class Adapter:
         last = self.last_pass
         return {
             "backend": self.settings.backend_name,
-            "desired": [{"name": d.name, "member": d.member, "addr": d.addr, "port": d.port,
+            "desired": [{"name": d.name, "member": d.label, "addr": d.addr, "port": d.port,
                          "want": d.want.value} for d in sorted(self.desired.values(),
                                                                key=lambda d: d.name)],
             "haproxy": {"ready": sup.ready, "master_pid": sup.master_pid,
@@ -283,6 +318,10 @@ class Adapter:
                                                     "errors": last.errors},
             "config_error": self.config_error,
             "counters": dict(self.counters + self.reconciler.counters),
+            #: place -> failures caught by a boundary (see swimlib.faults)
+            "internal_errors": dict(self.faults.counts),
+            #: reason -> members of the latest snapshot with a problem (bad port, address...)
+            "member_problems": dict(self.problems.last),
         }
 
     def _write_state(self) -> None:

@@ -136,6 +136,8 @@ def _read_members(path: str) -> Any:
         raise ValueError(f"--members-json {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"--members-json {path}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"--members-json {path}: JSON nested too deeply") from None
 
 
 def _cmd_render(settings: Settings, members_json: str, check: bool) -> int:
@@ -196,7 +198,9 @@ def _cmd_status(settings: Settings, as_json: bool) -> int:
         print(json.dumps({"servers": rows, "haproxy": state.get("haproxy"),
                           "haproxy_error": haproxy_error,
                           "config_error": state.get("config_error"),
-                          "last_pass": state.get("last_pass")}, indent=1))
+                          "last_pass": state.get("last_pass"),
+                          "internal_errors": state.get("internal_errors") or {},
+                          "member_problems": state.get("member_problems") or {}}, indent=1))
         return 0
     _print_table(rows)
     hap = state.get("haproxy") or {}
@@ -205,7 +209,28 @@ def _cmd_status(settings: Settings, as_json: bool) -> int:
           + (f"\nhaproxy not answering: {haproxy_error}" if haproxy_error else ""))
     if state.get("config_error"):
         print(f"config error: {state['config_error']}")
+    for key, title in (("internal_errors", "internal errors (retried)"),
+                       ("member_problems", "members with problems")):
+        if state.get(key):
+            print(f"{title}: {_counts(state[key])}")
     return 0
+
+
+def _counts(counts: Any) -> str:
+    """``{"reconcile": 3}`` -> ``reconcile=3`` (one line whatever the file holds)."""
+    if not isinstance(counts, dict):
+        return _cell(counts)
+    return ", ".join(f"{_cell(k)}={_cell(v)}" for k, v in sorted(counts.items(), key=str))
+
+
+def _cell(value: Any) -> str:
+    """A value from state.json or HAProxy, safe to print in one table cell.
+
+    Member data is escaped where it is produced, but the state file is only
+    a file: a line break or terminal escape in it must not reach the terminal.
+    """
+    text = str(value)
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 async def _haproxy_servers(settings: Settings, backend: str) -> dict[str, dict[str, str]]:
@@ -222,10 +247,11 @@ async def _haproxy_servers(settings: Settings, backend: str) -> dict[str, dict[s
 
 def _print_table(rows: list[dict[str, str]]) -> None:
     cols = ["server", "member", "desired", "want", "haproxy", "admin", "status", "check"]
-    widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in cols}
+    rows = [{c: _cell(r[c]) for c in cols} for r in rows]
+    widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in cols}
     print("  ".join(c.upper().ljust(widths[c]) for c in cols).rstrip())
     for r in rows:
-        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols).rstrip())
+        print("  ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
     if not rows:
         print("(no servers)")
 

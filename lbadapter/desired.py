@@ -13,17 +13,37 @@ import hashlib
 import ipaddress
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
 
-__all__ = ["DesiredServer", "MemberLike", "MemberRecord", "Want", "desired_servers",
-           "members_from_json", "server_name"]
+__all__ = ["DesiredServer", "MemberLike", "MemberProblems", "MemberRecord", "Want",
+           "desired_servers", "member_label", "members_from_json", "parse_port_tag",
+           "server_name", "usable_ip"]
 
 log = logging.getLogger("lbadapter")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+#: What HAProxy accepts in a server name (``invalid_char()``), bounded in length.
+_SERVER_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,80}")
+#: Stats rows use these as ``svname`` for the proxy totals: a server must never be one.
+_RESERVED_NAMES = frozenset({"FRONTEND", "BACKEND"})
+#: A ``port`` tag: ASCII digits only (``int()`` also takes ``" 80"``, ``"+80"``, ``"8_0"``
+#: and full-width or Arabic-Indic digits).
+_PORT_TAG = re.compile(r"[0-9]{1,5}")
+#: Characters a member label keeps as they are; everything else is escaped.
+_LABEL_KEEP = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@+=,/-")
+_LABEL_MAX = 128
+
+
+def _name_bytes(member: str) -> bytes:
+    """The name's bytes: surrogate-escaped ones as they came, any other lone surrogate kept."""
+    try:
+        return member.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate outside U+DC80..U+DCFF (e.g. from JSON)
+        return member.encode("utf-8", "surrogatepass")
 
 
 def server_name(member: str) -> str:
@@ -31,12 +51,65 @@ def server_name(member: str) -> str:
 
     HAProxy names allow letters, digits and ``-_.:``. Names that needed
     changes get a short hash of the original, so two members never collide.
+    ``FRONTEND`` and ``BACKEND`` are hashed too: in stats they name the totals.
     """
     safe = _UNSAFE.sub("_", member)[:64]
-    if safe == member and safe:
+    if safe == member and safe and safe not in _RESERVED_NAMES:
         return safe
-    digest = hashlib.sha256(member.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    digest = hashlib.sha256(_name_bytes(member)).hexdigest()[:8]
     return f"{safe}-{digest}" if safe else f"m-{digest}"
+
+
+def member_label(member: str) -> str:
+    """``member`` as safe text for logs, templates and ``lbadapter status``.
+
+    A name can hold newlines, ``;``, ``#``, quotes, terminal escapes and
+    invalid UTF-8; each such character becomes ``\\xHH``/``\\uHHHH`` (the
+    backslash itself too, so the escaping is unambiguous) and long names are
+    cut, so a label can never start a new line, a comment or a command.
+    """
+    out = [ch if ch in _LABEL_KEEP else _escape(ch) for ch in member[:_LABEL_MAX]]
+    return "".join(out) + ("..." if len(member) > _LABEL_MAX else "")
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else (
+        f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+
+
+def parse_port_tag(text: object) -> int | None:
+    """The port a ``port`` tag names (1..65535), or None if it is not exactly a port."""
+    if not isinstance(text, str) or not _PORT_TAG.fullmatch(text):
+        return None
+    port = int(text)
+    return port if 0 < port < 65536 else None
+
+
+def usable_ip(addr: object) -> tuple[str | None, str]:
+    """``(canonical address, "")`` for an address HAProxy can connect to, else ``(None, why)``.
+
+    IPv6 zone ids (``fe80::1%eth0``) are refused: Python accepts any text
+    after the ``%`` (newlines included) and HAProxy cannot resolve them. The
+    unspecified address means "the client's destination" to HAProxy (a
+    loop back into our own frontend); multicast and broadcast cannot take a
+    connection. IPv4-mapped IPv6 becomes plain IPv4, the form HAProxy reports
+    back (Python would print ``::ffff:a00:1``, HAProxy ``::ffff:10.0.0.1``).
+    """
+    if not isinstance(addr, str):
+        return None, "addr_invalid"
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None, "addr_invalid"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id is not None:
+            return None, "addr_scoped"
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        return None, "addr_unusable"
+    return str(ip), ""
 
 
 class Want(enum.Enum):
@@ -83,15 +156,42 @@ class MemberRecord:
         return self.status
 
 
+def _check_name(_: object, __: Any, value: str) -> None:
+    if not isinstance(value, str) or not _SERVER_NAME.fullmatch(value) \
+            or value in _RESERVED_NAMES:
+        raise ValueError(f"not a safe HAProxy server name: {value!r}")
+
+
+def _check_addr(_: object, __: Any, value: str) -> None:
+    if usable_ip(value)[0] != value:
+        raise ValueError(f"not a canonical, usable IP address: {value!r}")
+
+
+def _check_port(_: object, __: Any, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise ValueError(f"not a port: {value!r}")
+
+
 @attrs.frozen
 class DesiredServer:
-    """One server of the managed backend as membership wants it."""
+    """One server of the managed backend as membership wants it.
 
-    name: str
-    member: str
-    addr: str
-    port: int
-    want: Want
+    This is the one place member data is checked on its way to HAProxy:
+    construction refuses a name, address or port that could not go into a
+    config line or a runtime API command as they are, so the renderer and
+    the CLI client never see one. ``label`` is the member name made safe to
+    print (:func:`member_label`).
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    member: str = attrs.field(validator=attrs.validators.instance_of(str))
+    addr: str = attrs.field(validator=_check_addr)
+    port: int = attrs.field(validator=_check_port)
+    want: Want = attrs.field(validator=attrs.validators.instance_of(Want))
+
+    @property
+    def label(self) -> str:
+        return member_label(self.member)
 
     @property
     def address(self) -> str:
@@ -100,50 +200,126 @@ class DesiredServer:
         return f"{host}:{self.port}"
 
 
-def _member_port(member: MemberLike, default_port: int | None) -> int | None:
-    text = member.tag_map.get("port")
-    if text is not None:
-        try:
-            port = int(text)
-            if 0 < port < 65536:
-                return port
-        except ValueError:
-            pass
-        log.warning("member %s: bad port tag %r; %s", member.name, text,
-                    "using --backend-port" if default_port else "skipped")
-    return default_port
+class MemberProblems:
+    """Members left out of the desired set: counted by reason, logged once each.
+
+    ``desired_servers`` runs on every adapter wake-up; without this, one
+    hostile member would log the same warning every few seconds forever.
+    ``last`` counts the members skipped by the latest computation, by reason.
+    """
+
+    MEMORY = 4096
+
+    def __init__(self) -> None:
+        self.last: Counter[str] = Counter()
+        self._logged: set[tuple[str, str]] = set()
+
+    def begin(self) -> None:
+        self.last = Counter()
+
+    def report(self, member: str, reason: str, message: str) -> None:
+        self.last[reason] += 1
+        key = (member, reason)
+        if key in self._logged:
+            return
+        if len(self._logged) >= self.MEMORY:
+            self._logged.clear()  # bounded memory: an attacker may invent names forever
+        self._logged.add(key)
+        log.warning("member %s: %s", member_label(member), message)
+
+
+def _member_port(member: MemberLike, tags: Mapping[str, str], default_port: int | None,
+                 problems: MemberProblems) -> int | None:
+    text = tags.get("port")
+    if text is None:
+        return default_port
+    port = parse_port_tag(text)
+    if port is None:
+        fallback = "using --backend-port" if default_port else "skipped"
+        problems.report(member.name, "port_invalid",
+                        f"bad port tag {member_label(str(text))}; {fallback}")
+        return default_port
+    return port
+
+
+def _candidate(m: MemberLike, backend_tag: tuple[str, str], default_port: int | None,
+               problems: MemberProblems) -> DesiredServer | None:
+    """The server one member asks for, or None (not a backend, or unusable: reported)."""
+    tags = m.tag_map
+    key, value = backend_tag
+    if tags.get(key) != value:
+        return None
+    name = m.name
+    if not isinstance(name, str):
+        problems.report(repr(name), "name_invalid", "name is not a string; skipped")
+        return None
+    port = _member_port(m, tags, default_port, problems)
+    if port is None:
+        if "port" not in tags:  # (a bad tag was reported by _member_port)
+            problems.report(name, "port_missing",
+                            "no 'port' tag and no --backend-port is set; skipped")
+        return None
+    addr, why = usable_ip(m.addr)
+    if addr is None:
+        text = m.addr if isinstance(m.addr, str) else repr(m.addr)
+        what = "not an IP address" if why == "addr_invalid" else f"unusable ({why})"
+        problems.report(name, why, f"address {member_label(text)} is {what}; skipped")
+        return None
+    status = m.status_name
+    want = _WANT_BY_STATUS.get(status, Want.GONE) if isinstance(status, str) else Want.GONE
+    return DesiredServer(server_name(name), name, addr, port, want)
+
+
+def _preference(server: DesiredServer) -> tuple[bool, str]:
+    """Collision order: a member whose name is the server name as is, then by name.
+
+    Membership snapshots come in any order; picking by position would move
+    the server between the two members from one pass to the next.
+    """
+    return (server.name != server.member, server.member)
 
 
 def desired_servers(members: Iterable[MemberLike], backend_tag: tuple[str, str],
-                    default_port: int | None) -> dict[str, DesiredServer]:
+                    default_port: int | None, problems: MemberProblems | None = None,
+                    ) -> dict[str, DesiredServer]:
     """Server name -> desired server, for members carrying ``backend_tag``.
 
     A member without a usable ``port`` tag uses ``default_port``; with
-    neither it is skipped (and logged), since HAProxy needs a port.
+    neither it is skipped, and so is one whose address HAProxy could not
+    use. Each member is handled on its own: a member that cannot be turned
+    into a server is reported to ``problems`` and skipped, never fatal for
+    the others.
     """
-    key, value = backend_tag
-    out: dict[str, DesiredServer] = {}
+    problems = problems if problems is not None else MemberProblems()
+    problems.begin()
+    candidates: list[DesiredServer] = []
     for m in members:
-        if m.tag_map.get(key) != value:
-            continue
-        port = _member_port(m, default_port)
-        if port is None:
-            log.warning("member %s has no 'port' tag and no --backend-port is set; skipped",
-                        m.name)
-            continue
         try:
-            addr = str(ipaddress.ip_address(m.addr))
-        except ValueError:
-            log.warning("member %s: address %r is not an IP address; skipped", m.name, m.addr)
+            found = _candidate(m, backend_tag, default_port, problems)
+        except Exception as exc:  # a member object we cannot read: skip it, keep the rest
+            problems.report(_safe_name(m), "member_error",
+                            f"unreadable ({type(exc).__name__}: {member_label(str(exc))}); "
+                            "skipped")
             continue
-        name = server_name(m.name)
-        want = _WANT_BY_STATUS.get(m.status_name, Want.GONE)
-        if name in out:
-            log.warning("members %s and %s map to one server name %s; keeping the first",
-                        out[name].member, m.name, name)
-            continue
-        out[name] = DesiredServer(name, m.name, addr, port, want)
+        if found is not None:
+            candidates.append(found)
+    out: dict[str, DesiredServer] = {}
+    for server in sorted(candidates, key=_preference):
+        kept = out.setdefault(server.name, server)
+        if kept is not server:
+            problems.report(server.member, "name_collision",
+                            f"server name {server.name} is already taken by member "
+                            f"{kept.label}; skipped")
     return out
+
+
+def _safe_name(member: object) -> str:
+    """The member's name for a report about a member that could not be read at all."""
+    try:
+        name = member.name  # type: ignore[attr-defined]
+    except Exception:
+        return "?"
+    return name if isinstance(name, str) else repr(name)
 
 
 def _split_addr(addr: str, port: int) -> str:
@@ -175,9 +351,11 @@ def members_from_json(data: Any) -> list[MemberRecord]:
             status = str(item.get("status", "alive"))
             if not isinstance(name, str) or not isinstance(tags, dict):
                 raise TypeError
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            shown = repr(item)
+            shown = shown if len(shown) <= 200 else shown[:200] + "..."
             raise ValueError(f"members[{i}]: expected name, addr, port, tags, status; "
-                             f"got {item!r}") from None
+                             f"got {shown}") from None
         out.append(MemberRecord(name, addr, port, {str(k): str(v) for k, v in tags.items()},
                                 status))
     return out

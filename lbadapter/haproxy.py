@@ -27,7 +27,7 @@ __all__ = ["AddResult", "CLIError", "CLIUnavailable", "DelResult", "HAProxyNotFo
 #: Per-command limit: the CLI answers in milliseconds; a hung socket must not hang us.
 COMMAND_TIMEOUT = 5.0
 _MAX_ANSWER = 16 * 1024 * 1024
-_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.:\-\[\]]+$")
+_SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.:\-\[\]]+")
 
 # admin_state bits (src/server.h): forced/inherited/config/resolution/hostname maint, drain.
 _ADMF_MAINT = 0x01 | 0x02 | 0x04 | 0x20 | 0x40
@@ -71,8 +71,8 @@ class UnexpectedAnswer(CLIError):
 
 async def cli_exchange(socket_path: Path, line: str, timeout: float = COMMAND_TIMEOUT) -> str:
     """Send one command line, half-close, return everything until EOF."""
-    if "\n" in line or "\r" in line:
-        raise ValueError(f"command contains a newline: {line!r}")
+    if any(c in line for c in "\n\r\0"):  # HAProxy ends a command at each (NUL splits words)
+        raise ValueError(f"command contains a newline, carriage return or NUL: {line!r}")
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_unix_socket(str(socket_path))
@@ -94,7 +94,9 @@ async def cli_exchange(socket_path: Path, line: str, timeout: float = COMMAND_TI
 
 
 def _token(value: str) -> str:
-    if not _SAFE_TOKEN.match(value):
+    """``value`` if it is one plain word of the CLI grammar (a second line of defence:
+    :class:`~lbadapter.desired.DesiredServer` already refuses anything else)."""
+    if not isinstance(value, str) or not _SAFE_TOKEN.fullmatch(value):
         raise ValueError(f"unsafe name or address for the HAProxy CLI: {value!r}")
     return value
 

@@ -20,6 +20,7 @@ not fix twice, asks for a reload (:class:`ReloadScheduler` coalesces them).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ from lbadapter.haproxy import (
     ServerState,
     UnexpectedAnswer,
 )
+from swimlib.faults import FaultLog
 
 __all__ = ["PassResult", "Reconciler", "ReloadScheduler"]
 
@@ -68,8 +70,11 @@ class Reconciler:
     """Diff-and-apply for one backend. Call :meth:`reconcile` from one task only."""
 
     def __init__(self, client: RuntimeClient, backend: str, server_options: str,
-                 drain_grace: float, clock: Callable[[], float] = trio.current_time) -> None:
+                 drain_grace: float, clock: Callable[[], float] = trio.current_time,
+                 faults: FaultLog | None = None) -> None:
         self.client = client
+        #: Where a per-server failure nobody foresaw is counted (place ``reconcile-server``).
+        self.faults = faults if faults is not None else FaultLog(log)
         self.backend = backend
         self.options = server_options
         self.drain_grace = drain_grace
@@ -99,11 +104,13 @@ class Reconciler:
         except UnexpectedAnswer as exc:
             self.counters["unexpected_answer"] += 1
             result.errors.append(str(exc))
-            result.reload_reason = f"cannot read backend {self.backend!r}: {exc.answer.strip()}"
+            result.reload_reason = (f"cannot read backend {self.backend!r}: "
+                                    f"{exc.answer.strip()!r}")
             return result
         result.actual = actual_rows
         actual = {s.name: s for s in actual_rows}
         sessions = await self._sessions(actual, result)
+        servers_ok = True
         for name in sorted(set(desired) | set(actual)):
             try:
                 await self._one(name, desired.get(name), actual.get(name), sessions, result)
@@ -119,6 +126,12 @@ class Reconciler:
                 self.counters["server_errors"] += 1
                 log.error("reconcile %s/%s: %s", self.backend, name, exc)
                 result.errors.append(f"{name}: {exc}")
+            except Exception as exc:  # a bug met by one server must not stall the others
+                servers_ok = False
+                self.faults.record("reconcile-server", exc)
+                result.errors.append(f"{name}: internal error: {type(exc).__name__}")
+        if servers_ok:
+            self.faults.succeeded("reconcile-server")
         self._detect_drift(result)
         for name in list(self._drain_since):
             if name not in actual or actual[name].in_maint:
@@ -195,7 +208,7 @@ class Reconciler:
             await self.client.enable_health(be, name)
             await self.client.set_ready_health_down(be, name)
             self._need(name, "add", result, f"add {be}/{name} {want.address} ({added.value})")
-        elif (have.addr, have.port) != (want.addr, want.port):
+        elif not _same_endpoint(have, want):
             await self.client.set_addr(be, name, want.addr, want.port)
             await self.client.enable_health(be, name)
             await self.client.set_ready_health_down(be, name)
@@ -299,3 +312,18 @@ class ReloadScheduler:
         """A pass with nothing to complain about ends a fallback streak."""
         if self._first is None:
             self._streak = 0
+
+
+def _same_endpoint(have: ServerState, want: DesiredServer) -> bool:
+    """Whether HAProxy's server already points at ``want``'s address and port.
+
+    Compared as IP addresses, not text: HAProxy prints some IPv6 forms
+    differently from Python (``::10.0.0.1`` against ``::a00:1``), and a text
+    mismatch would readdress the server on every pass and end in drift reloads.
+    """
+    if have.port != want.port:
+        return False
+    try:
+        return ipaddress.ip_address(have.addr) == ipaddress.ip_address(want.addr)
+    except ValueError:
+        return have.addr == want.addr

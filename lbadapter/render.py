@@ -52,11 +52,17 @@ def _endpoint(addr: tuple[str, int]) -> dict[str, Any]:
 
 
 def render_context(settings: Settings, servers: Iterable[DesiredServer]) -> dict[str, Any]:
-    """Template variables (documented at the top of the default template)."""
+    """Template variables (documented at the top of the default template).
+
+    Member data reaches the template only in forms :class:`DesiredServer`
+    has checked (name, address, port) or escaped (``member`` is the label:
+    no whitespace, ``#``, ``;``, quotes or line breaks), so no template can
+    be made to write a line or directive a member chose.
+    """
     ready = sorted((s for s in servers if s.want is Want.READY), key=lambda s: s.name)
     return {
         "backend": settings.backend_name,
-        "servers": [{"name": s.name, "member": s.member, "addr": s.addr, "port": s.port,
+        "servers": [{"name": s.name, "member": s.label, "addr": s.addr, "port": s.port,
                      "address": s.address, "options": settings.server_options}
                     for s in ready],
         "server_options": settings.server_options,

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(HAPROXY),
                                 reason="haproxy is not installed (apt-get install haproxy)")
 
 SERVERS = [DesiredServer("web-1", "web-1", "127.0.0.1", 8001, Want.READY),
-           DesiredServer("web 2-1a2b3c4d", "web 2", "::1", 8002, Want.READY)]
+           DesiredServer("web_2-1a2b3c4d", "web 2", "::1", 8002, Want.READY)]
 
 
 def settings(tmp_path: Path, **extra: object):  # type: ignore[no-untyped-def]

@@ -48,7 +48,7 @@ def test_traceback_once_per_kind_then_rate_limited(caplog: pytest.LogCaptureFixt
     with faults.boundary("datagram"):
         boom()
     assert len(caplog.records) == 2
-    assert "99 more like it" in caplog.records[1].getMessage()
+    assert "(101 in a row, 101 in all, 99 not logged)" in caplog.records[1].getMessage()
     assert caplog.records[1].exc_info is None  # reminders are one line
     with faults.boundary("stream.in"):
         boom()  # another place is another kind: logged at once
@@ -70,3 +70,27 @@ def test_cancellation_is_not_swallowed() -> None:
     with pytest.raises(KeyboardInterrupt), faults.boundary("timer"):
         raise KeyboardInterrupt
     assert faults.snapshot() == {}
+
+
+def test_streaks_end_when_the_place_works_again(caplog: pytest.LogCaptureFixture) -> None:
+    faults = FaultLog(logging.getLogger("t"), Clock())
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        with faults.boundary("reconcile"):
+            boom()
+    with faults.boundary("config"):
+        pass
+    assert faults.streaks == {"reconcile": 3} and faults.failing
+    with faults.boundary("reconcile"):
+        pass
+    assert not faults.failing and faults.counts == {"reconcile": 3}
+    assert "reconcile works again after 3 failures in a row" in caplog.records[-1].getMessage()
+
+
+def test_hostile_text_is_logged_escaped_on_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    faults = FaultLog(logging.getLogger("t"), Clock())
+    with faults.boundary("handler"):
+        boom("member web-1\n    2026/12/03 [INFO] serf: forged line\x1b[2J" + "x" * 1000)
+    message = caplog.records[-1].getMessage()
+    assert "\n" not in message and "\x1b" not in message
+    assert "\\n    2026" in message and len(message) < 500

@@ -78,7 +78,7 @@ def test_cluster_members_from_swimlib_work_directly():
 
 def test_duplicate_server_names_keep_the_first(caplog):
     got = desired_servers([m("a"), m("a", port="9")], TAG, None)
-    assert got["a"].port == 8000 and "keeping the first" in caplog.text
+    assert got["a"].port == 8000 and "already taken by member a" in caplog.text
 
 
 def test_members_json_serf_shape():
