@@ -41,8 +41,14 @@ QUERY_TIMEOUT_MAX = 3600.0
 RELAY_FACTOR_MAX = 5
 #: Queries from others we keep open at once (oldest forgotten first).
 MAX_PENDING_QUERIES = 1024
-#: Distinct user events kept per Lamport time in the de-duplication ring.
+#: Distinct user events (or queries) remembered per Lamport time.
 MAX_EVENTS_PER_SLOT = 128
+#: Bytes of names and payloads the user-event ring may hold (it travels in push-pull).
+EVENT_RING_BUDGET = 4 * 1024 * 1024
+#: Largest user event accepted, name and payload (Serf's hard limit on sending).
+MAX_USER_EVENT_BYTES = 9 * 1024
+#: Failed and left members remembered (Serf: each for 24 h; they travel in push-pull).
+MAX_GONE_MEMBERS = 4096
 #: Intents about members memberlist has not told us of yet.
 MAX_RECENT_INTENTS = 8192
 #: Longest user-event or query name, in bytes (Serf's size limits are smaller).

@@ -27,6 +27,7 @@ import attrs
 from swimlib.cluster import domains as dom
 from swimlib.cluster import events as ev
 from swimlib.cluster.clock import LamportClock
+from swimlib.cluster.dedup import DedupRing
 from swimlib.config import Config
 from swimlib.errors import DecodeError, SwimError
 from swimlib.membership import domains as member_domains
@@ -168,9 +169,12 @@ class Serf:
         self.query_clock = LamportClock()
         self._event_min_time = 0
         self._query_min_time = 0
-        self._event_ring: list[tuple[int, list[tuple[str, bytes]]] | None] = \
-            [None] * sw.EVENT_BUFFER_SIZE
-        self._query_ring: list[tuple[int, list[int]] | None] = [None] * sw.EVENT_BUFFER_SIZE
+        self.stats: Counter[str] = Counter()
+        self._event_ring: DedupRing[tuple[str, bytes]] = DedupRing(
+            "event", self.stats, dom.MAX_EVENTS_PER_SLOT, dom.EVENT_RING_BUDGET,
+            lambda record: len(record[0]) + len(record[1]), sw.EVENT_BUFFER_SIZE)
+        self._query_ring: DedupRing[int] = DedupRing(
+            "query", self.stats, dom.MAX_EVENTS_PER_SLOT, size=sw.EVENT_BUFFER_SIZE)
 
         self._members: dict[str, _Member] = {}
         self._failed: list[str] = []
@@ -195,7 +199,6 @@ class Serf:
         self._timers: list[tuple[float, int, int, Any]] = []
         self._timer_seq = 0
         self._effects: list[ClusterEffect] = []
-        self.stats: Counter[str] = Counter()
 
         self.node = Node(name, addr, port, config, rng, now, meta=sw.encode_tags(self._tags),
                          delegate=self, encrypted=keyring is not None)
@@ -442,6 +445,9 @@ class Serf:
             return (self._name_problem(msg.node, "intent")
                     or self._ltime_problem(self.clock, msg.ltime, "intent"))
         if isinstance(msg, sw.UserEvent):
+            if len(msg.name.encode("utf-8", "surrogateescape")) + len(
+                    msg.payload) > dom.MAX_USER_EVENT_BYTES:
+                return "event_too_large"
             problem = dom.event_name_problem(msg.name)
             return problem or self._ltime_problem(self.event_clock, msg.ltime, "event")
         if isinstance(msg, sw.Query):
@@ -510,7 +516,7 @@ class Serf:
     def local_state(self, join: bool) -> bytes:
         ring = tuple(None if slot is None else sw.EventSlot(
             slot[0], tuple(sw.EventRecord(n, p) for n, p in slot[1]))
-            for slot in self._event_ring)
+            for slot in self._event_ring.slots())
         pp = sw.SerfPushPull(self.clock.time(),
                              {name: m.status_ltime for name, m in self._members.items()},
                              tuple(self._left), self.event_clock.time(), ring,
@@ -646,6 +652,23 @@ class Serf:
             self._emit(ev.EventType.MEMBER_FAILED, m)
         else:
             self.stats["leave.bad_state"] += 1
+        self._forget_gone_beyond_cap()
+
+    def _forget_gone_beyond_cap(self) -> None:
+        """Reap the longest-gone members early past :data:`~.domains.MAX_GONE_MEMBERS`.
+
+        Serf keeps failed and left members a day, and sends every one in each
+        push-pull: fake members joining and dying in bulk would otherwise grow
+        that state until no push-pull fits a stream.
+        """
+        while len(self._failed) + len(self._left) > dom.MAX_GONE_MEMBERS:
+            oldest = min((names[0] for names in (self._failed, self._left) if names),
+                         key=lambda name: self._members[name].leave_time
+                         if name in self._members else 0.0)
+            self.stats["gone.forgotten"] += 1
+            self._drop_from(self._failed, oldest)
+            self._drop_from(self._left, oldest)
+            self._erase(oldest)
 
     def _on_join_finished(self, effect: JoinFinished, now: float) -> None:
         self._ignore_old_joins.discard(effect.join_id)
@@ -805,23 +828,8 @@ class Serf:
         self.event_clock.witness(msg.ltime)
         if msg.ltime < self._event_min_time:
             return False
-        idx = msg.ltime % len(self._event_ring)
-        slot = self._event_ring[idx]
-        record = (msg.name, msg.payload)
-        verdict = dom.ring_verdict(None if slot is None else slot[0], msg.ltime)
-        if verdict is dom.Seen.TOO_OLD:
-            self.stats["event.too_old"] += 1
+        if not self._event_ring.add(msg.ltime, (msg.name, msg.payload)):
             return False
-        if verdict is dom.Seen.SAME_SLOT:
-            assert slot is not None
-            if record in slot[1]:
-                return False
-            if len(slot[1]) >= dom.MAX_EVENTS_PER_SLOT:
-                self.stats["drop.serf.event_slot_full"] += 1
-                return False
-            slot[1].append(record)
-        else:
-            self._event_ring[idx] = (msg.ltime, [record])
         self._effects.append(Emit(ev.UserEvent(msg.ltime, msg.name, msg.payload, msg.cc)))
         return True
 
@@ -832,22 +840,8 @@ class Serf:
         self.query_clock.witness(q.ltime)
         if q.ltime < self._query_min_time:
             return False
-        idx = q.ltime % len(self._query_ring)
-        slot = self._query_ring[idx]
-        verdict = dom.ring_verdict(None if slot is None else slot[0], q.ltime)
-        if verdict is dom.Seen.TOO_OLD:
-            self.stats["query.too_old"] += 1
+        if not self._query_ring.add(q.ltime, q.id):
             return False
-        if verdict is dom.Seen.SAME_SLOT:
-            assert slot is not None
-            if q.id in slot[1]:
-                return False
-            if len(slot[1]) >= dom.MAX_EVENTS_PER_SLOT:
-                self.stats["drop.serf.query_slot_full"] += 1
-                return False
-            slot[1].append(q.id)
-        else:
-            self._query_ring[idx] = (q.ltime, [q.id])
         rebroadcast = not q.no_broadcast
         if not self._should_process(q.filters):
             return rebroadcast

@@ -26,6 +26,9 @@ with, and a keyless attacker on an unencrypted network can send any of them:
 * **Addresses that cannot be used.** Serf >= 0.9.5 refuses members whose
   address is not 4 or 16 bytes; we also refuse port 0 and the unspecified,
   multicast and broadcast addresses, which only ever produce send errors.
+* **A table too big to sync.** New members are admitted while the table's
+  encoded size stays under :data:`MAX_TABLE_BYTES`, so fake members in bulk
+  cannot make our push-pull unencodable (and anti-entropy stop).
 
 Each rule is a small pure function; the node applies them where a message
 is handled and counts every refusal as ``drop.<reason>``.
@@ -122,6 +125,20 @@ def _ip_problem(addr: str) -> str | None:
     if ip.is_unspecified or ip.is_multicast or addr == "255.255.255.255":
         return "addr_unusable"
     return None
+
+
+#: Encoded bytes the member table may hold: every push-pull carries it whole,
+#: and a push-pull must fit memberlist's 20 MiB stream limit with Serf's state
+#: beside it. Honest rows are ~100 bytes (60,000 members); rows of hostile
+#: 512-byte names and 512-byte tags are ~1.1 KB (5,600 of them).
+MAX_TABLE_BYTES = 6 * 1024 * 1024
+#: A push-pull row's bytes besides its name and meta (addresses, numbers, keys).
+ROW_OVERHEAD = 82
+
+
+def row_cost(name: str, meta: bytes) -> int:
+    """Upper bound of one member's encoded push-pull row, in bytes."""
+    return len(name.encode("utf-8", "surrogateescape")) + len(meta) + ROW_OVERHEAD
 
 
 #: A member's view may be re-checked against the member itself this often.

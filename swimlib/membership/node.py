@@ -244,6 +244,8 @@ class Node:
         self._suspicions: dict[str, Suspicion] = {}
         self._ack_handlers: dict[int, _Probe | _Relay] = {}
         self._relays = 0
+        #: Upper bound of the table's encoded size (see domains.MAX_TABLE_BYTES).
+        self._table_bytes = 0
         #: When each member's view was last re-checked against the member itself.
         self._verified: dict[str, float] = {}
         self._probe: _Probe | None = None
@@ -526,6 +528,7 @@ class Node:
                 continue
             st = NodeState(sys.intern(m.name), sys.intern(m.addr), m.port, m.meta,
                            _shared_vsn(m.vsn), m.incarnation, m.state, now)
+            self._table_bytes += domains.row_cost(st.name, st.meta)
             self._node_map[st.name] = st
             self._nodes.append(st)
         self._rng.shuffle(self._nodes)
@@ -726,6 +729,7 @@ class Node:
         for st in self._nodes:
             if st.dead_or_left() and st.state_change <= cutoff and st.name != self.name:
                 del self._node_map[st.name]
+                self._table_bytes -= domains.row_cost(st.name, st.meta)
                 self._suspicions.pop(st.name, None)
                 self._verified.pop(st.name, None)
             else:
@@ -972,6 +976,11 @@ class Node:
         updates_addr = False
         is_new = st is None
         if st is None:
+            cost = domains.row_cost(a.node, a.meta)
+            if self._table_bytes + cost > domains.MAX_TABLE_BYTES and not bootstrap:
+                self.stats["drop.alive_table_full"] += 1
+                return
+            self._table_bytes += cost
             st = NodeState(sys.intern(a.node), sys.intern(a.addr), a.port, a.meta,
                            _shared_vsn(vsn), 0, MemberState.DEAD, now)
             self._node_map[st.name] = st
@@ -1008,6 +1017,7 @@ class Node:
         st.row = None
         st.vsn = _shared_vsn(vsn)
         st.incarnation = a.incarnation
+        self._table_bytes += len(a.meta) - len(st.meta)
         st.meta = a.meta
         if st.addr != a.addr:
             st.addr = sys.intern(a.addr)

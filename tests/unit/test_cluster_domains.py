@@ -238,14 +238,32 @@ class TestBoundedState:
         assert len(n0._recent_intents) == dom.MAX_RECENT_INTENTS
         assert n0.stats["intent.evicted"] == 3
 
-    def test_events_per_ring_slot_bounded(self):
+    def test_events_per_ring_slot_bounded_oldest_forgotten(self):
         net = serf_net(2)
         n0 = net.node("n0")
         for i in range(dom.MAX_EVENTS_PER_SLOT + 4):
             inject(net, n0, sw.UserEvent(50, f"e{i}"))
-        assert n0.stats["drop.serf.event_slot_full"] == 4
+        assert n0.stats["event.records_forgotten"] == 4
+        # Nothing is silenced: every distinct event was handed on once.
         assert len([e for e in emitted(net, "n0", UserEvent)
-                    if e.ltime == 50]) == dom.MAX_EVENTS_PER_SLOT
+                    if e.ltime == 50]) == dom.MAX_EVENTS_PER_SLOT + 4
+        slot = next(s for s in n0._event_ring.slots() if s is not None and s[0] == 50)
+        assert len(slot[1]) == dom.MAX_EVENTS_PER_SLOT
+
+    def test_user_event_over_serfs_hard_limit_refused(self):
+        net = serf_net(2)
+        inject(net, net.node("n0"), sw.UserEvent(5, "big", b"x" * dom.MAX_USER_EVENT_BYTES))
+        assert net.node("n0").stats["drop.serf.event_too_large"] == 1
+
+    def test_gone_members_capped_oldest_reaped_first(self, monkeypatch):
+        monkeypatch.setattr(dom, "MAX_GONE_MEMBERS", 2)
+        net = serf_net(5)
+        for name in ("n1", "n2", "n3"):
+            net.down.add(net.addr_of(net.node(name)))
+            net.run(20)
+        n0 = net.node("n0")
+        assert sorted(m.name for m in n0.members()) == ["n0", "n2", "n3", "n4"]
+        assert n0.stats["gone.forgotten"] == 1
 
     @pytest.mark.parametrize(("msg", "counter"), [
         (sw.JoinIntent(5, "bad\nname"), "drop.serf.intent_name_control"),

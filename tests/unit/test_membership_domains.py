@@ -246,3 +246,21 @@ class TestMemberDomains:
         node.tick(node.config.probe_timeout + 0.1)  # relays expire: room again
         feed(node, IndirectPing(1, "127.0.0.5", 7946, "y", True), now=1.0)
         assert node.stats["drop.indirect_ping_too_many"] == 10
+
+
+def test_table_admits_members_within_its_byte_budget(monkeypatch):
+    monkeypatch.setattr(domains, "MAX_TABLE_BYTES", 3 * (domains.ROW_OVERHEAD + 8))
+    node = make_node()  # "me": 2 bytes + overhead
+    for i in range(4):
+        feed(node, Alive(1, f"member{i}", f"127.0.0.{10 + i}", 7946))
+    assert len(node.members()) == 3
+    assert node.stats["drop.alive_table_full"] == 2
+
+
+def test_row_cost_bounds_the_encoded_row():
+    from swimlib.wire.messages import PushNodeState
+
+    for name, meta in (("", b""), ("x" * 512, b"m" * 512), ("é" * 100, b"")):
+        row = codec.encode_node_state(PushNodeState(name, "2001:db8::1", 65535, meta,
+                                                    TOP, 3, bytes(6)))
+        assert len(row) <= domains.row_cost(name, meta)
