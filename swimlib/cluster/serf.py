@@ -328,6 +328,9 @@ class Serf:
 
     def user_event(self, name: str, payload: bytes, coalesce: bool, now: float) -> None:
         """Broadcast a user event (``serf event``); size-checked like Serf."""
+        problem = dom.event_name_problem(name)
+        if problem is not None:
+            raise SwimError(f"user event name {name!r} is not allowed ({problem})")
         size = len(name.encode()) + len(payload)
         limit = min(self.config.user_event_size_limit, USER_EVENT_HARD_LIMIT)
         if size > limit:
@@ -360,8 +363,12 @@ class Serf:
               timeout: float = 0.0) -> int:
         """Send a query; replies arrive as :class:`QueryReply` effects, then
         :class:`QueryDone`. Returns the handle those effects carry."""
+        problem = dom.event_name_problem(name)
+        if problem is not None:
+            raise SwimError(f"query name {name!r} is not allowed ({problem})")
         if timeout <= 0:
             timeout = self.default_query_timeout()
+        timeout = min(timeout, dom.QUERY_TIMEOUT_MAX)
         filters: list[sw.Filter] = []
         if filter_nodes:
             filters.append(sw.NodeFilter(tuple(filter_nodes)))

@@ -288,3 +288,13 @@ def test_forged_prune_of_a_live_member_is_refuted_and_not_erased():
     for node in net.live():
         assert statuses(net, node.name) == {"n0": "alive", "n1": "alive", "n2": "alive"}
     assert net.node("n0").stats["prune.cancelled"] == 1
+
+
+def test_local_names_outside_the_domain_are_clear_errors():
+    from swimlib.errors import SwimError
+
+    net = serf_net(1)
+    with pytest.raises(SwimError, match="event_name_control"):
+        net.node("n0").user_event("a\nb", b"", True, net.now)
+    with pytest.raises(SwimError, match="event_name_control"):
+        net.node("n0").query("a\rb", b"", net.now)
