@@ -14,7 +14,8 @@ with, and a keyless attacker on an unencrypted network can send any of them:
   of a previous life, and clusters that merge all behave as in Go. Above it a
   claim may raise what we know of a member by at most
   :data:`INCARNATION_STEP`: exhausting a member's incarnations then takes
-  2^31 forged messages, each of which the victim answers, instead of one.
+  2^30 forged messages (each moves it by a step and a refutation), each of
+  which the victim answers, instead of one.
   A view that falls behind in that region is brought up to date by the
   member itself (:func:`may_verify`): its own row in a push-pull we opened
   to its address is the one source allowed any jump.
