@@ -108,6 +108,20 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
+def vsn_compatible(ours: bytes, theirs: bytes) -> bool:
+    """Whether a member speaking ``theirs`` can share a cluster with us.
+
+    memberlist refuses a whole push-pull when any alive member's current
+    versions fall outside the cluster-wide ranges; one fake member with a
+    range that excludes ours would make every push-pull fail for as long as
+    it is alive (and a stream of them, for ever). So a member must speak
+    within our ranges and we within its, for memberlist (bytes 0-2) and the
+    delegate (bytes 3-5). Serf agents of any protocol 2-5 pass.
+    """
+    return (theirs[0] <= ours[2] <= theirs[1] and ours[0] <= theirs[2] <= ours[1]
+            and theirs[3] <= ours[5] <= theirs[4] and ours[3] <= theirs[5] <= ours[4])
+
+
 def address_problem(addr: str, port: int) -> str | None:
     """Why a member cannot live at ``addr:port`` (a drop reason), or None."""
     if port == 0:

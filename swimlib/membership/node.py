@@ -963,6 +963,9 @@ class Node:
         if not bootstrap:
             if self._refused_name(a.node, "alive"):
                 return
+            if not domains.vsn_compatible(self._vsn, vsn):
+                self.stats["drop.alive_incompatible_vsn"] += 1
+                return
             problem = domains.address_problem(a.addr, a.port)
             if problem is not None:
                 self.stats["drop.alive_" + problem] += 1

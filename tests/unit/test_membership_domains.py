@@ -264,3 +264,36 @@ def test_row_cost_bounds_the_encoded_row():
         row = codec.encode_node_state(PushNodeState(name, "2001:db8::1", 65535, meta,
                                                     TOP, 3, bytes(6)))
         assert len(row) <= domains.row_cost(name, meta)
+
+
+class TestProtocolVersions:
+    SERF = bytes([1, 5, 2, 2, 5, 5])
+
+    @pytest.mark.parametrize("theirs", [
+        bytes([1, 5, 2, 2, 5, 5]),  # Serf 0.9.4
+        bytes([1, 5, 2, 2, 5, 4]),  # serf -protocol=4
+        bytes([1, 5, 5, 2, 5, 2]),  # speaking memberlist 5, Serf 2
+    ])
+    def test_serf_agents_of_any_protocol_are_compatible(self, theirs):
+        assert domains.vsn_compatible(self.SERF, theirs)
+
+    @pytest.mark.parametrize("theirs", [
+        bytes([1, 1, 1, 2, 5, 5]),  # cannot understand our memberlist 2
+        bytes([3, 5, 3, 2, 5, 5]),  # needs memberlist >= 3
+        bytes([1, 5, 2, 2, 4, 4]),  # cannot understand our Serf 5
+        bytes([1, 5, 2, 2, 5, 1]),  # speaks a Serf we cannot
+    ])
+    def test_a_member_outside_our_ranges_is_refused(self, theirs):
+        assert not domains.vsn_compatible(self.SERF, theirs)
+        node = make_node()
+        feed(node, Alive(1, "odd", "127.0.0.9", 7946, b"", theirs))
+        assert node.member("odd") is None
+        assert node.stats["drop.alive_incompatible_vsn"] == 1
+
+    def test_one_refused_member_cannot_stop_push_pull(self):
+        node = make_node()
+        feed(node, Alive(1, "odd", "127.0.0.9", 7946, b"", bytes([1, 1, 1, 2, 5, 5])))
+        remote = PushPull(False, (PushNodeState("z", "127.0.0.7", 7946, b"", 1, 0),))
+        node.handle_stream(codec.encode_push_pull(remote), SRC, 1.0)
+        assert node.member("z") is not None
+        assert node.stats["drop.push_pull.protocol"] == 0
