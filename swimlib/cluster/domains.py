@@ -5,10 +5,12 @@ message at ``2^64-1`` pushes a clock to ``2^64``, which no longer fits
 (Go wraps it to 0 and the node's events and intents go backwards; we used to
 crash encoding it). Up to :data:`LTIME_FREE_LIMIT` (half the range) every
 time is witnessed as Serf does, so a fresh node joining an old cluster,
-and halves of a long partition, catch up in one step. Above it a time may
-move a clock by at most :data:`LTIME_STEP`: reaching the end of the range
-then takes 2^31 accepted messages, not one. Clocks saturate at the top
-rather than wrap (:func:`saturating_add`).
+and halves of a long partition, catch up in one step. Beyond it a time may
+be at most :data:`LTIME_STEP` past ``max(our clock, the free limit)``:
+reaching the end of the range then takes 2^31 accepted messages, not one,
+while a node whose clock is low still follows a cluster an attack moved
+just past the limit. Clocks saturate at the top rather than wrap
+(:func:`saturating_add`).
 
 A clock that jumped forward must not silence everyone else. Serf drops an
 event or query older than ``clock - 512`` because its de-duplication ring
@@ -56,8 +58,9 @@ MAX_EVENT_NAME_BYTES = 1024
 
 
 def plausible_ltime(clock: int, claimed: int) -> bool:
-    """Whether a received Lamport time may be witnessed by a clock at ``clock``."""
-    return claimed <= LTIME_FREE_LIMIT or claimed <= clock + LTIME_STEP
+    """Whether a clock at ``clock`` may witness ``claimed``:
+    ``claimed <= max(clock, 2^63) + 2^32``."""
+    return claimed <= max(clock, LTIME_FREE_LIMIT) + LTIME_STEP
 
 
 def saturating_add(value: int, delta: int = 1) -> int:

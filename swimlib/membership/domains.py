@@ -15,7 +15,9 @@ with, and a keyless attacker on an unencrypted network can send any of them:
   claim may raise what we know of a member by at most
   :data:`INCARNATION_STEP`: exhausting a member's incarnations then takes
   2^30 forged messages (each moves it by a step and a refutation), each of
-  which the victim answers, instead of one.
+  which the victim answers, instead of one. A member we do not know yet may
+  come with any incarnation up to :data:`NEW_MEMBER_SLACK` past the free
+  limit, so a node that joins after such an attack still learns everyone.
   A view that falls behind in that region is brought up to date by the
   member itself (:func:`may_verify`): its own row in a push-pull we opened
   to its address is the one source allowed any jump.
@@ -47,6 +49,8 @@ INCARNATION_MAX = 0xFFFFFFFF
 INCARNATION_FREE_LIMIT = 1 << 31
 #: Above the free limit, a claim may raise a known incarnation by at most this.
 INCARNATION_STEP = 1
+#: How far past the free limit a member we do not know yet may start.
+NEW_MEMBER_SLACK = 1 << 24
 
 #: Longest node name we accept, in UTF-8 bytes (a DNS name is at most 253).
 MAX_NAME_BYTES = 512
@@ -57,14 +61,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def plausible_incarnation(known: int | None, claimed: int) -> bool:
-    """Whether a peer's ``claimed`` incarnation for a member may be believed.
+    """Whether a peer's ``claimed`` incarnation for a member may be believed:
+    ``claimed <= max(known, 2^31) + 1``.
 
     ``known`` is the member's incarnation in our table (ours, for claims
     about ourselves), ``None`` for a member we do not know.
     """
-    if claimed <= INCARNATION_FREE_LIMIT:
-        return True
-    return known is not None and claimed <= known + INCARNATION_STEP
+    if known is None:
+        return claimed <= INCARNATION_FREE_LIMIT + NEW_MEMBER_SLACK
+    return claimed <= max(known, INCARNATION_FREE_LIMIT) + INCARNATION_STEP
 
 
 def refutation_incarnation(own: int, accused: int) -> int | None:

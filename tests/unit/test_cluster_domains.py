@@ -30,9 +30,10 @@ ATTACKER = ("127.0.0.200", 7946)
 class TestLamportRules:
     def test_free_region_and_step(self):
         assert dom.plausible_ltime(1, FREE)
-        assert not dom.plausible_ltime(1, FREE + 1)
-        assert dom.plausible_ltime(FREE, FREE + dom.LTIME_STEP)
-        assert not dom.plausible_ltime(FREE, FREE + dom.LTIME_STEP + 1)
+        assert dom.plausible_ltime(1, FREE + dom.LTIME_STEP)  # a low clock follows the limit
+        assert not dom.plausible_ltime(1, FREE + dom.LTIME_STEP + 1)
+        assert dom.plausible_ltime(FREE + 10, FREE + 10 + dom.LTIME_STEP)
+        assert not dom.plausible_ltime(FREE + 10, FREE + 11 + dom.LTIME_STEP)
         assert not dom.plausible_ltime(1, TOP)
 
     def test_clock_saturates_instead_of_wrapping(self):
@@ -298,3 +299,20 @@ def test_local_names_outside_the_domain_are_clear_errors():
         net.node("n0").user_event("a\nb", b"", True, net.now)
     with pytest.raises(SwimError, match="event_name_control"):
         net.node("n0").query("a\rb", b"", net.now)
+
+
+def test_a_fresh_node_follows_a_cluster_moved_past_the_limit():
+    """An attack moved the cluster's event clock just past 2^63; a node joining
+    afterwards (clock 1) must still take the cluster's clock and its events."""
+    net = serf_net(2)
+    inject(net, net.node("n0"), sw.UserEvent(FREE, "jump"))
+    net.run(2)
+    act(net, net.node("n1"), "user_event", "honest", b"", False)
+    net.run(2)
+    net.add("late")
+    net.run(5)
+    late = net.node("late")
+    assert late.event_clock.time() > FREE
+    act(net, net.node("n0"), "user_event", "after", b"", False)
+    net.run(3)
+    assert "after" in [e.name for e in emitted(net, "late", UserEvent)]

@@ -48,11 +48,17 @@ class TestIncarnationRules:
         assert domains.plausible_incarnation(1, FREE)
 
     def test_above_the_free_limit_only_a_step_from_what_we_know(self):
-        assert not domains.plausible_incarnation(None, FREE + 1)
-        assert not domains.plausible_incarnation(5, FREE + 1)
-        assert domains.plausible_incarnation(FREE, FREE + domains.INCARNATION_STEP)
-        assert not domains.plausible_incarnation(FREE, FREE + domains.INCARNATION_STEP + 1)
+        assert domains.plausible_incarnation(5, FREE + 1)
+        assert not domains.plausible_incarnation(5, FREE + 2)
+        assert domains.plausible_incarnation(FREE + 100, FREE + 100 + domains.INCARNATION_STEP)
+        assert not domains.plausible_incarnation(FREE + 100, FREE + 102)
         assert not domains.plausible_incarnation(TOP - 1, TOP + 1)
+
+    def test_a_member_we_do_not_know_may_start_past_the_limit(self):
+        """A node joining after an attack walked a member past the limit still learns it."""
+        assert domains.plausible_incarnation(None, FREE + domains.NEW_MEMBER_SLACK)
+        assert not domains.plausible_incarnation(None, FREE + domains.NEW_MEMBER_SLACK + 1)
+        assert not domains.plausible_incarnation(None, TOP)
 
     def test_top_of_range_reachable_only_one_step_at_a_time(self):
         # From the free limit, exhausting uint32 takes this many accepted claims.
@@ -184,10 +190,12 @@ class TestAccusations:
         assert node.incarnation == 1
         assert node.stats["drop.alive_incarnation_implausible"] == 2
 
-    def test_new_member_above_free_limit_is_refused(self):
+    def test_new_member_near_the_top_is_refused(self):
         node = make_node()
-        feed(node, Alive(FREE + 1, "x", "127.0.0.9", 7946))
+        feed(node, Alive(TOP - 5, "x", "127.0.0.9", 7946))
         assert node.member("x") is None
+        feed(node, Alive(FREE + 1000, "y", "127.0.0.8", 7946))
+        assert node.member("y").incarnation == FREE + 1000
 
     def test_accuser_with_control_characters_is_refused(self):
         node = make_node()
