@@ -142,6 +142,10 @@ class _InboundQuery:
 _T_REAP, _T_RECONNECT, _T_QUEUE_CHECK, _T_QUERY_DEADLINE, _T_LEAVE, _T_PRUNE = range(6)
 _T_CATCH_UP, _T_JOIN_FOLLOW_UP = 6, 7
 
+#: Bytes a gossip datagram spends around one Serf message: compound header
+#: and part length, the user-message byte, and encryption.
+_GOSSIP_OVERHEAD = 2 + 2 + 1 + 29
+
 #: A join intent for a member memberlist has not told us about gets this many
 #: gossip intervals for the member's alive message to arrive; then we sync.
 #: A join of ours is followed by a second sync after as long.
@@ -202,6 +206,8 @@ class Serf:
 
         self.node = Node(name, addr, port, config, rng, now, meta=sw.encode_tags(self._tags),
                          delegate=self, encrypted=keyring is not None)
+        #: Largest Serf message one gossip datagram can carry (see _regossip).
+        self._max_gossip_size = config.udp_buffer_size - _GOSSIP_OVERHEAD
         self._pump(now)
         self._schedule(now + config.reap_interval, _T_REAP, None)
         # Serf ticks from its own start, so a real fleet's reconnect attempts are
@@ -424,18 +430,18 @@ class Serf:
             return
         if isinstance(msg, sw.LeaveIntent):
             if self._on_leave_intent(msg, now):
-                self._intents.queue(None, payload)
+                self._regossip(self._intents, payload)
         elif isinstance(msg, sw.JoinIntent):
             if self._on_join_intent(msg, now):
-                self._intents.queue(None, payload)
+                self._regossip(self._intents, payload)
                 if msg.node != self.name and not self._is_alive(msg.node):
                     self._expect_member(msg.node, now)
         elif isinstance(msg, sw.UserEvent):
             if self._on_user_event(msg, now):
-                self._event_queue.queue(None, payload)
+                self._regossip(self._event_queue, payload)
         elif isinstance(msg, sw.Query):
             if self._on_query(msg, now):
-                self._query_queue.queue(None, payload)
+                self._regossip(self._query_queue, payload)
         elif isinstance(msg, sw.QueryResponse):
             self._on_query_response(msg)
         elif isinstance(msg, sw.Relay):
@@ -443,6 +449,18 @@ class Serf:
             self.node.send_user((msg.dest_addr, msg.dest_port), msg.message)
         else:
             self.stats["drop.serf.unexpected"] += 1
+
+    def _regossip(self, queue: BroadcastQueue, payload: bytes) -> None:
+        """Queue a message for gossip, if one gossip datagram can carry it.
+
+        A bigger one arrived by other means (a direct datagram, up to 64 KiB);
+        queued, it would sit at the head of the queue for ever, never sent
+        and keeping an idle agent awake. Serf queues it all the same.
+        """
+        if len(payload) > self._max_gossip_size:
+            self.stats["gossip.too_large"] += 1
+            return
+        queue.queue(None, payload)
 
     # ================================================================== value domains
 
@@ -556,8 +574,14 @@ class Serf:
         for name in pp.left_members:
             if self._counted_name_problem(name, "push_pull"):
                 continue
-            ltime = dom.saturating_add(pp.status_ltimes.get(name, 0))
-            self._on_leave_intent(sw.LeaveIntent(ltime, name), now)
+            leave = sw.LeaveIntent(dom.saturating_add(pp.status_ltimes.get(name, 0)), name)
+            if self._on_leave_intent(leave, now) and self._is_leaving(name):
+                # A peer says a member we see alive has left. Serf believes it
+                # quietly; if it is not true, the member never hears of it and
+                # stays "leaving" in our view for good. Gossiped, the intent
+                # reaches the member, which refutes it if it is still here.
+                self.stats["intent.regossiped_from_push_pull"] += 1
+                self._regossip(self._intents, sw.encode_serf(leave))
         for name, ltime in pp.status_ltimes.items():
             if name not in left and not self._counted_name_problem(name, "push_pull"):
                 self._on_join_intent(sw.JoinIntent(ltime, name), now)
@@ -723,6 +747,10 @@ class Serf:
         """
         if self._state == _ALIVE and self.node.sync_now(now):
             self.stats["join.follow_up_sync"] += 1
+
+    def _is_leaving(self, name: str) -> bool:
+        m = self._members.get(name)
+        return m is not None and m.status == MemberStatus.LEAVING
 
     def _is_alive(self, name: str) -> bool:
         m = self._members.get(name)

@@ -316,3 +316,29 @@ def test_a_fresh_node_follows_a_cluster_moved_past_the_limit():
     act(net, net.node("n0"), "user_event", "after", b"", False)
     net.run(3)
     assert "after" in [e.name for e in emitted(net, "late", UserEvent)]
+
+
+def test_push_pull_calling_a_live_member_left_is_gossiped_and_refuted():
+    """Serf applies a peer's LeftMembers quietly: a live member listed there stays
+    "leaving" in that view for good. We gossip the intent; the member refutes it."""
+    net = serf_net(3)
+    n0, n1 = net.node("n0"), net.node("n1")
+    user = sw.encode_serf(sw.SerfPushPull(5, {"n1": 50}, ("n1",), 1, (), 1))
+    stream = codec.encode_push_pull(PushPull(False, (), user))
+    n0.handle_stream(stream, ATTACKER, net.now)
+    net._flush(n0)
+    assert statuses(net, "n0")["n1"] == "leaving"
+    net.run(3)
+    for node in net.live():
+        assert statuses(net, node.name)["n1"] == "alive"
+    assert n0.stats["intent.regossiped_from_push_pull"] == 1
+    assert n1.clock.time() > 51
+
+
+def test_message_too_big_for_gossip_is_applied_not_queued():
+    net = serf_net(2)
+    n0 = net.node("n0")
+    inject(net, n0, sw.UserEvent(9, "big", b"x" * 2000))
+    assert "big" in [e.name for e in emitted(net, "n0", UserEvent)]
+    assert n0.stats["gossip.too_large"] == 1
+    assert not n0.has_broadcasts()
