@@ -32,6 +32,11 @@ class SerfNode:
         self.leave_finished = False
         #: Serf-level events emitted (member join/leave/failed/..., user events).
         self.app_events = 0
+        #: When a list, every application effect (Emit, QueryReply, QueryDone) is kept
+        #: in it too, in order, for tests that check what the application saw
+        #: (tests/sim/test_hostile_state_machine.py). Off by default: scenarios run
+        #: long and only count.
+        self.app_log: list[Any] | None = None
         self._tapped: list[Effect] = []
         self.serf = Serf(name, addr, port, config, rng, now)
         inner = self.serf.node
@@ -76,6 +81,8 @@ class SerfNode:
                 self.leave_finished = True
             elif isinstance(e, self._app_types):
                 self.app_events += 1
+                if self.app_log is not None:
+                    self.app_log.append(e)
             else:
                 out.append(e)
         if self._tapped:
