@@ -139,6 +139,9 @@ class _InboundQuery:
 
 
 # Timer kinds
+#: Suffix of the drop reasons of a Lamport time outside :func:`.domains.plausible_ltime`.
+_IMPLAUSIBLE = "_ltime_implausible"
+
 _T_REAP, _T_RECONNECT, _T_QUEUE_CHECK, _T_QUERY_DEADLINE, _T_LEAVE, _T_PRUNE = range(6)
 _T_CATCH_UP, _T_JOIN_FOLLOW_UP = 6, 7
 
@@ -181,6 +184,8 @@ class Serf:
             "query", self.stats, dom.MAX_EVENTS_PER_SLOT, size=sw.EVENT_BUFFER_SIZE)
 
         self._members: dict[str, _Member] = {}
+        #: Which member lives at an address (to verify what it sent, see notify_msg).
+        self._member_at: dict[Address, str] = {}
         self._failed: list[str] = []
         self._left: list[str] = []
         self._recent_intents: dict[str, tuple[int, int, float]] = {}  # name -> (type, ltime, when)
@@ -417,7 +422,7 @@ class Serf:
 
     # ================================================================== delegate (called by Node)
 
-    def notify_msg(self, payload: bytes, now: float) -> None:
+    def notify_msg(self, payload: bytes, now: float, source: Address | None = None) -> None:
         self._pump(now)
         try:
             msg = sw.decode_serf(payload)
@@ -427,6 +432,8 @@ class Serf:
         problem = self._message_problem(msg)
         if problem is not None:
             self.stats["drop.serf." + problem] += 1
+            if source is not None and problem.endswith(_IMPLAUSIBLE):
+                self._verify_sender(source, now)
             return
         if isinstance(msg, sw.LeaveIntent):
             if self._on_leave_intent(msg, now):
@@ -450,6 +457,21 @@ class Serf:
         else:
             self.stats["drop.serf.unexpected"] += 1
 
+    def _verify_sender(self, source: Address, now: float) -> None:
+        """A member sent a time we refused: sync with it to see if we are behind.
+
+        Times past the free limit may only move a clock by a step
+        (:mod:`.domains`); a member whose clock moved further on a path that
+        is not gossiped (a no-rebroadcast query, a push-pull) would otherwise
+        be refused by everyone for good, and so would a whole cluster by a
+        member that restarted with a fresh clock. The reply to a stream we
+        open is believed whole (nobody can spoof it), so one sync closes the
+        gap. A spoofed sender costs one sync per member per verify interval.
+        """
+        name = self._member_at.get(source)
+        if name is not None and name != self.name and self.node.verify_member(name, source, now):
+            self.stats["verify.implausible_time"] += 1
+
     def _regossip(self, queue: BroadcastQueue, payload: bytes) -> None:
         """Queue a message for gossip, if one gossip datagram can carry it.
 
@@ -464,17 +486,21 @@ class Serf:
 
     # ================================================================== value domains
 
-    def _message_problem(self, msg: sw.SerfMessage) -> str | None:
-        """Why a decoded Serf message is outside our domains (see :mod:`.domains`)."""
+    def _message_problem(self, msg: sw.SerfMessage, trusted: bool = False) -> str | None:
+        """Why a decoded Serf message is outside our domains (see :mod:`.domains`).
+
+        ``trusted``: it came in the reply to a stream we opened; its times
+        are believed whatever their jump (see :meth:`_verify_sender`).
+        """
         if isinstance(msg, (sw.JoinIntent, sw.LeaveIntent)):
             return (self._name_problem(msg.node, "intent")
-                    or self._ltime_problem(self.clock, msg.ltime, "intent"))
+                    or self._ltime_problem(self.clock, msg.ltime, "intent", trusted))
         if isinstance(msg, sw.UserEvent):
             if len(msg.name.encode("utf-8", "surrogateescape")) + len(
                     msg.payload) > dom.MAX_USER_EVENT_BYTES:
                 return "event_too_large"
             problem = dom.event_name_problem(msg.name)
-            return problem or self._ltime_problem(self.event_clock, msg.ltime, "event")
+            return problem or self._ltime_problem(self.event_clock, msg.ltime, "event", trusted)
         if isinstance(msg, sw.Query):
             return self._query_problem(msg)
         if isinstance(msg, sw.QueryResponse):
@@ -490,10 +516,11 @@ class Serf:
         return None if problem is None else f"{what}_{problem}"
 
     @staticmethod
-    def _ltime_problem(clock: LamportClock, ltime: int, what: str) -> str | None:
-        if dom.plausible_ltime(clock.time(), ltime):
+    def _ltime_problem(clock: LamportClock, ltime: int, what: str,
+                       trusted: bool = False) -> str | None:
+        if trusted or dom.plausible_ltime(clock.time(), ltime):
             return None
-        return f"{what}_ltime_implausible"
+        return f"{what}{_IMPLAUSIBLE}"
 
     def _query_problem(self, q: sw.Query) -> str | None:
         problem = (dom.event_name_problem(q.name)
@@ -548,7 +575,13 @@ class Serf:
                              self.query_clock.time())
         return sw.encode_serf(pp)
 
-    def merge_remote_state(self, payload: bytes, join: bool, now: float) -> None:
+    def merge_remote_state(self, payload: bytes, join: bool, now: float,
+                           trusted: bool = False) -> None:
+        """Merge a peer's Serf state (Serf's MergeRemoteState, with our domains).
+
+        ``trusted``: the reply to a stream we opened, so its clocks are
+        believed whatever their jump (see :meth:`_verify_sender`).
+        """
         self._pump(now)
         try:
             pp = sw.decode_serf(payload)
@@ -558,9 +591,11 @@ class Serf:
         if not isinstance(pp, sw.SerfPushPull):
             self.stats["drop.serf.push_pull_type"] += 1
             return
-        problem = (self._ltime_problem(self.clock, pp.ltime, "push_pull")
-                   or self._ltime_problem(self.event_clock, pp.event_ltime, "push_pull")
-                   or self._ltime_problem(self.query_clock, pp.query_ltime, "push_pull"))
+        # Status times are intents' times: held to the member clock like them.
+        member_times = (pp.ltime, max(pp.status_ltimes.values(), default=0))
+        problem = (self._ltime_problem(self.clock, max(member_times), "push_pull", trusted)
+                   or self._ltime_problem(self.event_clock, pp.event_ltime, "push_pull", trusted)
+                   or self._ltime_problem(self.query_clock, pp.query_ltime, "push_pull", trusted))
         if problem is not None:
             self.stats["drop.serf." + problem] += 1
             return
@@ -582,21 +617,46 @@ class Serf:
                 # reaches the member, which refutes it if it is still here.
                 self.stats["intent.regossiped_from_push_pull"] += 1
                 self._regossip(self._intents, sw.encode_serf(leave))
+        self._refute_stale_leave(pp.status_ltimes.get(self.name), now)
         for name, ltime in pp.status_ltimes.items():
             if name not in left and not self._counted_name_problem(name, "push_pull"):
                 self._on_join_intent(sw.JoinIntent(ltime, name), now)
-        if join and self._ignore_old_joins and pp.event_ltime > self._event_min_time:
-            self._event_min_time = pp.event_ltime
+        # Joining with "ignore old", the events the peer holds are history:
+        # remembered as seen, not delivered. Serf instead drops every event
+        # older than the peer's event clock, which one forged push-pull or
+        # one event that was never gossiped can move past everyone else's:
+        # their next events were then dropped for good (tests/unit/test_hostile_repros.py).
+        ignore_old = join and bool(self._ignore_old_joins)
         for slot in pp.events:
             if slot is None:
                 continue
             for record in slot.events:
                 event = sw.UserEvent(slot.ltime, record.name, record.payload)
-                problem = self._message_problem(event)
+                problem = self._message_problem(event, trusted)
                 if problem is not None:
                     self.stats["drop.serf." + problem] += 1
-                    continue
-                self._on_user_event(event, now)
+                elif ignore_old:
+                    self.event_clock.witness(event.ltime)
+                    self._event_ring.add(event.ltime, (event.name, event.payload))
+                else:
+                    self._on_user_event(event, now)
+
+    def _refute_stale_leave(self, ltime: int | None, now: float) -> None:
+        """A peer holds our status at a time newer than ours: say we are alive.
+
+        That time comes from an intent about us that we never heard: most
+        likely a leave (forged, or gossiped while we were cut off), leaving us
+        "leaving" in that peer's view for good, since a leave is refuted only
+        by the member itself and gossip does not repeat it. Push-pull carries
+        it as a status time, so the periodic sync brings the news; a newer
+        join intent repairs every view. Serf has no such repair.
+        """
+        me = self._members.get(self.name)
+        if ltime is None or me is None or ltime <= me.status_ltime or self._state != _ALIVE:
+            return
+        self.stats["intent.refuted_from_push_pull"] += 1
+        self.clock.witness(ltime)
+        self._broadcast_join(self.clock.time(), now)
 
     def _counted_name_problem(self, name: str, what: str) -> bool:
         problem = self._name_problem(name, what)
@@ -628,7 +688,8 @@ class Serf:
             m = self._members.get(node.name)
             if m is None:
                 return
-            m.addr, m.port, m.vsn = node.addr, node.port, node.vsn
+            self._place(m, node.addr, node.port)
+            m.vsn = node.vsn
             m.tags = self._decode_tags(node.meta)
             self._emit(ev.EventType.MEMBER_UPDATE, m)
         else:
@@ -657,12 +718,20 @@ class Serf:
             old = m.status
             m.status = MemberStatus.ALIVE
             m.leave_time = 0.0
-            m.addr, m.port, m.vsn = addr, port, vsn
+            m.vsn = vsn
             m.tags = self._decode_tags(meta)
             if old in (MemberStatus.FAILED, MemberStatus.LEFT):
                 self._drop_from(self._failed, name)
                 self._drop_from(self._left, name)
+        self._place(m, addr, port)
         self._emit(ev.EventType.MEMBER_JOIN, m)
+
+    def _place(self, m: _Member, addr: str, port: int) -> None:
+        """Record (or move) a member's address, keeping ``_member_at`` in step."""
+        if self._member_at.get((m.addr, m.port)) == m.name:
+            del self._member_at[(m.addr, m.port)]
+        m.addr, m.port = addr, port
+        self._member_at[(addr, port)] = m.name
 
     def _on_node_leave(self, name: str, state: MemberState, now: float) -> None:
         m = self._members.get(name)
@@ -840,6 +909,8 @@ class Serf:
         m = self._members.pop(name, None)
         if m is None:
             return
+        if self._member_at.get((m.addr, m.port)) == name:
+            del self._member_at[(m.addr, m.port)]
         self._drop_from(self._failed, name)
         self._drop_from(self._left, name)
         self._emit(ev.EventType.MEMBER_REAP, m)
@@ -895,6 +966,7 @@ class Serf:
             self._internal_query(self._handle, q, now)
             return rebroadcast
         self._schedule(pending.deadline, _T_QUERY_DEADLINE, self._handle)
+        self._forget_evicted_query_timers()
         self._effects.append(Emit(ev.QueryEvent(q.ltime, self._handle, q.name, q.payload,
                                                 q.source_node, pending.deadline)))
         return rebroadcast
@@ -1005,6 +1077,23 @@ class Serf:
             keys = keys[:-1]
 
     # ================================================================== timers
+
+    def _forget_evicted_query_timers(self) -> None:
+        """Drop the deadline timers of queries evicted by the pending cap.
+
+        Each query from a peer waits on a timer up to its timeout (an hour at
+        most); evicted early, its timer would stay behind, and a flood would
+        hold one per query for that hour. Rebuilt when the heap holds twice
+        the cap, so the cost is amortised over the queries that filled it.
+        """
+        if len(self._timers) <= 2 * dom.MAX_PENDING_QUERIES:
+            return
+        inbound = self._inbound
+        self._timers = [t for t in self._timers
+                        if t[2] != _T_QUERY_DEADLINE or isinstance(t[3], _OutboundQuery)
+                        or t[3] in inbound]
+        heapq.heapify(self._timers)
+        self.stats["timers.compacted"] += 1
 
     def _schedule(self, when: float, kind: int, arg: Any) -> None:
         self._timer_seq += 1

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from swimlib.membership.types import Address
+
 
 class Delegate(Protocol):
-    def notify_msg(self, payload: bytes, now: float) -> None:
-        """A user message (memberlist type 8) arrived."""
+    def notify_msg(self, payload: bytes, now: float, source: Address | None = None) -> None:
+        """A user message (memberlist type 8) arrived; ``source`` is the datagram's
+        sender (None for one that came on a stream, whose port says nothing)."""
         ...
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
@@ -27,8 +30,10 @@ class Delegate(Protocol):
         """User state to send in a push-pull."""
         ...
 
-    def merge_remote_state(self, payload: bytes, join: bool, now: float) -> None:
-        """User state received in a push-pull."""
+    def merge_remote_state(self, payload: bytes, join: bool, now: float,
+                           trusted: bool = False) -> None:
+        """User state received in a push-pull; ``trusted`` when it is the reply
+        to a stream we opened (nobody can spoof that)."""
         ...
 
     def ack_payload(self) -> bytes:
@@ -39,7 +44,7 @@ class Delegate(Protocol):
 class NullDelegate:
     """No application layer: empty meta, no user messages or state."""
 
-    def notify_msg(self, payload: bytes, now: float) -> None:
+    def notify_msg(self, payload: bytes, now: float, source: Address | None = None) -> None:
         return None
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
@@ -51,7 +56,8 @@ class NullDelegate:
     def local_state(self, join: bool) -> bytes:
         return b""
 
-    def merge_remote_state(self, payload: bytes, join: bool, now: float) -> None:
+    def merge_remote_state(self, payload: bytes, join: bool, now: float,
+                           trusted: bool = False) -> None:
         return None
 
     def ack_payload(self) -> bytes:

@@ -780,18 +780,28 @@ class Node:
         self._open_stream(dest, self._local_state(False), _S_PUSH_PULL, dest)
         return True
 
-    def _verify(self, st: NodeState, now: float) -> None:
+    def verify_member(self, name: str, source: Address, now: float) -> bool:
+        """Sync with the live member ``name`` living at ``source`` (rate-limited
+        as :meth:`_verify`): the layer above refused something that member
+        sent as implausible, and its own state says whether we are behind."""
+        st = self._node_map.get(name)
+        if st is None or st.state != MemberState.ALIVE or (st.addr, st.port) != source:
+            return False
+        return self._verify(st, now)
+
+    def _verify(self, st: NodeState, now: float) -> bool:
         """Sync with ``st`` itself after refusing a claim about it (see
         :func:`domains.may_verify`): its own row is the one we may believe
         whatever its jump, so a view left behind catches up."""
         if st.name == self.name or st.dead_or_left():
-            return
+            return False
         if not domains.may_verify(self._verified.get(st.name), now):
-            return
+            return False
         self._verified[st.name] = now
         self.stats["verify.sync"] += 1
         dest = (st.addr, st.port)
         self._open_stream(dest, self._local_state(False), _S_PUSH_PULL, dest)
+        return True
 
     def _local_state(self, join: bool) -> bytes:
         """Our whole table as an encoded push-pull (rows cached between syncs)."""
@@ -825,7 +835,8 @@ class Node:
                 # A peer's "dead" only makes us suspect: we never kill on hearsay.
                 self._on_suspect(Suspect(r.incarnation, r.name, me), now)
         if remote.user_state and self._has_delegate:
-            self._delegate.merge_remote_state(remote.user_state, remote.join, now)
+            self._delegate.merge_remote_state(remote.user_state, remote.join, now,
+                                              trusted=peer is not None)
 
     def _verify_protocol(self, remote: Sequence[PushNodeState]) -> bool:
         """Every alive node's current versions must fit the cluster-wide ranges."""
@@ -898,7 +909,7 @@ class Node:
             self._end_probe_if_every_path_failed(handler, now)
 
     def _on_user(self, msg: UserMsg, source: Address, now: float) -> None:
-        self._delegate.notify_msg(msg.payload, now)
+        self._delegate.notify_msg(msg.payload, now, source)
 
     def _on_err(self, msg: ErrResp, source: Address, now: float) -> None:
         self.stats["drop.unexpected_err"] += 1

@@ -81,23 +81,7 @@ HAZARD_LEAVE_RESTART = "graceful-leave-then-restart"
 #: Open bugs, by the input class that triggers them -> their repro test in
 #: tests/unit/test_hostile_repros.py. Each class is excluded from the generated
 #: input until its repro passes; then delete the line.
-KNOWN_BUGS: dict[str, tuple[str, ...]] = {
-    hostile.HAZARD_LTIME_PAST_HALF: (
-        "test_no_rebroadcast_query_past_half_silences_the_nodes_queries",
-        "test_push_pull_event_slot_past_half_silences_the_nodes_user_events",
-        "test_push_pull_status_ltime_max_leaves_a_node_unable_to_refute_a_leave",
-        "test_cluster_clock_past_half_leaves_a_restarted_node_deaf"),
-    hostile.HAZARD_EVENT_CLOCK_SKEW: (
-        "test_push_pull_event_clock_skew_makes_a_joiner_drop_events",),
-    hostile.HAZARD_LEAVE_LIVE_MEMBER: (
-        "test_leave_intent_the_member_misses_leaves_it_leaving_for_good",
-        "test_left_member_unknown_to_a_joiner_is_leaving_once_it_appears"),
-    # The same bug without a forged message: a member that left and restarted
-    # was marked leaving by a peer's stale push-pull (still listing it as left);
-    # the intent, gossiped since 1e6c214, was lost among fake members.
-    HAZARD_LEAVE_RESTART: (
-        "test_leave_intent_the_member_misses_leaves_it_leaving_for_good",),
-}
+KNOWN_BUGS: dict[str, tuple[str, ...]] = {}
 
 
 def _avoided() -> frozenset[str]:

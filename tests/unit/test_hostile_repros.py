@@ -4,44 +4,46 @@ tests/sim/test_hostile_state_machine.py throws well-formed hostile messages
 at a running Serf cluster; each distinct bug it found is pinned here as one
 deterministic test on the same simulator: a converged 4-node cluster running
 the real Serf layer, the one or two messages that trigger the bug, and the
-property that breaks. Open bugs are ``xfail(strict=True)``: the suite stays
-green while they are open and turns red the moment one is fixed, which is the
-cue to drop the xfail *and* the matching ``KNOWN_BUGS`` line in the state
-machine, so it generates that input class again.
+property that broke. All are fixed; each test failed before its fix.
 
 The messages are built with swimlib's own encoders where they allow the
 values (they do for all of these: the bugs are in what the receiver does with
 values the wire can carry), so each test reads as the attack it is.
 
 The list (M: found by the state machine; P: found by probing the classes the
-machine generates, by hand):
+machine generates, by hand). Serf 0.9 has 4 to 8 as well.
 
-0. fixed 7bd56db, known (issue 7's headline) -- LTime 2^64-1 overflowed a clock;
+0. M/known (issue 7's headline) -- LTime 2^64-1 overflowed a clock;
    ``test_ltime_max_overflows_a_clock_and_breaks_push_pull``.
-1. open, P -- a node's clock pushed to the plausibility edge by a path that is
-   not gossiped (no-rebroadcast query, push-pull ring slot) sends times its
-   peers refuse: ``test_no_rebroadcast_query_past_half_silences_the_nodes_queries``,
+1. P -- a node's clock pushed to the plausibility edge by a path that is
+   not gossiped (no-rebroadcast query, push-pull ring slot) sent times its
+   peers refused: ``test_no_rebroadcast_query_past_half_silences_the_nodes_queries``,
    ``test_push_pull_event_slot_past_half_silences_the_nodes_user_events``.
-2. open, M -- once the cluster's clocks are past the edge, a node restarting
-   with a fresh clock refuses all Serf traffic:
-   ``test_cluster_clock_past_half_leaves_a_restarted_node_deaf``
-   (4b463cc moved the edge from 2^63 to 2^63 + 2^32; the cliff moved with it).
-3. open, P -- push-pull StatusLTimes bypass the LTime domain (2^64-1 saturates
-   the member clock):
-   ``test_push_pull_status_ltime_max_leaves_a_node_unable_to_refute_a_leave``.
-4. fixed 1e6c214, M -- a push-pull's LeftMembers marked a live member leaving,
-   ungossiped: ``test_push_pull_left_members_mark_a_live_member_leaving_for_good``.
-5. fixed 1e6c214, M -- messages too big to gossip stayed queued for ever:
+   Fixed: a refused time from a member makes us sync with it, and the reply
+   to a stream we opened is believed whole.
+2. M -- once the cluster's clocks were past the edge, a node restarting
+   with a fresh clock refused all Serf traffic:
+   ``test_cluster_clock_past_half_leaves_a_restarted_node_deaf``. Fixed by
+   the same trust in the join's reply.
+3. P -- push-pull StatusLTimes bypassed the LTime domain (2^64-1 saturated
+   the member clock): ``test_push_pull_status_ltime_max_leaves_a_node_unable_to_refute_a_leave``.
+4. M -- a push-pull's LeftMembers marked a live member leaving, ungossiped:
+   ``test_push_pull_left_members_mark_a_live_member_leaving_for_good``.
+5. M -- messages too big to gossip stayed queued for ever:
    ``test_message_too_big_to_gossip_stays_queued_for_ever``.
-6. open, M -- a leave intent the member itself misses is never refuted:
+6. M -- a leave intent the member itself missed was never refuted:
    ``test_leave_intent_the_member_misses_leaves_it_leaving_for_good``.
-7. open, M -- a LeftMembers entry about a member not yet known is applied,
-   ungossiped, when it appears:
-   ``test_left_member_unknown_to_a_joiner_is_leaving_once_it_appears``.
-8. open, M -- a push-pull moves one node's event clock alone; a node joining
-   through it drops the others' events for good:
-   ``test_push_pull_event_clock_skew_makes_a_joiner_drop_events``.
-9. open, P -- query deadline timers outlive the pending-query cap:
+   Fixed: a push-pull showing our status at a newer time makes us refute.
+7. M -- a LeftMembers entry about a member not yet known was applied,
+   ungossiped, when it appeared:
+   ``test_left_member_unknown_to_a_joiner_is_leaving_once_it_appears``
+   (the refutation of 6 repairs it).
+8. M -- a push-pull moved one node's event clock alone; a node joining
+   through it dropped the others' events for good:
+   ``test_push_pull_event_clock_skew_makes_a_joiner_drop_events``. Fixed:
+   an "ignore old" join remembers the peer's events as seen instead of
+   dropping everything older than the peer's clock.
+9. P -- query deadline timers outlived the pending-query cap:
    ``test_query_flood_grows_the_timer_heap_past_the_pending_query_cap``.
 """
 
@@ -184,7 +186,7 @@ def test_ltime_max_overflows_a_clock_and_breaks_push_pull(message: sw.SerfMessag
     assert user_event_reaches(sim, 1) == EVERYONE
 
 
-# --------------------------------------------------------------------------- open bugs
+# ------------------------------------------------------------------ the bugs (now regressions)
 
 
 def test_push_pull_left_members_mark_a_live_member_leaving_for_good() -> None:
@@ -210,9 +212,6 @@ def test_push_pull_left_members_mark_a_live_member_leaving_for_good() -> None:
     assert status(sim, 1, 0) == "alive"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a no-rebroadcast query at the plausibility edge moves one node's query clock past "
-    "it alone; every later query of that node is implausible to its peers"))
 def test_no_rebroadcast_query_past_half_silences_the_nodes_queries() -> None:
     """One datagram and a node's queries never reach anyone again.
 
@@ -233,9 +232,6 @@ def test_no_rebroadcast_query_past_half_silences_the_nodes_queries() -> None:
     assert query_reaches(sim, 1) == EVERYONE
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "event slots merged from a push-pull are witnessed but never gossiped: one at the "
-    "plausibility edge moves one node's event clock past it alone"))
 def test_push_pull_event_slot_past_half_silences_the_nodes_user_events() -> None:
     """One stream and a node's user events never reach anyone again.
 
@@ -251,9 +247,6 @@ def test_push_pull_event_slot_past_half_silences_the_nodes_user_events() -> None
     assert user_event_reaches(sim, 1) == EVERYONE
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "StatusLTimes in a Serf push-pull bypass the Lamport-time domain: 2^64-1 "
-    "saturates the member clock, and the node's intents are refused by everyone after"))
 def test_push_pull_status_ltime_max_leaves_a_node_unable_to_refute_a_leave() -> None:
     """A push-pull stream, then a forged leave: the victim stays *leaving* for good.
 
@@ -271,9 +264,6 @@ def test_push_pull_status_ltime_max_leaves_a_node_unable_to_refute_a_leave() -> 
     assert [status(sim, i, 1) for i in EVERYONE] == ["alive"] * 4
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "once a gossiped LTime at the plausibility edge has moved the cluster's clocks past "
-    "it, a node that (re)joins with a fresh clock refuses all the cluster's Serf traffic"))
 def test_cluster_clock_past_half_leaves_a_restarted_node_deaf() -> None:
     """One gossiped user event at ``EDGE``; then any node that restarts is deaf for good.
 
@@ -323,10 +313,6 @@ def test_message_too_big_to_gossip_stays_queued_for_ever(message: sw.SerfMessage
     assert not serf(sim, 1).node.has_broadcasts()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a push-pull moves one node's event clock without gossip; a node that joins "
-    "through it takes that clock as its event min-time and silently drops, for good, "
-    "every event the others send before their clocks catch up"))
 def test_push_pull_event_clock_skew_makes_a_joiner_drop_events() -> None:
     """One stream to node-0000, then a member rejoining through it misses events.
 
@@ -352,10 +338,6 @@ def test_push_pull_event_clock_skew_makes_a_joiner_drop_events() -> None:
     assert user_event_reaches(sim, 2, wait=90) == EVERYONE
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a leave intent for a live member that the member itself misses is never refuted: "
-    "nothing repairs 'leaving' (push-pull carries it only as a join time), so the member "
-    "is 'leaving' in every view for good"))
 @pytest.mark.parametrize("via", ["gossip", "push_pull"])
 def test_leave_intent_the_member_misses_leaves_it_leaving_for_good(via: str) -> None:
     """A forged leave for node-0003 while it is cut off for 2 s: 'leaving' for good.
@@ -389,10 +371,6 @@ def test_leave_intent_the_member_misses_leaves_it_leaving_for_good(via: str) -> 
     assert [status(sim, i, 3) for i in EVERYONE] == ["alive"] * 4
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a push-pull's LeftMembers entry for a member the receiver does not know yet is "
-    "kept as an intent and applied, ungossiped, once memberlist announces the member: "
-    "'leaving' for good in that view"))
 def test_left_member_unknown_to_a_joiner_is_leaving_once_it_appears() -> None:
     """A node that (re)joins through a stale or forged state sees a live member leaving.
 
@@ -419,9 +397,6 @@ def test_left_member_unknown_to_a_joiner_is_leaving_once_it_appears() -> None:
     assert [status(sim, i, 1) for i in EVERYONE] == ["alive"] * 4
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "each query from others schedules a deadline timer that stays in the heap for its "
-    "whole timeout (up to an hour), also after the query was evicted by the 1,024 cap"))
 def test_query_flood_grows_the_timer_heap_past_the_pending_query_cap() -> None:
     """10,160 queries (80 datagrams) leave 10,160 timers behind; the cap says 1,024.
 
