@@ -713,6 +713,7 @@ class Serf:
                 m.status_ltime = ltime
                 if kind == sw.SerfMessageType.LEAVE:
                     m.status = MemberStatus.LEAVING
+                    m.leave_time = now
             self._members[name] = m
         else:
             old = m.status
@@ -872,6 +873,7 @@ class Serf:
         if m.status == MemberStatus.ALIVE:
             m.status = MemberStatus.LEAVING
             m.status_ltime = msg.ltime
+            m.leave_time = now
         elif m.status == MemberStatus.FAILED:
             m.status = MemberStatus.LEFT
             m.status_ltime = msg.ltime
@@ -1139,6 +1141,25 @@ class Serf:
         cutoff = now - self.config.recent_intent_timeout
         for name in [n for n, (_, _, t) in self._recent_intents.items() if t < cutoff]:
             del self._recent_intents[name]
+        self._expire_stale_leaves(now)
+
+    def _expire_stale_leaves(self, now: float) -> None:
+        """A member "leaving" that memberlist still sees alive long after is alive.
+
+        A member that really leaves stops gossiping within its broadcast
+        timeout and leave-propagate delay, and memberlist then reports it
+        left. One still alive ten times that long after its leave intent did
+        not send it, or never heard it to refute it: a Serf peer, which only
+        refutes a leave it hears (swimlib members also refute through
+        push-pull, see :meth:`_refute_stale_leave`). Serf keeps it "leaving"
+        for good; the next leave intent, newer, still applies.
+        """
+        grace = 10 * (self.config.broadcast_timeout + self.config.leave_propagate_delay)
+        for m in self._members.values():
+            if (m.status == MemberStatus.LEAVING and m.name != self.name
+                    and now - m.leave_time > grace):
+                m.status = MemberStatus.ALIVE
+                self.stats["intent.leave_expired"] += 1
 
     def _reconnect(self, now: float) -> None:
         """Try to rejoin one failed member, with probability failed/alive (Serf)."""

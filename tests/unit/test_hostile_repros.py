@@ -432,3 +432,22 @@ def test_query_reply_effects_are_recorded() -> None:
     acks = {e.from_node for e in log(sim, 0) if isinstance(e, QueryReply)
             and e.handle == handle and e.kind == "ack"}
     assert acks == {name(i) for i in EVERYONE}
+
+
+def test_missed_leave_about_a_member_that_cannot_refute_it_expires() -> None:
+    """The same missed leave as above, about a member that only refutes what it
+    hears (a Serf 0.9 peer: no refutation through push-pull). memberlist sees it
+    alive all along, so after ten broadcast timeouts (+ leave delay) every view
+    takes it as alive again; before, it stayed 'leaving' for good."""
+    from simulations import faults
+
+    sim = cluster()
+    serf(sim, 3)._refute_stale_leave = lambda ltime, now: None  # type: ignore[method-assign]
+    rules = faults.partition(sim, [3], [0, 1, 2])
+    inject_packet(sim, 1, serf_datagram(sw.LeaveIntent(10, name(3))))
+    sim.run_until(sim.now + 2)
+    assert [status(sim, i, 3) for i in range(3)] == ["leaving"] * 3
+    faults.heal(sim, rules)
+    sim.run_until(sim.now + 120)
+    assert [status(sim, i, 3) for i in EVERYONE] == ["alive"] * 4
+    assert all(serf(sim, i).stats["intent.leave_expired"] == 1 for i in range(3))
