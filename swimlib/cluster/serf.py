@@ -893,17 +893,24 @@ class Serf:
         else:
             self._erase(m.name)
 
-    def _prune_due(self, name: str) -> None:
+    def _prune_due(self, name: str, now: float) -> None:
         """Erase a pruned member unless it came back meanwhile.
 
         Serf erases unconditionally; then a forged ``leave(prune)`` for a
-        live member, refuted by its join, still removes it from our table
-        while memberlist keeps it alive: it would vanish from our view for
-        good.
+        live member, refuted by its join or not (it may never hear it),
+        still removes it from our table while memberlist keeps it alive: it
+        would vanish from our view for good.
         """
         m = self._members.get(name)
         if m is not None and m.status == MemberStatus.ALIVE:
             self.stats["prune.cancelled"] += 1
+            return
+        if m is not None and m.status == MemberStatus.LEAVING:
+            # memberlist still sees it alive: erased now, it would never be
+            # announced again. Wait until it is left (then erase) or its leave
+            # expires (then keep it: see _expire_stale_leaves).
+            self.stats["prune.deferred"] += 1
+            self._prune(m, now)
             return
         self._erase(name)
 
@@ -1124,7 +1131,7 @@ class Serf:
         elif kind == _T_LEAVE:
             self._advance_leave(now)
         elif kind == _T_PRUNE:
-            self._prune_due(arg)
+            self._prune_due(arg, now)
         elif kind == _T_CATCH_UP:
             self._catch_up_now(now)
         elif kind == _T_JOIN_FOLLOW_UP:

@@ -45,6 +45,12 @@ machine generates, by hand). Serf 0.9 has 4 to 8 as well.
    dropping everything older than the peer's clock.
 9. P -- query deadline timers outlived the pending-query cap:
    ``test_query_flood_grows_the_timer_heap_past_the_pending_query_cap``.
+10. P -- 6 about a member that does not refute through push-pull (a Serf
+    peer): ``test_missed_leave_about_a_member_that_cannot_refute_it_expires``.
+    Fixed: "leaving" expires while memberlist still sees the member alive.
+11. M (randomized hunt) -- a ``leave(prune)`` the member missed erased it
+    from the Serf table while memberlist kept it alive: gone from the view for
+    good: ``test_pruning_leave_the_member_misses_does_not_erase_it``.
 """
 
 from __future__ import annotations
@@ -451,3 +457,27 @@ def test_missed_leave_about_a_member_that_cannot_refute_it_expires() -> None:
     sim.run_until(sim.now + 120)
     assert [status(sim, i, 3) for i in EVERYONE] == ["alive"] * 4
     assert all(serf(sim, i).stats["intent.leave_expired"] == 1 for i in range(3))
+
+
+def test_pruning_leave_the_member_misses_does_not_erase_it() -> None:
+    """A forged ``leave(prune)`` for node-0000 while it is cut off for 2 s.
+
+    The prune fired while node-0000 was still "leaving" (it never heard the
+    intent, so never refuted) and erased it from the Serf table of every
+    node that heard it; memberlist, for which it stayed alive, never
+    announced it again: gone from those views for good (found by the
+    machine's randomized hunt, seed 2255). A member memberlist still sees
+    alive is not erased; its leave expires instead.
+    """
+    from simulations import faults
+
+    sim = cluster()
+    # As a Serf peer would (or a member whose next push-pull came too late):
+    # no refutation through push-pull.
+    serf(sim, 0)._refute_stale_leave = lambda ltime, now: None  # type: ignore[method-assign]
+    rules = faults.partition(sim, [0], [1, 2, 3])
+    inject_packet(sim, 2, serf_datagram(sw.LeaveIntent(31, name(0), prune=True)))
+    sim.run_until(sim.now + 2)
+    faults.heal(sim, rules)
+    sim.run_until(sim.now + 300)
+    assert [status(sim, i, 0) for i in EVERYONE] == ["alive"] * 4
