@@ -58,7 +58,8 @@ class Config:
     tcp_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Largest UDP datagram we assemble (piggyback budget).
     udp_buffer_size: int = attrs.field(default=1400, validator=_positive)
-    #: After this long dead, a node name may be reclaimed by a new address (0 = never).
+    #: After this long dead, a node name may be reclaimed by a new address on anyone's
+    #: word (0 = never: a dead or left node moves only once its new address answers).
     dead_node_reclaim_time: float = attrs.field(default=0.0, validator=_non_negative)
     #: Fall back to a TCP ping when UDP probes fail (memberlist default on).
     tcp_pings: bool = True

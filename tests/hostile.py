@@ -138,6 +138,9 @@ class Cluster:
     simulated seconds of probing to clear, which a long run cannot always pay.
     ``attacker`` is an address where the attacker answers streams: fake
     members are announced there often, so the cluster opens push-pulls to it.
+    ``loopback_only`` keeps every drawn address on loopback (127.0.0.0/8, ::,
+    ::1 and their v4-mapped forms): live agents act on the addresses they
+    accept, and a test must not make them reach past the machine.
     """
 
     names: tuple[str, ...]
@@ -146,6 +149,7 @@ class Cluster:
     avoid: frozenset[str] = frozenset()
     max_fakes: int = codec.MAX_COMPOUND_PARTS
     attacker: Address = ("127.0.0.200", 7946)
+    loopback_only: bool = False
 
     @property
     def own_name(self) -> bytes:
@@ -478,10 +482,16 @@ def ip_raws(c: Cluster) -> st.SearchStrategy[bytes]:
     odd = [b"", _ip4("0.0.0.0"), _ip4("255.255.255.255"), _ip4("127.0.0.201"),
            _ip4("224.0.0.1"), b"\x00" * 16, b"\x00" * 15 + b"\x01",
            bytes.fromhex("fd000000000000000000000000000002"), _v4_mapped(attacker)]
+    any4: st.SearchStrategy[bytes] = st.binary(min_size=4, max_size=4)
+    any16: st.SearchStrategy[bytes] = st.binary(min_size=16, max_size=16)
+    if c.loopback_only:
+        odd = [raw for raw in odd if len(raw) != 4 or raw in (_ip4("0.0.0.0"), _ip4("127.0.0.201"))]
+        odd = [raw for raw in odd if len(raw) != 16 or raw[:10] == b"\x00" * 10]
+        any4 = st.binary(min_size=3, max_size=3).map(lambda low: b"\x7f" + low)
+        any16 = any4.map(_v4_mapped)
     return st.one_of(
         st.sampled_from(member4), st.just(_ip4(c.own_addr[0])), st.sampled_from(member16),
-        st.just(attacker), st.just(attacker), st.sampled_from(odd),
-        st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16))
+        st.just(attacker), st.just(attacker), st.sampled_from(odd), any4, any16)
 
 
 @_per_cluster

@@ -80,6 +80,9 @@ _MAX_INCARNATION = domains.INCARNATION_MAX
 #: Indirect probes we run for others at once; more are refused (each costs a
 #: ping to an address the requester chose and a timer).
 MAX_PENDING_RELAYS = 1024
+#: Streams in flight that check a claimed new address of a member (see
+#: :meth:`Node._may_move`): each is a TCP connection a claim makes us open.
+MAX_ADDRESS_CHECKS = 16
 #: Leave room for the message itself in a compound (Go 0.2.2 breaks at 128 parts).
 _MAX_PIGGYBACK_PARTS = 120
 
@@ -115,8 +118,8 @@ def push_pull_interval(base: float, n: int) -> float:
 class NodeState:
     """One row of the member table (mutable; snapshots go out as :class:`Member`)."""
 
-    __slots__ = ("addr", "incarnation", "meta", "name", "port", "row", "state", "state_change",
-                 "vsn")
+    __slots__ = ("addr", "heard", "incarnation", "meta", "name", "port", "row", "state",
+                 "state_change", "vsn")
 
     def __init__(self, name: str, addr: str, port: int, meta: bytes, vsn: bytes,
                  incarnation: int, state: MemberState, state_change: float) -> None:
@@ -130,6 +133,9 @@ class NodeState:
         self.state_change = state_change
         #: This row's encoded push-pull bytes; None whenever a field changes.
         self.row: bytes | None = None
+        #: It acked one of our pings from its own address since it was last
+        #: announced at a new address: see :meth:`Node._prefer_heard`.
+        self.heard = False
 
     @property
     def pmax(self) -> int:
@@ -248,6 +254,10 @@ class Node:
         self._table_bytes = 0
         #: When each member's view was last re-checked against the member itself.
         self._verified: dict[str, float] = {}
+        #: Request ids of the streams checking a claimed new address.
+        self._address_checks: set[int] = set()
+        #: Members whose ``heard`` is set (so draws skip the filter while none is).
+        self._heard_count = 0
         self._probe: _Probe | None = None
         self._probe_pending = False
         self._streams: dict[int, tuple[int, Any]] = {}
@@ -445,6 +455,7 @@ class Node:
         pending = self._streams.pop(request_id, None)
         if pending is None:
             return
+        self._address_checks.discard(request_id)
         purpose, info = pending
         msg: Any = None
         if data is not None:
@@ -624,6 +635,30 @@ class Node:
             picked.append(st)
         return picked
 
+    def _prefer_heard(self, k: int, exclude: Callable[[NodeState], bool]) -> list[NodeState]:
+        """Up to ``k`` random members we have heard from (else any, as memberlist).
+
+        Anyone may announce members in an unencrypted cluster, and fake ones
+        never answer. memberlist draws indirect-probe helpers, gossip targets
+        and push-pull peers among all live members alike: a hundred fakes then
+        take nearly every helper slot, and every failed probe of a fake misses
+        the helpers' nacks, which Lifeguard reads as our own slowness; at the
+        top of the awareness scale we probe eight times slower, so the fakes
+        live eight times longer, and gossip and anti-entropy mostly go to
+        them. Members that acked a ping of ours from their own address are
+        real; once every live member has (a round of probes after it joins),
+        this draws exactly as memberlist does. Part of Lifeguard here (it
+        reads the same local-health signal); classic SWIM draws as before.
+        """
+        heard = (self._k_random_nodes(k, lambda s: exclude(s) or not s.heard)
+                 if self._heard_count and self._lifeguard else [])
+        return heard or self._k_random_nodes(k, exclude)
+
+    def _set_heard(self, st: NodeState, heard: bool) -> None:
+        if st.heard != heard:
+            st.heard = heard
+            self._heard_count += 1 if heard else -1
+
     # ------------------------------------------------------------------ probing
 
     def _start_probe(self, now: float) -> None:
@@ -672,7 +707,7 @@ class Node:
             return
         probe.indirect_sent = True
         target = probe.target
-        helpers = self._k_random_nodes(
+        helpers = self._prefer_heard(
             self.config.indirect_checks,
             lambda s: s.name == self.name or s.name == target or s.state != MemberState.ALIVE)
         for helper in helpers:
@@ -728,6 +763,7 @@ class Node:
         keep: list[NodeState] = []
         for st in self._nodes:
             if st.dead_or_left() and st.state_change <= cutoff and st.name != self.name:
+                self._set_heard(st, False)
                 del self._node_map[st.name]
                 self._table_bytes -= domains.row_cost(st.name, st.meta)
                 self._suspicions.pop(st.name, None)
@@ -744,18 +780,36 @@ class Node:
         if not self._broadcasts and not self._has_delegate:
             return
         dead_cutoff = now - self.config.gossip_to_the_dead_time
+        # The dead are gossiped to so that one falsely declared dead learns it
+        # and refutes. A member that never answered us (a fake one) has nothing
+        # to refute, and a hundred fakes dead at once would take the gossip of
+        # the next half minute (see _prefer_heard); a member that answered us
+        # and is said to have left may not have (anyone can say so), and until
+        # it hears it cannot refute: memberlist leaves it to the next push-pull.
+        heard_only = self._lifeguard and self._heard_count > 0
 
         def exclude(s: NodeState) -> bool:
             if s.name == self.name:
                 return True
             if s.state <= MemberState.SUSPECT:
                 return False
-            return s.state != MemberState.DEAD or s.state_change < dead_cutoff
+            if s.state_change < dead_cutoff:
+                return True
+            if heard_only:
+                return not s.heard
+            return s.state != MemberState.DEAD
 
         avail = self.config.udp_buffer_size - _COMPOUND_HEADER
         if self._encrypted:
             avail -= _ENCRYPT_OVERHEAD
-        for st in self._k_random_nodes(self.config.gossip_nodes, exclude):
+        targets = self._k_random_nodes(self.config.gossip_nodes, exclude)
+        if (targets and self._heard_count and self._lifeguard
+                and not any(st.heard for st in targets)):
+            # One target at least is a member we have heard from (see _prefer_heard).
+            heard = self._k_random_nodes(1, lambda s: exclude(s) or not s.heard)
+            if heard and heard[0] not in targets:
+                targets[-1] = heard[0]
+        for st in targets:
             msgs = self._get_broadcasts(_COMPOUND_PART, avail)
             if not msgs:
                 return
@@ -771,7 +825,7 @@ class Node:
         return self._periodic_push_pull(now)
 
     def _periodic_push_pull(self, now: float) -> bool:
-        peers = self._k_random_nodes(
+        peers = self._prefer_heard(
             1, lambda s: s.name == self.name or s.state != MemberState.ALIVE)
         if not peers:
             return False
@@ -900,6 +954,10 @@ class Node:
             self._relays -= 1
             self._send_msg(handler.requester, codec.encode(Ack(handler.orig_seq)))
         elif self._probe is handler:
+            if source == handler.addr:
+                target = self._node_map.get(handler.target)
+                if target is not None and (target.addr, target.port) == source:
+                    self._set_heard(target, True)
             self._finish_probe(-1, now)
 
     def _on_nack(self, msg: Nack, source: Address, now: float) -> None:
@@ -1006,13 +1064,9 @@ class Node:
             old_state = MemberState.DEAD
         else:
             if st.addr != a.addr or st.port != a.port:
-                reclaim = (self.config.dead_node_reclaim_time > 0
-                           and now - st.state_change > self.config.dead_node_reclaim_time)
-                if st.state == MemberState.LEFT or (st.state == MemberState.DEAD and reclaim):
-                    updates_addr = True
-                else:
-                    self.stats["conflict.address"] += 1
+                if not self._may_move(st, a, authoritative, now):
                     return
+                updates_addr = True
             old_state = st.state
         is_local = st.name == self.name
         if a.incarnation <= st.incarnation and not (is_local or updates_addr or is_new):
@@ -1033,6 +1087,8 @@ class Node:
         st.incarnation = a.incarnation
         self._table_bytes += len(a.meta) - len(st.meta)
         st.meta = a.meta
+        if st.addr != a.addr or st.port != a.port:
+            self._set_heard(st, False)
         if st.addr != a.addr:
             st.addr = sys.intern(a.addr)
         st.port = a.port
@@ -1043,6 +1099,40 @@ class Node:
             self._effects.append(MemberEvent(EventKind.JOIN, st.snapshot()))
         elif old_meta != st.meta:
             self._effects.append(MemberEvent(EventKind.UPDATE, st.snapshot()))
+
+    def _may_move(self, st: NodeState, a: Alive, authoritative: bool, now: float) -> bool:
+        """Whether ``a`` may move ``st`` to the address it claims.
+
+        memberlist moves a member that left (or died longer than
+        ``dead_node_reclaim_time`` ago) on anyone's word and refuses every
+        other claim as a conflict. So a forged leave then a forged alive moved
+        a live member to an address where nobody answers: it was declared dead
+        there, and its own refutations from its real address were refused as
+        conflicts until the dead row was reaped, a whole probe round later
+        (minutes, with a hundred fake members). Here a member that left or died
+        moves on its own word only, from any address: its row in the reply to a
+        stream we opened to the new address. Any other claim opens such a
+        stream (rate-limited per member and in number) and changes nothing.
+        A ``dead_node_reclaim_time`` set by the operator still moves a member
+        dead that long on anyone's word, as memberlist does.
+        """
+        if st.state < MemberState.DEAD or st.name == self.name:
+            self.stats["conflict.address"] += 1
+            return False
+        reclaim = self.config.dead_node_reclaim_time
+        if authoritative or (st.state == MemberState.DEAD and reclaim > 0
+                             and now - st.state_change > reclaim):
+            self.stats["address.moved"] += 1
+            return True
+        self.stats["address.unverified"] += 1
+        if (len(self._address_checks) < MAX_ADDRESS_CHECKS
+                and domains.may_verify(self._verified.get(st.name), now)):
+            self._verified[st.name] = now
+            self.stats["address.checked"] += 1
+            self._open_stream((a.addr, a.port), self._local_state(False), _S_PUSH_PULL,
+                              (a.addr, a.port))
+            self._address_checks.add(self._stream_id)
+        return False
 
     def _on_suspect(self, s: Suspect, now: float) -> bool:
         """Apply ``suspect``; True if it started a new suspicion of a live member."""

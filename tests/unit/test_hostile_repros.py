@@ -51,6 +51,10 @@ machine generates, by hand). Serf 0.9 has 4 to 8 as well.
 11. M (randomized hunt) -- a ``leave(prune)`` the member missed erased it
     from the Serf table while memberlist kept it alive: gone from the view for
     good: ``test_pruning_leave_the_member_misses_does_not_erase_it``.
+12. the live flood -- fake members (one datagram can announce 127) pushed
+    Lifeguard's awareness to the top and soaked up gossip: probing slowed
+    eightfold, fakes lived for many minutes and events reached the real
+    members late: ``test_fake_members_neither_slow_probing_nor_soak_up_gossip``.
 """
 
 from __future__ import annotations
@@ -481,3 +485,89 @@ def test_pruning_leave_the_member_misses_does_not_erase_it() -> None:
     faults.heal(sim, rules)
     sim.run_until(sim.now + 300)
     assert [status(sim, i, 0) for i in EVERYONE] == ["alive"] * 4
+
+
+def fake_members(count: int, addr: str = "127.0.0.200") -> bytes:
+    """One datagram announcing ``count`` members nobody runs (anyone may join)."""
+    from swimlib.wire.messages import DEFAULT_VSN, Alive
+
+    return codec.encode_compound([
+        codec.encode(Alive(1, f"fake-{i:03d}", addr, 7946, b"", DEFAULT_VSN))
+        for i in range(count)])
+
+
+def test_fake_members_neither_slow_probing_nor_soak_up_gossip() -> None:
+    """One datagram announcing 120 fake members to a 4-node cluster.
+
+    memberlist draws indirect-probe helpers among all live members: mostly
+    fakes, which never nack, so every failed probe of a fake raised Lifeguard's
+    awareness to the top, probing became eight times slower and the fakes
+    lived eight times longer; meanwhile gossip went mostly to fakes and a user
+    event took its time to reach the real members (found by the live flood
+    test: a Serf peer missed the event for minutes). Helpers, push-pull peers
+    and at least one gossip target per round are now members that acked us.
+    """
+    sim = cluster()
+    inject_packet(sim, 1, fake_members(120))
+    sim.run_until(sim.now + 10)
+    assert sum(1 for m in serf(sim, 1).members() if m.name.startswith("fake-")) == 120
+    assert user_event_reaches(sim, 2, wait=3) == EVERYONE
+    # The top of the scale is 7, where memberlist stays throughout (a few
+    # helpers' nacks still arrive after the probe deadline).
+    assert max(serf(sim, i).node.awareness.score for i in EVERYONE) <= 4
+    sim.run_until(sim.now + 240)  # memberlist: half the fakes still alive at 300 s
+    alive_fakes = [sum(1 for m in serf(sim, i).members()
+                       if m.name.startswith("fake-") and m.status_name == "alive")
+                   for i in EVERYONE]
+    assert alive_fakes == [0, 0, 0, 0]
+
+
+def alive_fakes(sim: Simulation, i: int) -> int:
+    return sum(1 for m in serf(sim, i).members()
+               if m.name.startswith("fake-") and m.status_name == "alive")
+
+
+def test_fake_members_dead_at_once_do_not_take_the_next_gossip() -> None:
+    """memberlist gossips to members dead less than 30 s, so that one falsely
+    declared dead hears it and refutes. A hundred fakes that died together
+    then took nearly every gossip slot for half a minute: in the live flood
+    test a query sent just after missed the Serf peer. A member that never
+    answered us has nothing to refute and is no longer gossiped to dead.
+    """
+    sim = cluster()
+    inject_packet(sim, 1, fake_members(120))
+    for _ in range(300):
+        sim.run_until(sim.now + 1)
+        if all(alive_fakes(sim, i) == 0 for i in EVERYONE):
+            break
+    assert all(alive_fakes(sim, i) == 0 for i in EVERYONE)
+    missed = [k for k in range(12)
+              if user_event_reaches(sim, k % 4, f"after-{k}", wait=1.0) != EVERYONE]
+    assert missed == []
+
+
+def test_forged_leave_and_alive_elsewhere_do_not_move_a_member_for_minutes() -> None:
+    """A forged leave of node 2, then a forged alive placing it at an address
+    where nobody answers: memberlist moves a member that left on anyone's
+    word, so node 2 was declared dead there, and its refutations from its
+    real address were refused as a conflict until the dead row was reaped at
+    the end of a probe round (minutes with a hundred fake members; found by
+    the live flood test). Now a move waits for the new address to answer, and
+    a member said to have left hears it at once (gossip to the dead includes
+    the left we have heard from), so it refutes within a second.
+    """
+    from swimlib.wire.messages import DEFAULT_VSN, Alive, Dead
+
+    sim = cluster()
+    inject_packet(sim, 1, fake_members(120))
+    sim.run_until(sim.now + 5)
+    real = serf(sim, 2).node.member(name(2))
+    assert real is not None
+    inject_packet(sim, 1, codec.encode_compound([
+        codec.encode(Dead(real.incarnation, name(2), name(2))),
+        codec.encode(Alive(real.incarnation + 2, name(2), "127.0.0.200", 7946, real.meta,
+                           DEFAULT_VSN))]))
+    sim.run_until(sim.now + 10)
+    views = [{m.name: (m.status_name, m.addr) for m in serf(sim, i).members()}[name(2)]
+             for i in EVERYONE]
+    assert views == [("alive", real.addr)] * 4

@@ -91,13 +91,47 @@ class TestAlive:
         assert node.member("x").addr == "127.0.0.9"
         assert node.stats["conflict.address"] == 1
 
-    def test_left_member_may_come_back_at_a_new_address(self):
+    @pytest.mark.parametrize("gone", ["left", "dead"])
+    def test_member_that_left_or_died_comes_back_at_a_new_address_on_its_own_word(self, gone):
         node = make_node()
-        feed(node, Alive(1, "x", "127.0.0.9", 7946), Dead(1, "x", "x"))
-        assert node.state_of("x") == MemberState.LEFT
-        feed(node, Alive(1, "x", "127.0.0.10", 7000))
+        feed(node, Alive(1, "x", "127.0.0.9", 7946), Dead(1, "x", "x" if gone == "left" else "y"))
+        node.take_effects()
+        # Anyone may claim it moved: nothing changes, we ask the new address.
+        feed(node, Alive(2, "x", "127.0.0.10", 7000), now=1.0)
+        assert node.member("x").addr == "127.0.0.9"
+        (check,) = [e for e in node.take_effects() if isinstance(e, OpenStream)]
+        assert check.dest == ("127.0.0.10", 7000)
+        # Whoever answers there speaks for the member living there.
+        there = PushPull(False, (PushNodeState("x", "127.0.0.10", 7000, b"", 2, 0),))
+        node.handle_stream_reply(check.request_id, codec.encode_push_pull(there), 1.1)
         m = node.member("x")
         assert (m.state, m.addr, m.port) == (MemberState.ALIVE, "127.0.0.10", 7000)
+        assert node.stats["address.moved"] == 1
+
+    def test_claimed_new_address_where_nobody_answers_moves_nothing(self):
+        """A forged leave then a forged alive moved a live member to where
+        nobody answers; its refutations from its real address then conflicted."""
+        node = make_node()
+        feed(node, Alive(1, "x", "127.0.0.9", 7946), Dead(1, "x", "x"))
+        for i in range(40):  # one check per member per 10 s, sixteen in flight at most
+            feed(node, Alive(2 + i, "x", "127.0.0.200", 7946), now=i * 0.5)
+        checks = [e for e in node.take_effects() if isinstance(e, OpenStream)]
+        assert [c.dest for c in checks] == [("127.0.0.200", 7946)] * 2
+        for c in checks:
+            node.handle_stream_reply(c.request_id, None, 20.0)
+        assert node.member("x").addr == "127.0.0.9"
+        # The member itself refutes its leave from where it lives.
+        feed(node, Alive(3, "x", "127.0.0.9", 7946), now=21.0)
+        assert node.state_of("x") == MemberState.ALIVE
+        assert node.stats["address.unverified"] == 40
+
+    def test_address_checks_in_flight_are_capped(self):
+        node = make_node()
+        for i in range(40):
+            feed(node, Alive(1, f"x{i}", "127.0.0.9", 7000 + i), Dead(1, f"x{i}", f"x{i}"))
+            feed(node, Alive(2, f"x{i}", "127.0.0.200", 7946))
+        checks = [e for e in node.take_effects() if isinstance(e, OpenStream)]
+        assert len(checks) == 16
 
     def test_bad_protocol_versions_are_ignored(self):
         node = make_node()
