@@ -880,7 +880,14 @@ class Serf:
             self._drop_from(self._failed, m.name)
             self._left.append(m.name)
             self._emit(ev.EventType.MEMBER_LEAVE, m)
-        elif m.status not in (MemberStatus.LEAVING, MemberStatus.LEFT):
+        elif m.status in (MemberStatus.LEAVING, MemberStatus.LEFT):
+            # Serf with prune support reports these as news (so a prune
+            # spreads) without recording the time: then every newer leave for
+            # a member already gone is news again at every node, for ever, and
+            # one forged leave with a high time loops through the cluster's
+            # gossip, re-queued on every receipt. Recorded, it is news once.
+            m.status_ltime = msg.ltime
+        else:
             return False
         if msg.prune:
             self._prune(m, now)

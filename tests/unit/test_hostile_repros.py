@@ -55,6 +55,19 @@ machine generates, by hand). Serf 0.9 has 4 to 8 as well.
     Lifeguard's awareness to the top and soaked up gossip: probing slowed
     eightfold, fakes lived for many minutes and events reached the real
     members late: ``test_fake_members_neither_slow_probing_nor_soak_up_gossip``.
+13. the live flood -- a hundred fakes dead at once took the gossip of the
+    next half minute (gossip to the dead): a query missed the Serf peer:
+    ``test_fake_members_dead_at_once_do_not_take_the_next_gossip``.
+14. the live flood -- a forged leave then a forged alive moved a live member
+    to an address where nobody answers, and its refutations from its real
+    address were refused as a conflict for minutes (memberlist moves a member
+    that left on anyone's word):
+    ``test_forged_leave_and_alive_elsewhere_do_not_move_a_member_for_minutes``.
+15. M (randomized hunt) -- a leave intent about a member already leaving or
+    left was news without its time being recorded (as in Serf since prune
+    support; Debian's older Serf does not rebroadcast it at all), so a forged
+    one looped through the cluster's gossip for ever:
+    ``test_leave_for_a_member_already_gone_does_not_loop_through_gossip``.
 """
 
 from __future__ import annotations
@@ -571,3 +584,23 @@ def test_forged_leave_and_alive_elsewhere_do_not_move_a_member_for_minutes() -> 
     views = [{m.name: (m.status_name, m.addr) for m in serf(sim, i).members()}[name(2)]
              for i in EVERYONE]
     assert views == [("alive", real.addr)] * 4
+
+
+def test_leave_for_a_member_already_gone_does_not_loop_through_gossip() -> None:
+    """Serf since prune support reports a leave intent for a member already
+    leaving or left as news without recording its time (our port followed
+    it), so one forged leave with a higher time
+    than the member's last was news again at every node on every receipt:
+    re-queued for gossip by each, it circulated for ever (over a thousand
+    copies queued per node within seconds; found by the randomized hunt).
+    """
+    from simulations import faults
+
+    sim = cluster()
+    faults.leave(sim, 2)
+    sim.run_until(sim.now + 30)
+    assert [status(sim, i, 2) for i in (0, 1, 3)] == ["left"] * 3
+    inject_packet(sim, 0, serf_datagram(sw.LeaveIntent(1_000_000, name(2))))
+    sim.run_until(sim.now + 10)
+    queued = [len(serf(sim, i)._intents) for i in (0, 1, 3)]  # noqa: SLF001
+    assert queued == [0, 0, 0]
