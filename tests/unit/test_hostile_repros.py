@@ -602,5 +602,5 @@ def test_leave_for_a_member_already_gone_does_not_loop_through_gossip() -> None:
     assert [status(sim, i, 2) for i in (0, 1, 3)] == ["left"] * 3
     inject_packet(sim, 0, serf_datagram(sw.LeaveIntent(1_000_000, name(2))))
     sim.run_until(sim.now + 10)
-    queued = [len(serf(sim, i)._intents) for i in (0, 1, 3)]  # noqa: SLF001
+    queued = [len(serf(sim, i)._intents) for i in (0, 1, 3)]
     assert queued == [0, 0, 0]
