@@ -576,21 +576,23 @@ class Serf:
         return sw.encode_serf(pp)
 
     def merge_remote_state(self, payload: bytes, join: bool, now: float,
-                           trusted: bool = False) -> None:
+                           trusted: bool = False) -> bool:
         """Merge a peer's Serf state (Serf's MergeRemoteState, with our domains).
 
         ``trusted``: the reply to a stream we opened, so its clocks are
-        believed whatever their jump (see :meth:`_verify_sender`).
+        believed whatever their jump (see :meth:`_verify_sender`). True when
+        its clocks were refused as implausible (the node then syncs with the
+        sender, as :meth:`_verify_sender` does for a datagram).
         """
         self._pump(now)
         try:
             pp = sw.decode_serf(payload)
         except DecodeError as exc:
             self.stats["drop.serf." + exc.reason] += 1
-            return
+            return False
         if not isinstance(pp, sw.SerfPushPull):
             self.stats["drop.serf.push_pull_type"] += 1
-            return
+            return False
         # Status times are intents' times: held to the member clock like them.
         member_times = (pp.ltime, max(pp.status_ltimes.values(), default=0))
         problem = (self._ltime_problem(self.clock, max(member_times), "push_pull", trusted)
@@ -598,7 +600,7 @@ class Serf:
                    or self._ltime_problem(self.query_clock, pp.query_ltime, "push_pull", trusted))
         if problem is not None:
             self.stats["drop.serf." + problem] += 1
-            return
+            return problem.endswith(_IMPLAUSIBLE)
         if pp.ltime > 0:
             self.clock.witness(pp.ltime - 1)
         if pp.event_ltime > 0:
@@ -627,6 +629,7 @@ class Serf:
         # one event that was never gossiped can move past everyone else's:
         # their next events were then dropped for good (tests/unit/test_hostile_repros.py).
         ignore_old = join and bool(self._ignore_old_joins)
+        refused = False
         for slot in pp.events:
             if slot is None:
                 continue
@@ -635,11 +638,13 @@ class Serf:
                 problem = self._message_problem(event, trusted)
                 if problem is not None:
                     self.stats["drop.serf." + problem] += 1
+                    refused = refused or problem.endswith(_IMPLAUSIBLE)
                 elif ignore_old:
                     self.event_clock.witness(event.ltime)
                     self._event_ring.add(event.ltime, (event.name, event.payload))
                 else:
                     self._on_user_event(event, now)
+        return refused
 
     def _refute_stale_leave(self, ltime: int | None, now: float) -> None:
         """A peer holds our status at a time newer than ours: say we are alive.

@@ -31,9 +31,11 @@ class Delegate(Protocol):
         ...
 
     def merge_remote_state(self, payload: bytes, join: bool, now: float,
-                           trusted: bool = False) -> None:
+                           trusted: bool = False) -> bool:
         """User state received in a push-pull; ``trusted`` when it is the reply
-        to a stream we opened (nobody can spoof that)."""
+        to a stream we opened (nobody can spoof that). True when something in
+        it was refused as implausible: the sender may have seen times we have
+        not, and the node syncs with it to find out."""
         ...
 
     def ack_payload(self) -> bytes:
@@ -57,8 +59,8 @@ class NullDelegate:
         return b""
 
     def merge_remote_state(self, payload: bytes, join: bool, now: float,
-                           trusted: bool = False) -> None:
-        return None
+                           trusted: bool = False) -> bool:
+        return False
 
     def ack_payload(self) -> bytes:
         return b""

@@ -83,6 +83,9 @@ MAX_PENDING_RELAYS = 1024
 #: Streams in flight that check a claimed new address of a member (see
 #: :meth:`Node._may_move`): each is a TCP connection a claim makes us open.
 MAX_ADDRESS_CHECKS = 16
+#: Members re-checked when the sender of a refused push-pull is known only by
+#: its IP (see :meth:`Node._verify_stream_sender`).
+MAX_STREAM_SENDER_CHECKS = 4
 #: Leave room for the message itself in a compound (Go 0.2.2 breaks at 128 parts).
 _MAX_PIGGYBACK_PARTS = 120
 
@@ -191,13 +194,15 @@ class _Probe:
 class _Relay:
     """We are an indirect-probe helper: relay the target's ack to the requester."""
 
-    __slots__ = ("nack", "orig_seq", "requester", "target")
+    __slots__ = ("nack", "orig_seq", "requester", "requester_is_member", "target")
 
-    def __init__(self, orig_seq: int, requester: Address, nack: bool, target: Address) -> None:
+    def __init__(self, orig_seq: int, requester: Address, nack: bool, target: Address,
+                 requester_is_member: bool) -> None:
         self.orig_seq = orig_seq
         self.requester = requester
         self.nack = nack
         self.target = target
+        self.requester_is_member = requester_is_member
 
 
 class _JoinAttempt:
@@ -415,7 +420,8 @@ class Node:
                 del self._ack_handlers[seq]
                 self._relays -= 1
                 if relay.nack:
-                    self._send_msg(relay.requester, codec.encode(Nack(relay.orig_seq)))
+                    self._send_msg(relay.requester, codec.encode(Nack(relay.orig_seq)),
+                                   piggyback=relay.requester_is_member)
 
     def handle_packet(self, data: bytes, source: Address, now: float) -> None:
         """One (decrypted) UDP datagram from ``source``."""
@@ -437,7 +443,8 @@ class Node:
         if isinstance(msg, PushPull):
             # Reply with our state before merging theirs (memberlist order).
             reply = self._local_state(msg.join)
-            self._merge(msg, now)
+            if self._merge(msg, now):
+                self._verify_stream_sender(source, now)
             return reply
         if isinstance(msg, Ping):
             if msg.node and msg.node != self.name:
@@ -587,15 +594,30 @@ class Node:
         self.stats["udp.sent"] += 1
         self._effects.append(SendPacket(dest, data))
 
-    def _send_msg(self, dest: Address, msg: bytes) -> None:
-        """Send one message, piggybacking queued broadcasts (memberlist sendMsg)."""
-        avail = self.config.udp_buffer_size - len(msg) - _COMPOUND_HEADER
-        if self._encrypted:
-            avail -= _ENCRYPT_OVERHEAD
-        extra = self._get_broadcasts(_COMPOUND_PART, avail)
-        if extra:
-            msg = codec.encode_compound([msg, *extra[:_MAX_PIGGYBACK_PARTS]])
+    def _send_msg(self, dest: Address, msg: bytes, piggyback: bool = True) -> None:
+        """Send one message, piggybacking queued broadcasts (memberlist sendMsg).
+
+        memberlist piggybacks on every message, so each ping, from anyone and
+        naming any reply address, costs one of the few sends each broadcast
+        gets: a burst of spoofed pings drained our gossip into the attacker's
+        (or our own) address, and members never heard it (found by the state
+        machine). Replies to addresses that are not the member they claim to
+        come from go out bare (``piggyback=False``).
+        """
+        if piggyback:
+            avail = self.config.udp_buffer_size - len(msg) - _COMPOUND_HEADER
+            if self._encrypted:
+                avail -= _ENCRYPT_OVERHEAD
+            extra = self._get_broadcasts(_COMPOUND_PART, avail)
+            if extra:
+                msg = codec.encode_compound([msg, *extra[:_MAX_PIGGYBACK_PARTS]])
         self._raw_send(dest, msg, crc=False)
+
+    def _is_member_at(self, name: str, addr: Address) -> bool:
+        """Whether ``name`` is another live (or suspect) member living at ``addr``."""
+        st = self._node_map.get(name)
+        return (st is not None and st.name != self.name and st.state <= MemberState.SUSPECT
+                and (st.addr, st.port) == addr)
 
     def _get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         out = self._broadcasts.take(overhead, limit,
@@ -843,6 +865,26 @@ class Node:
             return False
         return self._verify(st, now)
 
+    def _verify_stream_sender(self, source: Address, now: float) -> None:
+        """Sync with whoever sent a push-pull whose times we refused.
+
+        One message can move a node's clock to the very edge of what its
+        peers accept; its next push-pull then carries a time just past it,
+        refused by peers that never saw that message. A datagram's sender is
+        re-checked by its address (the layer above calls
+        :meth:`verify_member`); a stream comes from an ephemeral port, so its
+        sender is one of the live members at its IP: the one at ``source``
+        if the port matches, else the first few. Each sync is rate-limited
+        per member (:meth:`_verify`), so a spoofed sender costs little.
+        """
+        host, port = source
+        at_host = [st for st in self._nodes
+                   if st.addr == host and st.state == MemberState.ALIVE and st.name != self.name]
+        exact = [st for st in at_host if st.port == port]
+        for st in (exact or at_host)[:MAX_STREAM_SENDER_CHECKS]:
+            if self._verify(st, now):
+                self.stats["verify.stream_sender"] += 1
+
     def _verify(self, st: NodeState, now: float) -> bool:
         """Sync with ``st`` itself after refusing a claim about it (see
         :func:`domains.may_verify`): its own row is the one we may believe
@@ -862,15 +904,16 @@ class Node:
         user = self._delegate.local_state(join) if self._has_delegate else b""
         return codec.encode_push_pull_rows(join, [s.encoded_row() for s in self._nodes], user)
 
-    def _merge(self, remote: PushPull, now: float, peer: Address | None = None) -> None:
+    def _merge(self, remote: PushPull, now: float, peer: Address | None = None) -> bool:
         """Merge a peer's full state (memberlist mergeState).
 
         ``peer`` is the address we opened the stream to, when we did: the row
-        of the member living there is its own word about itself.
+        of the member living there is its own word about itself. True when
+        the layer above refused part of it as implausible.
         """
         if not self._verify_protocol(remote.nodes):
             self.stats["drop.push_pull.protocol"] += 1
-            return
+            return False
         node_map = self._node_map
         me = self.name
         for r in remote.nodes:
@@ -889,8 +932,9 @@ class Node:
                 # A peer's "dead" only makes us suspect: we never kill on hearsay.
                 self._on_suspect(Suspect(r.incarnation, r.name, me), now)
         if remote.user_state and self._has_delegate:
-            self._delegate.merge_remote_state(remote.user_state, remote.join, now,
-                                              trusted=peer is not None)
+            return self._delegate.merge_remote_state(remote.user_state, remote.join, now,
+                                                     trusted=peer is not None)
+        return False
 
     def _verify_protocol(self, remote: Sequence[PushNodeState]) -> bool:
         """Every alive node's current versions must fit the cluster-wide ranges."""
@@ -915,7 +959,8 @@ class Node:
         if msg.source_addr and domains.address_problem(msg.source_addr, msg.source_port) is None:
             reply_to = (msg.source_addr, msg.source_port)
         payload = self._delegate.ack_payload() if self._has_delegate else b""
-        self._send_msg(reply_to, codec.encode(Ack(msg.seq_no, payload)))
+        self._send_msg(reply_to, codec.encode(Ack(msg.seq_no, payload)),
+                       piggyback=self._is_member_at(msg.source_node, reply_to))
 
     def _on_indirect_ping(self, msg: IndirectPing, source: Address, now: float) -> None:
         """Probe ``msg.target`` for a requester; relay the ack, or nack if none comes."""
@@ -932,9 +977,10 @@ class Node:
             return
         seq = self._next_seq()
         self._relays += 1
-        self._ack_handlers[seq] = _Relay(msg.seq_no, requester, msg.nack, target)
+        self._ack_handlers[seq] = _Relay(msg.seq_no, requester, msg.nack, target,
+                                         self._is_member_at(msg.source_node, requester))
         ping = Ping(seq, msg.node, self.addr, self.port, self.name)
-        self._send_msg(target, codec.encode(ping))
+        self._send_msg(target, codec.encode(ping), piggyback=self._is_member_at(msg.node, target))
         self._schedule(now + self.config.probe_timeout, _T_RELAY_EXPIRE, seq)
 
     def _relay_expire(self, seq: int) -> None:
@@ -943,7 +989,8 @@ class Node:
             del self._ack_handlers[seq]
             self._relays -= 1
             if handler.nack:
-                self._send_msg(handler.requester, codec.encode(Nack(handler.orig_seq)))
+                self._send_msg(handler.requester, codec.encode(Nack(handler.orig_seq)),
+                               piggyback=handler.requester_is_member)
 
     def _on_ack(self, msg: Ack, source: Address, now: float) -> None:
         handler = self._ack_handlers.pop(msg.seq_no, None)
@@ -952,7 +999,8 @@ class Node:
             return
         if isinstance(handler, _Relay):
             self._relays -= 1
-            self._send_msg(handler.requester, codec.encode(Ack(handler.orig_seq)))
+            self._send_msg(handler.requester, codec.encode(Ack(handler.orig_seq)),
+                           piggyback=handler.requester_is_member)
         elif self._probe is handler:
             if source == handler.addr:
                 target = self._node_map.get(handler.target)

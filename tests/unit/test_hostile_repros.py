@@ -68,6 +68,12 @@ machine generates, by hand). Serf 0.9 has 4 to 8 as well.
     support; Debian's older Serf does not rebroadcast it at all), so a forged
     one looped through the cluster's gossip for ever:
     ``test_leave_for_a_member_already_gone_does_not_loop_through_gossip``.
+16. M (CI) -- a burst of pings drained a node's gossip: memberlist
+    piggybacks broadcasts on every ack, whoever asked, so pings spoofed from
+    the node's own address took every send of a join intent it had just
+    accepted at the clock edge, and its peers refused its next push-pulls:
+    ``test_pings_from_anyone_do_not_drain_the_gossip`` and
+    ``test_node_at_the_clock_edge_is_not_refused_by_its_peers_for_long``.
 """
 
 from __future__ import annotations
@@ -604,3 +610,43 @@ def test_leave_for_a_member_already_gone_does_not_loop_through_gossip() -> None:
     sim.run_until(sim.now + 10)
     queued = [len(serf(sim, i)._intents) for i in (0, 1, 3)]
     assert queued == [0, 0, 0]
+
+
+def test_node_at_the_clock_edge_is_not_refused_by_its_peers_for_long() -> None:
+    """A no-rebroadcast query at the edge (as in 1) moves one node's query
+    clock there alone; every push-pull it then starts carries a time just past
+    the edge, which its peers refused, whole, until they happened to start one
+    to it. Now a refused push-pull makes the refuser sync with the sender.
+    """
+    sim = cluster()
+    forged = sw.Query(EDGE, 7, "127.0.0.1", 7946, name(0), "x",
+                      flags=sw.QUERY_FLAG_NO_BROADCAST, timeout_ns=10**9)
+    inject_packet(sim, 1, serf_datagram(forged), source=("127.0.0.1", 7946))
+    sim.run_until(sim.now + 1)
+    behind = [i for i in EVERYONE if serf(sim, i).query_clock.time() <= EDGE]
+    assert 1 not in behind and len(behind) >= 2
+    serf(sim, 1).node.join([sim.slots[i].addr for i in behind], sim.now)  # a push-pull to each
+    sim.poke(1)
+    sim.run_until(sim.now + 5)
+    assert all(serf(sim, i).query_clock.time() > EDGE for i in EVERYONE)
+    assert all(serf(sim, i).node.stats["verify.stream_sender"] == 1 for i in behind)
+
+
+def test_pings_from_anyone_do_not_drain_the_gossip() -> None:
+    """memberlist piggybacks queued broadcasts on every ack; each message gets
+    a few sends, so twenty pings spoofed from the node's own address spent the
+    sends of the user event it had just received, and no peer heard it. Acks
+    to anyone but the member the ping names as its sender now go out bare.
+    """
+    from swimlib.wire.messages import Ping
+
+    sim = cluster()
+    pings = [codec.encode(Ping(k, name(0))) for k in range(20)]
+    event = serf_datagram(sw.UserEvent(5, "drained", b""))
+    inject_packet(sim, 0, codec.encode_compound([event, *pings]),
+                  source=sim.slots[0].addr)
+    sim.run_until(sim.now + 3)
+    reached = [i for i in EVERYONE
+               if any(isinstance(e, Emit) and isinstance(e.event, UserEvent)
+                      and e.event.name == "drained" for e in log(sim, i))]
+    assert reached == EVERYONE
