@@ -9,15 +9,14 @@ with, and a keyless attacker on an unencrypted network can send any of them:
   victim to refute with ``2^32``, which does not fit: memberlist wraps to 0,
   nobody believes the refutation, and the victim is declared dead for good.
   The same goes for a forged ``alive`` at the top of the range. Below
-  :data:`INCARNATION_FREE_LIMIT` (half the range) every value is accepted, as
-  memberlist does, so honest peers, restarts that adopt the cluster's memory
-  of a previous life, and clusters that merge all behave as in Go. Above it a
-  claim may raise what we know of a member by at most
-  :data:`INCARNATION_STEP`: exhausting a member's incarnations then takes
-  2^30 forged messages (each moves it by a step and a refutation), each of
-  which the victim answers, instead of one. A member we do not know yet may
-  come with any incarnation up to :data:`NEW_MEMBER_SLACK` past the free
-  limit, so a node that joins after such an attack still learns everyone.
+  :data:`INCARNATION_FREE_LIMIT` (half the range) plus :data:`NEW_MEMBER_SLACK`
+  every value is accepted, as memberlist does, so honest peers, restarts that
+  adopt the cluster's memory of a previous life, clusters that merge, and a
+  node that joins after an attack all behave as in Go. Above it a claim may
+  raise what we know of a member by at most :data:`INCARNATION_STEP`:
+  exhausting a member's incarnations then takes 2^30 forged messages (each
+  moves it by a step and a refutation), each of which the victim answers,
+  instead of one.
   A view that falls behind in that region is brought up to date by the
   member itself (:func:`may_verify`): its own row in a push-pull we opened
   to its address is the one source allowed any jump.
@@ -49,7 +48,7 @@ INCARNATION_MAX = 0xFFFFFFFF
 INCARNATION_FREE_LIMIT = 1 << 31
 #: Above the free limit, a claim may raise a known incarnation by at most this.
 INCARNATION_STEP = 1
-#: How far past the free limit a member we do not know yet may start.
+#: How far past the free limit any claim may go (a step at a time beyond).
 NEW_MEMBER_SLACK = 1 << 24
 
 #: Longest node name we accept, in UTF-8 bytes (a DNS name is at most 253).
@@ -62,14 +61,17 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def plausible_incarnation(known: int | None, claimed: int) -> bool:
     """Whether a peer's ``claimed`` incarnation for a member may be believed:
-    ``claimed <= max(known, 2^31) + 1``.
+    ``claimed <= max(known, 2^31 + 2^24) + 1``.
 
     ``known`` is the member's incarnation in our table (ours, for claims
-    about ourselves), ``None`` for a member we do not know.
+    about ourselves), ``None`` for a member we do not know. What a node that
+    does not know a member accepts, one that knows it accepts too: otherwise a
+    member nobody can re-check (a fake one) stayed at different incarnations
+    in different views, and every push-pull between them refused its row.
     """
     if known is None:
         return claimed <= INCARNATION_FREE_LIMIT + NEW_MEMBER_SLACK
-    return claimed <= max(known, INCARNATION_FREE_LIMIT) + INCARNATION_STEP
+    return claimed <= max(known, INCARNATION_FREE_LIMIT + NEW_MEMBER_SLACK) + INCARNATION_STEP
 
 
 def refutation_incarnation(own: int, accused: int) -> int | None:

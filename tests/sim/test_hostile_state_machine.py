@@ -548,17 +548,15 @@ class HostileMachine(RuleBasedStateMachine):
         reconnect loop retrying a failed fake member -- are not judged.
 
         One message may move a node's clocks to the edge of what its peers
-        accept, and its next push-pull then carries times just past it: the
-        first peer to hear them refuses them and syncs with the sender (the
-        reply to a stream it opens is believed whole). So a refusal is allowed
-        in a first round if it made the refuser sync; a second round must be
-        clean.
+        accept, and its next push-pull then carries times (or a member's
+        incarnation) just past it: the first peer to hear them refuses them and
+        syncs with the sender or the member (the reply to a stream it opens is
+        believed whole; a re-check is rate-limited per member, so it may have
+        happened just before). So a first round may see refusals; a second
+        round must be clean.
         """
         new = self._push_pull_round()
         if new:
-            syncs = sum(_serf(self.sim, i).node.stats["verify.stream_sender"]
-                        for i in self._live())
-            assert syncs, f"parts of push-pulls were refused and nobody synced: {dict(new)}"
             new = self._push_pull_round()
         assert not new, f"parts of push-pulls between live nodes were refused: {dict(new)}"
 

@@ -26,6 +26,8 @@ from swimlib.wire.messages import (
 SRC = ("127.0.0.9", 7946)
 TOP = domains.INCARNATION_MAX
 FREE = domains.INCARNATION_FREE_LIMIT
+#: Past this, a claim may only step from what we know.
+HIGH = FREE + domains.NEW_MEMBER_SLACK
 
 
 def make_node(name: str = "me", **cfg) -> Node:
@@ -48,10 +50,14 @@ class TestIncarnationRules:
         assert domains.plausible_incarnation(1, FREE)
 
     def test_above_the_free_limit_only_a_step_from_what_we_know(self):
-        assert domains.plausible_incarnation(5, FREE + 1)
-        assert not domains.plausible_incarnation(5, FREE + 2)
-        assert domains.plausible_incarnation(FREE + 100, FREE + 100 + domains.INCARNATION_STEP)
-        assert not domains.plausible_incarnation(FREE + 100, FREE + 102)
+        slack = domains.NEW_MEMBER_SLACK
+        assert domains.plausible_incarnation(5, FREE + slack + 1)
+        assert not domains.plausible_incarnation(5, FREE + slack + 2)
+        # Whatever a node that does not know the member accepts, so do we.
+        assert domains.plausible_incarnation(5, FREE + slack)
+        high = FREE + slack + 100
+        assert domains.plausible_incarnation(high, high + domains.INCARNATION_STEP)
+        assert not domains.plausible_incarnation(high, high + 2)
         assert not domains.plausible_incarnation(TOP - 1, TOP + 1)
 
     def test_a_member_we_do_not_know_may_start_past_the_limit(self):
@@ -139,11 +145,11 @@ class TestAccusations:
 
     def test_walking_the_range_needs_one_refutation_per_step(self):
         node = make_node()
-        feed(node, Suspect(FREE, "me", "x"))
+        feed(node, Suspect(HIGH, "me", "x"))
         for _ in range(50):
             feed(node, Suspect(node.incarnation + 5, "me", "x"))  # too far: refused
             feed(node, Suspect(node.incarnation + 1, "me", "x"))  # one step: refuted
-        assert node.incarnation == FREE + 1 + 50 * 2
+        assert node.incarnation == HIGH + 1 + 50 * 2
 
     def test_third_party_accusation_far_ahead_is_refused_and_verified(self):
         node = make_node()
@@ -160,16 +166,16 @@ class TestAccusations:
 
     def test_members_own_row_from_our_sync_may_jump(self):
         node = make_node()
-        feed(node, Alive(FREE, "x", "127.0.0.9", 7946))
-        feed(node, Alive(FREE + 10, "x", "127.0.0.9", 7946, b"new"), now=1.0)
-        assert node.member("x").incarnation == FREE
+        feed(node, Alive(HIGH, "x", "127.0.0.9", 7946))
+        feed(node, Alive(HIGH + 10, "x", "127.0.0.9", 7946, b"new"), now=1.0)
+        assert node.member("x").incarnation == HIGH
         sync = [e for e in node.take_effects() if isinstance(e, OpenStream)][-1]
         reply = PushPull(False, (
-            PushNodeState("x", "127.0.0.9", 7946, b"new", FREE + 10, 0),
+            PushNodeState("x", "127.0.0.9", 7946, b"new", HIGH + 10, 0),
             PushNodeState("z", "127.0.0.7", 7946, b"", TOP, 0),  # someone else's word: no
         ))
         node.handle_stream_reply(sync.request_id, codec.encode_push_pull(reply), 2.0)
-        assert node.member("x").incarnation == FREE + 10
+        assert node.member("x").incarnation == HIGH + 10
         assert node.member("x").meta == b"new"
         assert node.member("z") is None
 
