@@ -636,11 +636,13 @@ class Node:
                    on_done: Callable[[], None] | None = None) -> None:
         self._broadcasts.queue(key, codec.encode(msg), on_done)
 
-    def _open_stream(self, dest: Address, data: bytes, purpose: int, info: Any) -> None:
+    def _open_stream(self, dest: Address, data: bytes, purpose: int, info: Any) -> int:
+        """Ask the runtime for a TCP exchange; returns its request id."""
         self._stream_id += 1
         self._streams[self._stream_id] = (purpose, info)
         self.stats["tcp.opened"] += 1
         self._effects.append(OpenStream(self._stream_id, dest, data, self.config.tcp_timeout))
+        return self._stream_id
 
     def _k_random_nodes(self, k: int, exclude: Callable[[NodeState], bool]) -> list[NodeState]:
         """Up to ``k`` distinct random members passing the filter (memberlist kRandomNodes)."""
@@ -1177,9 +1179,8 @@ class Node:
                 and domains.may_verify(self._verified.get(st.name), now)):
             self._verified[st.name] = now
             self.stats["address.checked"] += 1
-            self._open_stream((a.addr, a.port), self._local_state(False), _S_PUSH_PULL,
-                              (a.addr, a.port))
-            self._address_checks.add(self._stream_id)
+            self._address_checks.add(self._open_stream(
+                (a.addr, a.port), self._local_state(False), _S_PUSH_PULL, (a.addr, a.port)))
         return False
 
     def _on_suspect(self, s: Suspect, now: float) -> bool:
