@@ -97,20 +97,27 @@ def factory_for(layer: str) -> NodeFactory:
     if layer == "serf":
         from simulations.serfnode import serf_factory
 
-        return serf_factory
+        return serf_factory()
     if layer != "membership":
         raise ValueError(f"unknown layer {layer!r}")
     return real_node_factory()
 
 
 def real_node_factory() -> NodeFactory:
-    """swimlib's Node (imported late so the engine can be tested without it)."""
+    """swimlib's Node (imported late so the engine can be tested without it).
+
+    The nodes of one factory share one row cache: a simulated cluster holds
+    the same encoded row in every table.
+    """
     from swimlib.membership.node import Node
+    from swimlib.membership.rows import RowCache
+
+    cache = RowCache()
 
     def make(
         name: str, addr: str, port: int, config: Config, rng: random.Random, now: float
     ) -> SimNode:
-        return Node(name, addr, port, config, rng, now)
+        return Node(name, addr, port, config, rng, now, row_cache=cache)
 
     return make
 

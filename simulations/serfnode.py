@@ -12,10 +12,11 @@ stream -- it copies member events, it does not divert them.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from swimlib.config import Config
+from swimlib.membership.rows import RowCache
 from swimlib.membership.types import Address, Effect, Member, MemberEvent, MemberState
 
 
@@ -23,7 +24,7 @@ class SerfNode:
     """The engine's node API over one :class:`~swimlib.cluster.serf.Serf`."""
 
     def __init__(self, name: str, addr: str, port: int, config: Config, rng: random.Random,
-                 now: float) -> None:
+                 now: float, row_cache: RowCache | None = None) -> None:
         from swimlib.cluster.serf import Emit, LeaveFinished, QueryDone, QueryReply, Serf
 
         self._leave_type = LeaveFinished
@@ -38,7 +39,7 @@ class SerfNode:
         #: long and only count.
         self.app_log: list[Any] | None = None
         self._tapped: list[Effect] = []
-        self.serf = Serf(name, addr, port, config, rng, now)
+        self.serf = Serf(name, addr, port, config, rng, now, row_cache=row_cache)
         inner = self.serf.node
         take = inner.take_effects
 
@@ -100,6 +101,12 @@ class SerfNode:
         return self.serf.node.alive_count()
 
 
-def serf_factory(name: str, addr: str, port: int, config: Config, rng: random.Random,
-                 now: float) -> Any:
-    return SerfNode(name, addr, port, config, rng, now)
+def serf_factory() -> Callable[..., Any]:
+    r"""A factory of :class:`SerfNode`\ s sharing one row cache (one per simulated cluster)."""
+    cache = RowCache()
+
+    def make(name: str, addr: str, port: int, config: Config, rng: random.Random,
+             now: float) -> Any:
+        return SerfNode(name, addr, port, config, rng, now, row_cache=cache)
+
+    return make

@@ -33,6 +33,7 @@ from swimlib.errors import DecodeError, SwimError
 from swimlib.membership import domains as member_domains
 from swimlib.membership.broadcasts import BroadcastQueue, retransmit_limit
 from swimlib.membership.node import Node
+from swimlib.membership.rows import RowCache
 from swimlib.membership.types import (
     Address,
     Effect,
@@ -162,7 +163,7 @@ class Serf:
 
     def __init__(self, name: str, addr: str, port: int, config: Config, rng: random.Random,
                  now: float, tags: Mapping[str, str] | None = None,
-                 keyring: Keyring | None = None) -> None:
+                 keyring: Keyring | None = None, row_cache: RowCache | None = None) -> None:
         self.name = name
         self.config = config
         self._rng = rng
@@ -210,7 +211,7 @@ class Serf:
         self._effects: list[ClusterEffect] = []
 
         self.node = Node(name, addr, port, config, rng, now, meta=sw.encode_tags(self._tags),
-                         delegate=self, encrypted=keyring is not None)
+                         delegate=self, encrypted=keyring is not None, row_cache=row_cache)
         #: Largest Serf message one gossip datagram can carry (see _regossip).
         self._max_gossip_size = config.udp_buffer_size - _GOSSIP_OVERHEAD
         self._pump(now)

@@ -11,7 +11,7 @@ import pytest
 
 from simulations.metrics import FIELDS
 from simulations.scenarios import SCENARIOS, Options, run_scenario
-from swimlib.membership.node import push_pull_interval
+from swimlib.membership.sync import push_pull_interval
 
 
 def run(scenario: str, nodes: int, seed: int = 1, **kw: Any) -> dict[str, Any]:

@@ -10,7 +10,8 @@ import pytest
 from swimlib.config import Config
 from swimlib.errors import ConfigError
 from swimlib.membership import domains
-from swimlib.membership.node import MAX_PENDING_RELAYS, Node
+from swimlib.membership.node import Node
+from swimlib.membership.prober import MAX_PENDING_RELAYS
 from swimlib.membership.types import MemberState, OpenStream, Refuted, SendPacket
 from swimlib.wire import codec
 from swimlib.wire.messages import (

@@ -4,13 +4,13 @@ import pytest
 
 from swimlib.membership.awareness import Awareness
 from swimlib.membership.broadcasts import BroadcastQueue, retransmit_limit
-from swimlib.membership.node import push_pull_interval
 from swimlib.membership.suspicion import (
     Suspicion,
     expected_confirmations,
     suspicion_min_timeout,
     suspicion_timeout,
 )
+from swimlib.membership.sync import push_pull_interval
 
 
 @pytest.mark.parametrize(
