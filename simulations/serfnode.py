@@ -4,9 +4,9 @@
 reaping and, above all, its reconnect loop, instead of the bare membership
 node with the emulated reconnect of :mod:`simulations.reconnect`.
 
-Serf consumes its node's member events (turning them into its own); the
-metrics need the originals, so the adapter taps the inner node's effect
-stream -- it copies member events, it does not divert them.
+Serf turns its node's member events into its own; the metrics need the
+originals, so the adapter asks Serf to hand them out too
+(``report_node_events``) and puts them first in each batch.
 """
 
 from __future__ import annotations
@@ -38,17 +38,8 @@ class SerfNode:
         #: (tests/sim/test_hostile_state_machine.py). Off by default: scenarios run
         #: long and only count.
         self.app_log: list[Any] | None = None
-        self._tapped: list[Effect] = []
-        self.serf = Serf(name, addr, port, config, rng, now, row_cache=row_cache)
-        inner = self.serf.node
-        take = inner.take_effects
-
-        def tapped() -> list[Effect]:
-            effects = take()
-            self._tapped.extend(e for e in effects if type(e) is MemberEvent)
-            return effects
-
-        inner.take_effects = tapped  # type: ignore[method-assign]
+        self.serf = Serf(name, addr, port, config, rng, now, row_cache=row_cache,
+                         report_node_events=True)
 
     @property
     def incarnation(self) -> int:
@@ -76,9 +67,12 @@ class SerfNode:
         self.serf.leave(now)
 
     def take_effects(self) -> list[Effect]:
+        member_events: list[Effect] = []
         out: list[Effect] = []
         for e in self.serf.take_effects():
-            if isinstance(e, self._leave_type):
+            if type(e) is MemberEvent:
+                member_events.append(e)
+            elif isinstance(e, self._leave_type):
                 self.leave_finished = True
             elif isinstance(e, self._app_types):
                 self.app_events += 1
@@ -86,10 +80,7 @@ class SerfNode:
                     self.app_log.append(e)
             else:
                 out.append(e)
-        if self._tapped:
-            out[:0] = self._tapped
-            self._tapped = []
-        return out
+        return member_events + out
 
     def members(self) -> list[Member]:
         return self.serf.node.members()

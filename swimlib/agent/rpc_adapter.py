@@ -8,8 +8,6 @@ the keyring file in step after key changes, and streams log lines to
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import os
 from collections import deque
@@ -21,7 +19,7 @@ import trio
 
 from swimlib.agent.runtime import Agent
 from swimlib.cluster.events import ClusterMember, Event, QueryEvent
-from swimlib.errors import DecodeError, SwimError
+from swimlib.cluster.keys import key_request, tally_key_responses
 from swimlib.rpc import api
 from swimlib.rpc.server import serve_rpc
 from swimlib.wire import serf as sw
@@ -120,42 +118,20 @@ class AgentRPC:
 
     async def _key_query(self, kind: str, key: str | None) -> api.KeyResult:
         """Serf's KeyManager: a cluster-wide internal query, then per-node verdicts."""
-        raw = b""
-        if key is not None:
-            try:
-                raw = base64.b64decode(key, validate=True)
-            except (binascii.Error, ValueError):
-                raise SwimError("illegal base64 data in key") from None
-        handle = await self.agent.query(sw.INTERNAL_QUERY_PREFIX + kind,
-                                        sw.encode_serf(sw.KeyRequest(raw)))
+        handle = await self.agent.query(sw.INTERNAL_QUERY_PREFIX + kind, key_request(key))
         num_nodes = self.agent.serf.alive_count()
-        messages: dict[str, str] = {}
-        keys: dict[str, int] = {}
-        num_resp = num_err = 0
-        async for reply in handle:
-            if reply.kind != "response":
-                continue
-            num_resp += 1
-            try:
-                resp = sw.decode_serf(reply.payload)
-            except DecodeError:
-                resp = None
-            if not isinstance(resp, sw.KeyResponse):
-                messages[reply.from_node] = "Invalid key query response"
-                num_err += 1
-                continue
-            if not resp.result:
-                messages[reply.from_node] = resp.message
-                num_err += 1
-            for k in resp.keys:
-                keys[k] = keys.get(k, 0) + 1
-        result = api.KeyResult(messages, keys, num_nodes, num_err, num_resp)
+        replies = [(reply.from_node, reply.payload) async for reply in handle
+                   if reply.kind == "response"]
+        tally = tally_key_responses(replies, num_nodes)
+        result = api.KeyResult(tally.messages, tally.keys, num_nodes, tally.num_err,
+                               tally.num_resp)
         if kind != "list-keys":
             self._save_keyring()
-        if num_err:
-            raise api.KeyringError(f"{num_err}/{num_nodes} nodes reported failure", result)
-        if num_resp != num_nodes:
-            raise api.KeyringError(f"{num_resp}/{num_nodes} nodes reported success", result)
+        if tally.failed:
+            raise api.KeyringError(f"{tally.num_err}/{num_nodes} nodes reported failure", result)
+        if tally.incomplete:
+            raise api.KeyringError(f"{tally.num_resp}/{num_nodes} nodes reported success",
+                                   result)
         return result
 
     def _save_keyring(self) -> None:

@@ -173,7 +173,7 @@ class TestClockJumps:
         n0.handle_stream(stream, ATTACKER, net.now)
         assert (n0.clock.time(), n0.event_clock.time(), n0.query_clock.time()) == before
         assert n0.stats["drop.serf.push_pull_ltime_implausible"] == 1
-        assert "ghost" not in n0._recent_intents
+        assert "ghost" not in n0._members._recent_intents
 
 
 class TestQueries:
@@ -215,7 +215,7 @@ class TestQueries:
         n0 = net.node("n0")
         for i in range(dom.MAX_PENDING_QUERIES + 5):
             inject(net, n0, query_msg(net, net.node("n1"), 10 + i, id=i))
-        assert len(n0._inbound) == dom.MAX_PENDING_QUERIES
+        assert len(n0._queries._inbound) == dom.MAX_PENDING_QUERIES
         assert n0.stats["query.pending_evicted"] == 5
 
     def test_relay_only_responses_to_live_members(self):
@@ -236,7 +236,7 @@ class TestBoundedState:
         n0 = net.node("n0")
         for i in range(dom.MAX_RECENT_INTENTS + 3):
             inject(net, n0, sw.JoinIntent(5, f"ghost{i}"))
-        assert len(n0._recent_intents) == dom.MAX_RECENT_INTENTS
+        assert len(n0._members._recent_intents) == dom.MAX_RECENT_INTENTS
         assert n0.stats["intent.evicted"] == 3
 
     def test_events_per_ring_slot_bounded_oldest_forgotten(self):
@@ -248,7 +248,7 @@ class TestBoundedState:
         # Nothing is silenced: every distinct event was handed on once.
         assert len([e for e in emitted(net, "n0", UserEvent)
                     if e.ltime == 50]) == dom.MAX_EVENTS_PER_SLOT + 4
-        slot = next(s for s in n0._event_ring.slots() if s is not None and s[0] == 50)
+        slot = next(s for s in n0._events.ring.slots() if s is not None and s[0] == 50)
         assert len(slot[1]) == dom.MAX_EVENTS_PER_SLOT
 
     def test_user_event_over_serfs_hard_limit_refused(self):

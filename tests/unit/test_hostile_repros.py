@@ -471,7 +471,8 @@ def test_missed_leave_about_a_member_that_cannot_refute_it_expires() -> None:
     from simulations import faults
 
     sim = cluster()
-    serf(sim, 3)._refute_stale_leave = lambda ltime, now: None  # type: ignore[method-assign]
+    serf(sim, 3)._members.refute_stale_leave = (  # type: ignore[method-assign]
+        lambda ltime, now, we_are_alive: None)
     rules = faults.partition(sim, [3], [0, 1, 2])
     inject_packet(sim, 1, serf_datagram(sw.LeaveIntent(10, name(3))))
     sim.run_until(sim.now + 2)
@@ -608,7 +609,7 @@ def test_leave_for_a_member_already_gone_does_not_loop_through_gossip() -> None:
     assert [status(sim, i, 2) for i in (0, 1, 3)] == ["left"] * 3
     inject_packet(sim, 0, serf_datagram(sw.LeaveIntent(1_000_000, name(2))))
     sim.run_until(sim.now + 10)
-    queued = [len(serf(sim, i)._intents) for i in (0, 1, 3)]
+    queued = [len(serf(sim, i)._members.intents) for i in (0, 1, 3)]
     assert queued == [0, 0, 0]
 
 

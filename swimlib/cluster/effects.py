@@ -1,0 +1,45 @@
+"""What the Serf layer hands the runtime besides the membership effects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from swimlib.cluster import events as ev
+from swimlib.membership.types import Address, Effect
+
+
+@attrs.frozen(slots=True)
+class QueryReply:
+    """An ack or a response to a query we sent (``handle`` from :meth:`Serf.query`)."""
+
+    handle: int
+    kind: str  # "ack" | "response"
+    from_node: str
+    payload: bytes = b""
+
+
+@attrs.frozen(slots=True)
+class QueryDone:
+    """A query we sent reached its deadline; no more replies will be reported."""
+
+    handle: int
+
+
+@attrs.frozen(slots=True)
+class LeaveFinished:
+    """Graceful leave is complete: the runtime may shut the node down."""
+
+
+@attrs.frozen(slots=True)
+class Emit:
+    """A cluster event for the application (handlers, RPC streams, Python API)."""
+
+    event: ev.Event
+
+
+ClusterEffect = Effect | QueryReply | QueryDone | LeaveFinished | Emit
+
+#: Sends one Serf message to an address directly (memberlist's SendTo).
+SendUser = Callable[[Address, bytes], None]
