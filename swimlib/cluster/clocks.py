@@ -1,7 +1,11 @@
-"""The Serf layer's clock rules, all in one place.
+"""The Serf layer's Lamport clocks and their rules, all in one place.
 
-Serf keeps three Lamport clocks (:class:`~.clock.LamportClock`): members
-(intents), user events and queries. What may move them:
+Serf keeps three Lamport clocks: members (intents), user events and
+queries. ``witness(v)`` moves a clock past ``v`` so anything we send
+afterwards is ordered after what we saw: if ``v >= now`` then ``now = v + 1``.
+Unlike Go's, a clock here stops at the top of uint64 instead of wrapping to 0
+(a wrapped clock orders everything we send before everything we saw).
+What may move them:
 
 - a message's time is witnessed only if :func:`.domains.plausible_ltime`
   allows it, unless it came in the reply to a stream we opened (``trusted``:
@@ -16,11 +20,31 @@ Serf keeps three Lamport clocks (:class:`~.clock.LamportClock`): members
 from __future__ import annotations
 
 from swimlib.cluster import domains as dom
-from swimlib.cluster.clock import LamportClock
 from swimlib.wire import serf as sw
 
 #: Suffix of the drop reasons of a time outside :func:`.domains.plausible_ltime`.
 IMPLAUSIBLE = "_ltime_implausible"
+
+
+class LamportClock:
+    """One Lamport clock (saturating: see the module docstring)."""
+
+    __slots__ = ("_time",)
+
+    def __init__(self, start: int = 1) -> None:
+        self._time = start
+
+    def time(self) -> int:
+        return self._time
+
+    def increment(self) -> int:
+        """Advance and return the new time."""
+        self._time = dom.saturating_add(self._time)
+        return self._time
+
+    def witness(self, value: int) -> None:
+        if value >= self._time:
+            self._time = dom.saturating_add(value)
 
 
 def ltime_problem(clock: LamportClock, ltime: int, what: str,

@@ -15,7 +15,7 @@ from collections import Counter
 
 from swimlib.cluster import domains as dom
 from swimlib.cluster import events as ev
-from swimlib.cluster.clock import LamportClock
+from swimlib.cluster.clocks import LamportClock
 from swimlib.cluster.effects import ClusterEffect, Emit
 from swimlib.config import Config
 from swimlib.errors import DecodeError

@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING, Any
 from swimlib.cluster import domains as dom
 from swimlib.cluster import events as ev
 from swimlib.cluster.catch_up import CATCH_UP_GOSSIP_ROUNDS, CatchUp
-from swimlib.cluster.clock import LamportClock
-from swimlib.cluster.clocks import SerfClocks, is_implausible, ltime_problem
+from swimlib.cluster.clocks import LamportClock, SerfClocks, is_implausible, ltime_problem
 from swimlib.cluster.effects import ClusterEffect, Emit, LeaveFinished, QueryDone, QueryReply
 from swimlib.cluster.leave import LeaveSequence, SerfState
 from swimlib.cluster.members import MemberStatus, SerfMembers, name_problem

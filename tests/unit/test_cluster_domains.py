@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from swimlib.cluster import domains as dom
-from swimlib.cluster.clock import LamportClock
+from swimlib.cluster.clocks import LamportClock
 from swimlib.cluster.events import QueryEvent, UserEvent
 from swimlib.cluster.serf import Emit, QueryReply, Serf
 from swimlib.membership.types import SendPacket
