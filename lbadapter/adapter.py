@@ -398,7 +398,7 @@ async def run_adapter(settings: Settings) -> None:
                 async with trio.open_nursery() as nursery:
                     if settings.rpc_addr is not None:
                         try:
-                            await start_rpc_server(nursery, agent, settings.rpc_addr, "", None)
+                            await start_rpc_server(nursery, agent, settings.rpc_addr, "")
                         except OSError as exc:
                             host, port = settings.rpc_addr
                             raise AdapterError(f"cannot serve RPC on {host}:{port}: "

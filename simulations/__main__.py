@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
         "--slow-lag", default="1,3", metavar="LO,HI",
         help="flaky: seconds of lag added to each delivery to a slow node (default 1,3)",
     )
+    run.add_argument(
+        "--encrypt", action="store_true",
+        help="every node encrypts (AES-GCM, one shared key), as an agent with --encrypt",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object")
     demo = sub.add_parser("demo", help="narrated crash in a 50-node LAN cluster")
     demo.add_argument("--nodes", type=int, default=50)
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario=args.scenario, nodes=args.nodes, seed=args.seed, profile=args.profile,
         loss=args.loss, latency_ms=args.latency_ms, duration=args.duration,
         lifeguard=not args.no_lifeguard, reconnect=not args.no_reconnect,
-        layer=args.layer, slow_lag=lag,
+        layer=args.layer, slow_lag=lag, encrypt=args.encrypt,
     )
     result = run_scenario(opts)
     if args.json:

@@ -13,22 +13,33 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swimlib.config import Config
 from swimlib.membership.rows import RowCache
 from swimlib.membership.types import Address, Effect, Member, MemberEvent, MemberState
+
+if TYPE_CHECKING:
+    from swimlib.wire.crypto import Keyring
 
 
 class SerfNode:
     """The engine's node API over one :class:`~swimlib.cluster.serf.Serf`."""
 
     def __init__(self, name: str, addr: str, port: int, config: Config, rng: random.Random,
-                 now: float, row_cache: RowCache | None = None) -> None:
-        from swimlib.cluster.serf import Emit, LeaveFinished, QueryDone, QueryReply, Serf
+                 now: float, row_cache: RowCache | None = None,
+                 keyring: Keyring | None = None) -> None:
+        from swimlib.cluster.serf import (
+            Emit,
+            KeyringChanged,
+            LeaveFinished,
+            QueryDone,
+            QueryReply,
+            Serf,
+        )
 
         self._leave_type = LeaveFinished
-        self._app_types = (Emit, QueryReply, QueryDone)
+        self._app_types = (Emit, QueryReply, QueryDone, KeyringChanged)
         self.name = name
         self.leave_finished = False
         #: Serf-level events emitted (member join/leave/failed/..., user events).
@@ -39,7 +50,7 @@ class SerfNode:
         #: long and only count.
         self.app_log: list[Any] | None = None
         self.serf = Serf(name, addr, port, config, rng, now, row_cache=row_cache,
-                         report_node_events=True)
+                         keyring=keyring, report_node_events=True)
 
     @property
     def incarnation(self) -> int:
@@ -92,12 +103,14 @@ class SerfNode:
         return self.serf.node.alive_count()
 
 
-def serf_factory() -> Callable[..., Any]:
-    r"""A factory of :class:`SerfNode`\ s sharing one row cache (one per simulated cluster)."""
+def serf_factory(keyrings: Callable[[str], Any] | None = None) -> Callable[..., Any]:
+    r"""A factory of :class:`SerfNode`\ s sharing one row cache (one per simulated
+    cluster), each with the keyring ``keyrings`` gives its name (None: plaintext)."""
     cache = RowCache()
 
     def make(name: str, addr: str, port: int, config: Config, rng: random.Random,
              now: float) -> Any:
-        return SerfNode(name, addr, port, config, rng, now, row_cache=cache)
+        keyring = keyrings(name) if keyrings is not None else None
+        return SerfNode(name, addr, port, config, rng, now, row_cache=cache, keyring=keyring)
 
     return make

@@ -70,6 +70,10 @@ class Config:
     #: half an agent's CPU while a cluster churns, to save bytes but no packets
     #: on a LAN. Receivers always accept both forms.
     compress_datagrams: bool = False
+    #: LZW-compress push-pull streams we send (with enable_compression). The
+    #: simulator turns it off: pure-Python LZW of every push-pull would triple
+    #: its wall time, and receivers accept both forms.
+    compress_streams: bool = True
     #: Refuse members whose names are not letters, digits, ``-`` and ``.`` (at
     #: most 128), as Serf's ``ValidateNodeNames``. Names with control
     #: characters or invalid UTF-8 are refused whatever this says.

@@ -177,7 +177,8 @@ async def _run_agent(s: _Settings) -> None:
     snapshotter = Snapshotter.open(s.snapshot) if s.snapshot else None
     print("==> Starting swimlib agent...", flush=True)
     async with open_agent(s.name, bind=s.bind, advertise=s.advertise, config=s.config,
-                          tags=s.tags, keyring=s.keyring) as agent:
+                          tags=s.tags, keyring=s.keyring,
+                          keyring_file=s.keyring_file) as agent:
         raw_events = agent.events()  # before any checkpoint: our own member-join included
         if snapshotter is not None:
             r = snapshotter.replay
@@ -215,7 +216,7 @@ def _banner(agent: Agent, s: _Settings) -> None:
 
 async def _start_rpc(nursery: trio.Nursery, agent: Agent, s: _Settings) -> trio.Event:
     """Serve Serf's RPC protocol; the returned event fires when a client asks us to stop."""
-    adapter = await start_rpc_server(nursery, agent, s.rpc, s.rpc_auth, s.keyring_file)
+    adapter = await start_rpc_server(nursery, agent, s.rpc, s.rpc_auth)
     return adapter.shutdown_requested
 
 

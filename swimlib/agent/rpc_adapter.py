@@ -1,19 +1,17 @@
 """The running agent as the RPC server sees it (:class:`swimlib.rpc.api.AgentAPI`).
 
 Translates RPC calls into :class:`~swimlib.agent.runtime.Agent` calls, runs
-Serf's keyring queries (install/use/remove/list with per-node results), keeps
-the keyring file in step after key changes, and streams log lines to
+Serf's keyring queries (install/use/remove/list with per-node results; the
+agent keeps the keyring file in step), and streams log lines to
 ``monitor`` clients from a bounded backlog.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
-from pathlib import Path
 
 import trio
 
@@ -52,9 +50,8 @@ class LogFanout(logging.Handler):
 class AgentRPC:
     """Implements :class:`~swimlib.rpc.api.AgentAPI` for one :class:`Agent`."""
 
-    def __init__(self, agent: Agent, keyring_file: str | None, logs: LogFanout) -> None:
+    def __init__(self, agent: Agent, logs: LogFanout) -> None:
         self.agent = agent
-        self.keyring_file = keyring_file
         self.logs = logs
         #: Set when a client asked the agent to leave and shut down.
         self.shutdown_requested = trio.Event()
@@ -125,27 +122,12 @@ class AgentRPC:
         tally = tally_key_responses(replies, num_nodes)
         result = api.KeyResult(tally.messages, tally.keys, num_nodes, tally.num_err,
                                tally.num_resp)
-        if kind != "list-keys":
-            self._save_keyring()
         if tally.failed:
             raise api.KeyringError(f"{tally.num_err}/{num_nodes} nodes reported failure", result)
         if tally.incomplete:
             raise api.KeyringError(f"{tally.num_resp}/{num_nodes} nodes reported success",
                                    result)
         return result
-
-    def _save_keyring(self) -> None:
-        """Persist the keyring after a change, atomically (Serf rewrites the file too)."""
-        keyring = self.agent.keyring
-        if self.keyring_file is None or keyring is None:
-            return
-        path = Path(self.keyring_file)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            tmp.write_text(keyring.to_json())
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.error("agent: failed to write keyring file %s: %s", path, exc)
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -178,13 +160,13 @@ async def _without_internal_queries(
 
 
 async def start_rpc_server(nursery: trio.Nursery, agent: Agent, addr: tuple[str, int],
-                           auth_key: str, keyring_file: str | None) -> AgentRPC:
+                           auth_key: str) -> AgentRPC:
     """Serve Serf's RPC protocol for ``agent`` on ``addr``; returns the adapter."""
     root = logging.getLogger("swimlib")
     formatter = root.handlers[0].formatter if root.handlers else None
     fanout = LogFanout(formatter or logging.Formatter("%(message)s"))
     root.addHandler(fanout)
-    adapter = AgentRPC(agent, keyring_file, fanout)
+    adapter = AgentRPC(agent, fanout)
     await nursery.start(lambda task_status: serve_rpc(adapter, addr[0], addr[1],
                                                       auth_key=auth_key, faults=agent.faults,
                                                       task_status=task_status))

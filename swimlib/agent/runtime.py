@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
@@ -27,9 +29,16 @@ import trio
 
 from swimlib.agent.addresses import resolve_join_addresses
 from swimlib.agent.datagrams import DatagramSocket
-from swimlib.agent.streams import open_stream, read_message, seal_stream
+from swimlib.agent.streams import read_message
 from swimlib.cluster import events as ev
-from swimlib.cluster.serf import Emit, LeaveFinished, QueryDone, QueryReply, Serf
+from swimlib.cluster.serf import (
+    Emit,
+    KeyringChanged,
+    LeaveFinished,
+    QueryDone,
+    QueryReply,
+    Serf,
+)
 from swimlib.config import Config
 from swimlib.errors import DecodeError, SwimError
 from swimlib.faults import FaultLog
@@ -93,11 +102,12 @@ class QueryHandle:
 class Agent:
     """A running swimlib agent. Create with :func:`open_agent`."""
 
-    def __init__(self, serf: Serf, udp: DatagramSocket, keyring: Keyring | None,
-                 nursery: trio.Nursery) -> None:
+    def __init__(self, serf: Serf, udp: DatagramSocket, nursery: trio.Nursery,
+                 keyring_file: str | None = None) -> None:
         self.serf = serf
         self.config = serf.config
-        self.keyring = keyring
+        #: Rewritten whenever a key query changes the keyring (as Serf does).
+        self.keyring_file = keyring_file
         self._udp = udp
         self._nursery = nursery
         #: The timer loop's sleep; its deadline is pulled in when work comes due sooner.
@@ -113,6 +123,11 @@ class Agent:
         self.faults = FaultLog()
 
     # ------------------------------------------------------------------ public API
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The keys the core encrypts with (None: plaintext); key queries change it."""
+        return self.serf.keyring
 
     @property
     def name(self) -> str:
@@ -279,20 +294,9 @@ class Agent:
             await self._drive()
 
     def _on_datagram(self, data: bytes, source: Address, now: float) -> None:
-        if self.keyring is not None:
-            try:
-                data = self.keyring.decrypt_packet(data)
-            except DecodeError as exc:
-                self.counters["drop." + exc.reason] += 1
-                return
         self.serf.handle_packet(data, source, now)
 
     def _on_unreachable(self, dest: Address, sent: bytes, now: float) -> None:
-        if self.keyring is not None:
-            try:
-                sent = self.keyring.decrypt_packet(sent)
-            except DecodeError:
-                sent = b""  # quoted in part: the core matches by address
         self.serf.handle_unreachable(dest, sent, now)
 
     def _count_socket_errors(self) -> None:
@@ -315,12 +319,10 @@ class Agent:
             peer = stream.socket.getpeername()
             with trio.fail_after(self.config.tcp_timeout):
                 raw = await read_message(stream)
-                plain = open_stream(raw, self.keyring)
-                reply = self.serf.handle_stream(plain, (peer[0], peer[1]), trio.current_time())
+                reply = self.serf.handle_stream(raw, (peer[0], peer[1]), trio.current_time())
                 await self._drive()
                 if reply is not None:
-                    await stream.send_all(seal_stream(reply, self.keyring,
-                                                      self.config.enable_compression))
+                    await stream.send_all(reply)
         except DecodeError as exc:
             self.counters["drop.stream." + exc.reason] += 1
         except (trio.TooSlowError, trio.BrokenResourceError, OSError):
@@ -337,9 +339,8 @@ class Agent:
             with trio.fail_after(effect.timeout):
                 stream = await trio.open_tcp_stream(effect.dest[0], effect.dest[1])
                 async with stream:
-                    await stream.send_all(seal_stream(effect.data, self.keyring,
-                                                      self.config.enable_compression))
-                    reply = open_stream(await read_message(stream), self.keyring)
+                    await stream.send_all(effect.data)
+                    reply = await read_message(stream)
         except DecodeError as exc:
             self.counters["drop.stream." + exc.reason] += 1
         except (trio.TooSlowError, trio.BrokenResourceError, OSError):
@@ -385,6 +386,8 @@ class Agent:
                 waiter[0].set()
         elif isinstance(effect, LeaveFinished):
             self._left.set()
+        elif isinstance(effect, KeyringChanged):
+            self._save_keyring()
         elif isinstance(effect, SuspicionRaised):
             log.info("memberlist: Suspect %s has failed, no acks received", effect.node)
         elif isinstance(effect, DeathDeclared):
@@ -397,12 +400,22 @@ class Agent:
                 log.warning("memberlist: Refuting a %s message (from: %s)", effect.kind,
                             effect.accuser)
 
-    async def _send_packet(self, effect: SendPacket) -> None:
-        data = effect.data
-        if self.keyring is not None:
-            data = self.keyring.encrypt_packet(data)
+    def _save_keyring(self) -> None:
+        """Persist the keyring after a change, atomically (Serf rewrites the file too)."""
+        keyring = self.keyring
+        if self.keyring_file is None or keyring is None:
+            return
+        path = Path(self.keyring_file)
+        tmp = path.with_name(path.name + ".tmp")
         try:
-            await self._udp.send(data, effect.dest)
+            tmp.write_text(keyring.to_json())
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("agent: failed to write keyring file %s: %s", path, exc)
+
+    async def _send_packet(self, effect: SendPacket) -> None:
+        try:
+            await self._udp.send(effect.data, effect.dest)
             self.counters["udp.sent"] += 1
         except OSError as exc:
             self.counters["udp.send_error"] += 1
@@ -459,7 +472,8 @@ async def open_agent(name: str | None = None, *, bind: Address = ("0.0.0.0", 794
                      advertise: Address | None = None, config: Config | None = None,
                      tags: Mapping[str, str] | None = None, keyring: Keyring | None = None,
                      join: Sequence[str] = (), replay: bool = False,
-                     rng: random.Random | None = None) -> AsyncIterator[Agent]:
+                     rng: random.Random | None = None,
+                     keyring_file: str | None = None) -> AsyncIterator[Agent]:
     """Run an agent for the duration of the ``async with`` block.
 
     Leaving the block shuts the agent down without a graceful leave; call
@@ -473,7 +487,7 @@ async def open_agent(name: str | None = None, *, bind: Address = ("0.0.0.0", 794
                 rng or random.Random(), trio.current_time(), tags=tags, keyring=keyring)
     try:
         async with trio.open_nursery() as nursery:
-            agent = Agent(serf, udp, keyring, nursery)
+            agent = Agent(serf, udp, nursery, keyring_file)
             nursery.start_soon(agent._timer_loop)
             nursery.start_soon(agent._udp_loop)
             nursery.start_soon(trio.serve_listeners, agent._serve_stream, listeners)

@@ -3,8 +3,8 @@
 A plain stream has no length prefix (the peer waits for our reply on the same
 connection), so the reader parses incrementally with
 :class:`~swimlib.wire.codec.StreamFramer` to learn where the message ends.
-Outgoing payloads are LZW-compressed when enabled and sealed when a keyring
-is set, exactly as memberlist's ``rawSendMsgStream`` does.
+What is read goes to the core as it came off the wire: the core's envelope
+(swimlib/wire/envelope.py) decrypts it, and seals what it sends.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import trio
 
 from swimlib.errors import DecodeError
 from swimlib.wire import codec
-from swimlib.wire.messages import MessageType
 
 if TYPE_CHECKING:  # cryptography is imported only when encryption is on
-    from swimlib.wire.crypto import Keyring
+    pass
 
 #: Bytes read per receive call.
 _CHUNK = 65536
@@ -37,21 +36,3 @@ async def read_message(stream: trio.abc.ReceiveStream,
         length = framer.feed(chunk)
         if length is not None and len(buf) >= length:
             return bytes(buf[:length])
-
-
-def seal_stream(payload: bytes, keyring: Keyring | None, compress: bool) -> bytes:
-    """What goes on the wire for ``payload``: compressed, then encrypted, as configured."""
-    if compress:
-        payload = codec.encode_compress(payload)
-    if keyring is not None:
-        payload = keyring.encrypt_stream(payload)
-    return payload
-
-
-def open_stream(raw: bytes, keyring: Keyring | None) -> bytes:
-    """The plaintext of a received stream message; refuses plaintext when encrypted."""
-    if keyring is None:
-        return raw
-    if not raw or raw[0] != MessageType.ENCRYPT:
-        raise DecodeError("plaintext", "unencrypted stream while encryption is enabled")
-    return keyring.decrypt_stream(raw)

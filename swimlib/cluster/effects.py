@@ -33,13 +33,18 @@ class LeaveFinished:
 
 
 @attrs.frozen(slots=True)
+class KeyringChanged:
+    """A key-management query changed our keyring: persist it if it has a file."""
+
+
+@attrs.frozen(slots=True)
 class Emit:
     """A cluster event for the application (handlers, RPC streams, Python API)."""
 
     event: ev.Event
 
 
-ClusterEffect = Effect | QueryReply | QueryDone | LeaveFinished | Emit
+ClusterEffect = Effect | QueryReply | QueryDone | LeaveFinished | KeyringChanged | Emit
 
 #: Sends one Serf message to an address directly (memberlist's SendTo).
 SendUser = Callable[[Address, bytes], None]

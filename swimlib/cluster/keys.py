@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -41,19 +40,20 @@ def key_request(key_base64: str | None) -> bytes:
 
 
 def answer_key_query(keyring: Keyring | None, kind: str, payload: bytes,
-                     response_limit: int, stats: Counter[str]) -> bytes:
-    """Apply one key query to ``keyring`` and encode our answer (Serf's keyring handlers)."""
+                     response_limit: int) -> tuple[bytes, bool]:
+    """Apply one key query to ``keyring``: our encoded answer (Serf's keyring
+    handlers), and whether the keyring changed."""
     from swimlib.wire.crypto import KeyringError, encode_key
 
     if keyring is None:
         return sw.encode_serf(sw.KeyResponse(
-            False, "No keyring to modify (encryption not enabled)"))
+            False, "No keyring to modify (encryption not enabled)")), False
     try:
         req = sw.decode_serf(payload)
     except DecodeError:
         req = None
     if not isinstance(req, sw.KeyRequest):
-        return sw.encode_serf(sw.KeyResponse(False, "Failed to decode key request"))
+        return sw.encode_serf(sw.KeyResponse(False, "Failed to decode key request")), False
     try:
         if kind == "install-key":
             keyring.add(req.key)
@@ -62,16 +62,15 @@ def answer_key_query(keyring: Keyring | None, kind: str, payload: bytes,
         elif kind == "remove-key":
             keyring.remove(req.key)
     except (KeyringError, ValueError) as exc:
-        return sw.encode_serf(sw.KeyResponse(False, str(exc)))
+        return sw.encode_serf(sw.KeyResponse(False, str(exc))), False
     if kind != "list-keys":
-        stats["keyring.changed"] += 1
-        return sw.encode_serf(sw.KeyResponse(True))
+        return sw.encode_serf(sw.KeyResponse(True)), True
     primary = encode_key(keyring.primary)
     keys = tuple(keyring.to_base64())
     while True:  # truncate the key list to fit the response limit, as Serf does
         raw = sw.encode_serf(sw.KeyResponse(True, "", keys, primary))
         if len(raw) <= response_limit - _RESPONSE_SLACK or not keys:
-            return raw
+            return raw, False
         keys = keys[:-1]
 
 

@@ -18,7 +18,14 @@ from swimlib.cluster import domains as dom
 from swimlib.cluster import events as ev
 from swimlib.cluster.clocks import SerfClocks, ltime_problem
 from swimlib.cluster.dedup import DedupRing
-from swimlib.cluster.effects import ClusterEffect, Emit, QueryDone, QueryReply, SendUser
+from swimlib.cluster.effects import (
+    ClusterEffect,
+    Emit,
+    KeyringChanged,
+    QueryDone,
+    QueryReply,
+    SendUser,
+)
 from swimlib.cluster.keys import KEY_QUERIES, answer_key_query
 from swimlib.cluster.members import MemberStatus, SerfMembers, name_problem
 from swimlib.config import Config
@@ -255,9 +262,12 @@ class Queries:
             self._respond_internal(handle, sw.encode_serf(sw.ConflictResponse(member)), now)
             return
         if kind in KEY_QUERIES:
-            answer = answer_key_query(self._keyring(), kind, q.payload,
-                                      self.config.query_response_size_limit, self._stats)
+            answer, changed = answer_key_query(self._keyring(), kind, q.payload,
+                                               self.config.query_response_size_limit)
             self._respond_internal(handle, answer, now)
+            if changed:
+                self._stats["keyring.changed"] += 1
+                self._effects.append(KeyringChanged())
             return
         self._inbound.pop(handle, None)
         self._stats["query.internal_unknown"] += 1

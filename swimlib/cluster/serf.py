@@ -31,7 +31,14 @@ from swimlib.cluster import domains as dom
 from swimlib.cluster import events as ev
 from swimlib.cluster.catch_up import CATCH_UP_GOSSIP_ROUNDS, CatchUp
 from swimlib.cluster.clocks import LamportClock, SerfClocks, is_implausible, ltime_problem
-from swimlib.cluster.effects import ClusterEffect, Emit, LeaveFinished, QueryDone, QueryReply
+from swimlib.cluster.effects import (
+    ClusterEffect,
+    Emit,
+    KeyringChanged,
+    LeaveFinished,
+    QueryDone,
+    QueryReply,
+)
 from swimlib.cluster.leave import LeaveSequence, SerfState
 from swimlib.cluster.members import MemberStatus, SerfMembers, name_problem
 from swimlib.cluster.queries import Queries
@@ -54,6 +61,7 @@ __all__ = [
     "USER_EVENT_HARD_LIMIT",
     "ClusterEffect",
     "Emit",
+    "KeyringChanged",
     "LeaveFinished",
     "MemberStatus",
     "QueryDone",
@@ -83,8 +91,6 @@ class Serf:
         self._rng = rng
         self._tags = dict(tags or {})
         self._state = SerfState.ALIVE
-        #: Shared with the transport, which encrypts with it; key queries change it.
-        self.keyring: Keyring | None = keyring
         self.stats: Counter[str] = Counter()
         self._effects: list[ClusterEffect] = []
         self._timers = Timers()
@@ -95,14 +101,14 @@ class Serf:
                                     **shared)
         self._events = UserEvents(config, self._clocks, **shared)
         self._queries = Queries(name, config, rng, self._clocks, self._members,
-                                self._send_user, lambda: self._tags, lambda: self.keyring,
+                                self._send_user, lambda: self._tags, lambda: self.node.keyring,
                                 timers=self._timers, **shared)
         self._leave = LeaveSequence(config)
         self._ignore_old_joins: set[int] = set()
         self._user_joins: set[int] = set()
 
         self.node = Node(name, addr, port, config, rng, now, meta=sw.encode_tags(self._tags),
-                         delegate=self, encrypted=keyring is not None, row_cache=row_cache)
+                         delegate=self, keyring=keyring, row_cache=row_cache)
         #: Largest Serf message one gossip datagram can carry (see _regossip).
         self._max_gossip_size = config.udp_buffer_size - _GOSSIP_OVERHEAD
         self._catch_up = CatchUp(config, rng, self._members, self.node,
@@ -173,6 +179,11 @@ class Serf:
     @property
     def tags(self) -> dict[str, str]:
         return dict(self._tags)
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The keys the core encrypts with; key queries change it in place."""
+        return self.node.keyring
 
     @property
     def clock(self) -> LamportClock:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swimlib.config import Config
 from swimlib.errors import ConfigError, DecodeError, SwimError
@@ -43,6 +43,7 @@ from swimlib.membership.table import MemberTable, Verdict, name_problem_for
 from swimlib.membership.timers import Timers
 from swimlib.membership.types import Address, Effect, Member, MemberState
 from swimlib.wire import codec
+from swimlib.wire.envelope import Envelope
 from swimlib.wire.messages import (
     DEFAULT_VSN,
     Ack,
@@ -57,13 +58,16 @@ from swimlib.wire.messages import (
     UserMsg,
 )
 
+if TYPE_CHECKING:  # cryptography is imported only when encryption is on
+    from swimlib.wire.crypto import Keyring
+
 
 class Node:
     """One cluster member's view and protocol duties. See the module docstring."""
 
     def __init__(self, name: str, addr: str, port: int, config: Config, rng: random.Random,
                  now: float, meta: bytes = b"", delegate: Delegate | None = None,
-                 vsn: bytes = DEFAULT_VSN, encrypted: bool = False,
+                 vsn: bytes = DEFAULT_VSN, keyring: Keyring | None = None,
                  row_cache: RowCache | None = None) -> None:
         if len(vsn) != 6:
             raise ConfigError("vsn must be 6 bytes")
@@ -83,14 +87,18 @@ class Node:
         self._timers = Timers()
         self.awareness = Awareness(config.awareness_max_multiplier)
         broadcasts = BroadcastQueue()
+        #: Seals what we send and opens what we receive (compression, CRC, encryption).
+        self.envelope = Envelope(
+            keyring, compress_datagrams=config.enable_compression and config.compress_datagrams,
+            compress_streams=config.enable_compression and config.compress_streams)
         stats, effects, timers = self.stats, self._effects, self._timers
         self._table = MemberTable(
             name, addr, port, config, rng, vsn, broadcasts=broadcasts, awareness=self.awareness,
             row_cache=row_cache if row_cache is not None else RowCache(),
             stats=stats, effects=effects, timers=timers)
-        self._packets = Packets(config, self._table, broadcasts, delegate, encrypted,
+        self._packets = Packets(config, self._table, broadcasts, delegate, self.envelope,
                                 stats=stats, effects=effects, timers=timers)
-        self._sync = Sync(config, self._table, delegate,
+        self._sync = Sync(config, self._table, delegate, self.envelope,
                           stats=stats, effects=effects, timers=timers)
         self._prober = Prober(config, self._table, self._packets, self._sync, self.awareness,
                               delegate, stats=stats, effects=effects, timers=timers)
@@ -118,6 +126,11 @@ class Node:
     @property
     def incarnation(self) -> int:
         return self._table.me.incarnation
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The keys we encrypt with (changed in place by key management); None: plaintext."""
+        return self.envelope.keyring
 
     @property
     def has_left(self) -> bool:
@@ -213,9 +226,9 @@ class Node:
     # ------------------------------------------------------------------ input
 
     def handle_packet(self, data: bytes, source: Address, now: float) -> None:
-        """One (decrypted) UDP datagram from ``source``."""
+        """One UDP datagram from ``source``, as it came off the wire."""
         try:
-            messages = codec.decode_packet(data)
+            messages = codec.decode_packet(self.envelope.open_packet(data))
         except DecodeError as exc:
             self.stats["drop." + exc.reason] += 1
             return
@@ -223,7 +236,7 @@ class Node:
             self._handlers[type(msg)](msg, source, now)
 
     def handle_unreachable(self, dest: Address, sent: bytes, now: float) -> None:
-        """The host of ``dest`` answered ``sent`` (our datagram, decrypted) with
+        """The host of ``dest`` answered ``sent`` (our datagram as the kernel quoted it) with
         "port unreachable": nothing listens there, the agent is gone.
 
         memberlist never sees these; a runtime that can (Linux, IP_RECVERR)
@@ -234,10 +247,24 @@ class Node:
         probe interval; a helper whose relayed ping came back unreachable
         nacks at once. Where only timeouts speak, memberlist's timing stands.
         """
+        try:
+            sent = self.envelope.open_packet(sent)
+        except DecodeError:
+            sent = b""  # quoted in part: the prober matches by address
         self._prober.on_unreachable(dest, sent, now)
 
     def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
-        """An inbound TCP exchange: the whole request in, our reply (if any) out."""
+        """An inbound TCP exchange: the whole request in (as framed on the wire),
+        our reply (if any) out, sealed. None: close without a reply."""
+        try:
+            plain = self.envelope.open_stream(data)
+        except DecodeError as exc:
+            self.stats["drop.stream." + exc.reason] += 1
+            return None
+        reply = self._answer_stream(plain, source, now)
+        return None if reply is None else self.envelope.seal_stream(reply)
+
+    def _answer_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
         try:
             msg = codec.decode_stream(data)
         except DecodeError as exc:
@@ -266,7 +293,7 @@ class Node:
         msg: Any = None
         if data is not None:
             try:
-                msg = codec.decode_stream(data)
+                msg = codec.decode_stream(self.envelope.open_stream(data))
             except DecodeError as exc:
                 self.stats["drop.stream." + exc.reason] += 1
         if purpose is StreamPurpose.TCP_PING:

@@ -3,8 +3,8 @@
 Everything the membership layer sends by UDP leaves through :class:`Packets`:
 a probe's ping with queued broadcasts piggybacked (memberlist ``sendMsg``),
 the gossip tick that sends queued broadcasts to a few random members, and
-bare replies. Compression and checksums are applied here; the byte budget
-leaves room for the runtime's encryption.
+bare replies, each sealed by the :class:`~swimlib.wire.envelope.Envelope`
+(compression, checksum, encryption) within one datagram's byte budget.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from swimlib.membership.table import MemberTable
 from swimlib.membership.timers import Timers
 from swimlib.membership.types import Address, Effect, MemberState, SendPacket
 from swimlib.wire import codec
+from swimlib.wire.envelope import Envelope
 
 #: Bytes a compound header costs, and each part's length prefix.
 COMPOUND_HEADER = 2
 COMPOUND_PART = 2
-#: AES-GCM version + nonce + tag added to every encrypted datagram.
-ENCRYPT_OVERHEAD = 29
 #: Framing byte in front of each user (Serf) broadcast.
 USER_MSG_OVERHEAD = 1
 #: Leave room for the message itself in a compound (Go 0.2.2 breaks at 128 parts).
@@ -37,16 +36,16 @@ class Packets:
     """The send side of the datagram path (see the module docstring)."""
 
     def __init__(self, config: Config, table: MemberTable, broadcasts: BroadcastQueue,
-                 delegate: Delegate | None, encrypted: bool, *, stats: Counter[str],
+                 delegate: Delegate | None, envelope: Envelope, *, stats: Counter[str],
                  effects: list[Effect], timers: Timers) -> None:
         self.config = config
         self._table = table
         self._broadcasts = broadcasts
         self._delegate = delegate
         self._lifeguard = config.lifeguard
-        self._compress = config.enable_compression and config.compress_datagrams
+        self._envelope = envelope
         #: Room in a datagram for the messages themselves.
-        self._budget = config.udp_buffer_size - (ENCRYPT_OVERHEAD if encrypted else 0)
+        self._budget = config.udp_buffer_size - envelope.packet_overhead
         self._stats = stats
         self._effects = effects
         self._timers = timers
@@ -60,12 +59,8 @@ class Packets:
                                           and self._delegate.has_broadcasts())
 
     def send_raw(self, dest: Address, data: bytes, crc: bool) -> None:
-        if self._compress:
-            data = codec.maybe_compress(data)
-        if crc:
-            data = codec.add_crc(data)
         self._stats["udp.sent"] += 1
-        self._effects.append(SendPacket(dest, data))
+        self._effects.append(SendPacket(dest, self._envelope.seal_packet(data, crc)))
 
     def send(self, dest: Address, msg: bytes, piggyback: bool = True) -> None:
         """Send one message, piggybacking queued broadcasts (memberlist sendMsg).

@@ -25,6 +25,7 @@ from swimlib.membership.table import MemberTable, Verdict
 from swimlib.membership.timers import Timers
 from swimlib.membership.types import Address, Effect, JoinFinished, MemberState, OpenStream
 from swimlib.wire import codec
+from swimlib.wire.envelope import Envelope
 from swimlib.wire.messages import Alive, Dead, PushNodeState, PushPull, Suspect
 
 #: memberlist scales the push-pull interval once the cluster exceeds this size.
@@ -65,9 +66,11 @@ class _JoinAttempt:
 class Sync:
     """Push-pull exchanges and the registry of outbound streams."""
 
-    def __init__(self, config: Config, table: MemberTable, delegate: Delegate | None, *,
-                 stats: Counter[str], effects: list[Effect], timers: Timers) -> None:
+    def __init__(self, config: Config, table: MemberTable, delegate: Delegate | None,
+                 envelope: Envelope, *, stats: Counter[str], effects: list[Effect],
+                 timers: Timers) -> None:
         self.config = config
+        self._envelope = envelope
         self._table = table
         self._delegate = delegate
         self._stats = stats
@@ -88,11 +91,13 @@ class Sync:
 
     def open_stream(self, dest: Address, data: bytes, purpose: StreamPurpose,
                     info: Any) -> int:
-        """Ask the runtime for a TCP exchange; returns its request id."""
+        """Ask the runtime for a TCP exchange sending ``data`` (sealed here); returns its
+        request id."""
         self._stream_id += 1
         self._streams[self._stream_id] = (purpose, info)
         self._stats["tcp.opened"] += 1
-        self._effects.append(OpenStream(self._stream_id, dest, data, self.config.tcp_timeout))
+        self._effects.append(OpenStream(self._stream_id, dest, self._envelope.seal_stream(data),
+                                        self.config.tcp_timeout))
         return self._stream_id
 
     def take_request(self, request_id: int) -> tuple[StreamPurpose, Any] | None:

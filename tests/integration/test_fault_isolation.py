@@ -192,7 +192,7 @@ async def test_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_rpc_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     async with cluster() as agents, trio.open_nursery() as nursery:
         rpc = ("127.0.0.1", free_port())
-        await start_rpc_server(nursery, agents[0], rpc, "", None)
+        await start_rpc_server(nursery, agents[0], rpc, "")
         session = rpc_server._Session
         monkeypatch.setattr(session, "_dispatch", failing_async(session._dispatch, 1))
         address = f"{rpc[0]}:{rpc[1]}"
