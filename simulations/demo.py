@@ -17,8 +17,8 @@ from simulations.scenarios import Options, Run
 from swimlib.membership.types import (
     DeathDeclared,
     EventKind,
-    MemberEvent,
     MemberState,
+    NodeEvent,
     Refuted,
     SuspicionRaised,
 )
@@ -55,7 +55,7 @@ def demo(nodes: int = 50, seed: int = 1, out: Any = print) -> None:
         elif t is Refuted:
             counts["refuted"] += 1
             out(f"{stamp()}  {who} refutes a suspicion (incarnation {effect.incarnation})")
-        elif (t is MemberEvent and effect.kind is EventKind.LEAVE
+        elif (t is NodeEvent and effect.kind is EventKind.LEAVE
               and effect.member.name == vname and effect.member.state is MemberState.DEAD):
             saw_dead.add(i)
 

@@ -26,7 +26,8 @@ from typing import Any, NamedTuple, Protocol
 from simulations.network import Network
 from simulations.trace import Trace, describe
 from swimlib.config import Config
-from swimlib.membership.types import Address, Effect, Member, OpenStream, SendPacket
+from swimlib.core import Core
+from swimlib.membership.types import Address, Member, OpenStream, SendPacket
 
 #: Port every simulated node binds (addresses differ, ports do not).
 PORT = 7946
@@ -46,29 +47,12 @@ LEFT = "left"  # stopped after a graceful leave
 CRASHED = "crashed"  # stopped without warning
 
 
-class SimNode(Protocol):
-    """The sans-IO node API the engine drives (swimlib.membership.node.Node)."""
-
-    name: str
+class SimNode(Core, Protocol):
+    """A :class:`swimlib.core.Core` (what the engine drives) with the views the
+    metrics read."""
 
     @property
     def incarnation(self) -> int: ...
-
-    def handle_packet(self, data: bytes, source: Address, now: float) -> None: ...
-
-    def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None: ...
-
-    def handle_stream_reply(self, request_id: int, data: bytes | None, now: float) -> None: ...
-
-    def tick(self, now: float) -> None: ...
-
-    def next_deadline(self) -> float | None: ...
-
-    def join(self, addrs: Sequence[Address], now: float) -> object: ...
-
-    def leave(self, now: float) -> None: ...
-
-    def take_effects(self) -> list[Effect]: ...
 
     def members(self) -> list[Member]: ...
 

@@ -31,8 +31,8 @@ from simulations.engine import Lifecycle, Simulation
 from swimlib.membership.types import (
     DeathDeclared,
     EventKind,
-    MemberEvent,
     MemberState,
+    NodeEvent,
     Refuted,
     SuspicionRaised,
 )
@@ -99,7 +99,7 @@ class ViewTracker:
 
     def _on_event(self, now: float, i: int, effect: Any) -> None:
         t = type(effect)
-        if t is MemberEvent:
+        if t is NodeEvent:
             j = self.sim.by_name.get(effect.member.name)
             if j is None or j == i:
                 return
@@ -202,7 +202,7 @@ class Metrics:
 
     def _on_event(self, now: float, i: int, effect: Any) -> None:
         t = type(effect)
-        if t is MemberEvent:
+        if t is NodeEvent:
             if effect.kind is EventKind.LEAVE and self._watches:
                 self._on_leave_event(now, i, effect)
             return
@@ -226,7 +226,7 @@ class Metrics:
         # A restarted host: a verdict about its previous life is not a mistake.
         return not (slot.gen > 0 and incarnation <= slot.last_incarnation)
 
-    def _on_leave_event(self, now: float, i: int, effect: MemberEvent) -> None:
+    def _on_leave_event(self, now: float, i: int, effect: NodeEvent) -> None:
         j = self.sim.by_name.get(effect.member.name)
         if j is None:
             return

@@ -15,7 +15,7 @@ import random
 from typing import Any
 
 from simulations.engine import Lifecycle, Simulation
-from swimlib.membership.types import Address, EventKind, MemberEvent, MemberState
+from swimlib.membership.types import Address, EventKind, MemberState, NodeEvent
 
 #: Serf's ReconnectInterval.
 RECONNECT_INTERVAL = 30.0
@@ -41,7 +41,7 @@ class Reconnector:
 
     def _on_event(self, now: float, i: int, effect: Any) -> None:
         t = type(effect)
-        if t is MemberEvent:
+        if t is NodeEvent:
             m = effect.member
             if m.name == self.sim.slots[i].name:
                 return

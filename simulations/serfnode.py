@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from swimlib.config import Config
 from swimlib.membership.rows import RowCache
-from swimlib.membership.types import Address, Effect, Member, MemberEvent, MemberState
+from swimlib.membership.types import Address, Effect, Member, MemberState, NodeEvent
 
 if TYPE_CHECKING:
     from swimlib.wire.crypto import Keyring
@@ -59,6 +59,9 @@ class SerfNode:
     def handle_packet(self, data: bytes, source: Address, now: float) -> None:
         self.serf.handle_packet(data, source, now)
 
+    def handle_unreachable(self, dest: Address, sent: bytes, now: float) -> None:
+        self.serf.handle_unreachable(dest, sent, now)
+
     def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
         return self.serf.handle_stream(data, source, now)
 
@@ -68,8 +71,8 @@ class SerfNode:
     def tick(self, now: float) -> None:
         self.serf.tick(now)
 
-    def next_deadline(self) -> float | None:
-        return self.serf.next_deadline()
+    def next_deadline(self, skip_idle: bool = False) -> float | None:
+        return self.serf.next_deadline(skip_idle)
 
     def join(self, addrs: Sequence[Address], now: float) -> object:
         return self.serf.join(addrs, now)
@@ -81,7 +84,7 @@ class SerfNode:
         member_events: list[Effect] = []
         out: list[Effect] = []
         for e in self.serf.take_effects():
-            if type(e) is MemberEvent:
+            if type(e) is NodeEvent:
                 member_events.append(e)
             elif isinstance(e, self._leave_type):
                 self.leave_finished = True

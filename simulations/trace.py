@@ -16,7 +16,7 @@ import hashlib
 from swimlib.membership.types import (
     DeathDeclared,
     JoinFinished,
-    MemberEvent,
+    NodeEvent,
     Refuted,
     SuspicionRaised,
 )
@@ -27,8 +27,8 @@ _BATCH = 2048
 def describe(effect: object) -> str:
     """Canonical one-line text for a reported effect (not for SendPacket/OpenStream)."""
     t = type(effect)
-    if t is MemberEvent:
-        assert isinstance(effect, MemberEvent)
+    if t is NodeEvent:
+        assert isinstance(effect, NodeEvent)
         m = effect.member
         return f"member-{effect.kind.value} {m.name} {m.state.name} {m.incarnation}"
     if t is SuspicionRaised:

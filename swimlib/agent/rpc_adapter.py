@@ -86,10 +86,7 @@ class AgentRPC:
 
         async def replies() -> AsyncIterator[api.QueryReply]:
             async for reply in handle:
-                if reply.kind == "ack":
-                    yield api.QueryReply("ack", reply.from_node)
-                else:
-                    yield api.QueryReply("response", reply.from_node, reply.payload)
+                yield reply
 
         return replies()
 
@@ -119,14 +116,13 @@ class AgentRPC:
         num_nodes = self.agent.serf.alive_count()
         replies = [(reply.from_node, reply.payload) async for reply in handle
                    if reply.kind == "response"]
-        tally = tally_key_responses(replies, num_nodes)
-        result = api.KeyResult(tally.messages, tally.keys, num_nodes, tally.num_err,
-                               tally.num_resp)
-        if tally.failed:
-            raise api.KeyringError(f"{tally.num_err}/{num_nodes} nodes reported failure", result)
-        if tally.incomplete:
-            raise api.KeyringError(f"{tally.num_resp}/{num_nodes} nodes reported success",
-                                   result)
+        result = tally_key_responses(replies, num_nodes)
+        if result.failed:
+            raise api.KeyQueryError(f"{result.num_err}/{num_nodes} nodes reported failure",
+                                    result)
+        if result.incomplete:
+            raise api.KeyQueryError(f"{result.num_resp}/{num_nodes} nodes reported success",
+                                    result)
         return result
 
     # ------------------------------------------------------------------ subscriptions

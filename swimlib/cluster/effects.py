@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import attrs
 
@@ -12,12 +13,14 @@ from swimlib.membership.types import Address, Effect
 
 @attrs.frozen(slots=True)
 class QueryReply:
-    """An ack or a response to a query we sent (``handle`` from :meth:`Serf.query`)."""
+    """An ack or a response to a query we sent. ``handle`` (what :meth:`Serf.query`
+    returned) tells the runtime which query; the RPC and the Python API hand the
+    same object on."""
 
-    handle: int
-    kind: str  # "ack" | "response"
+    kind: Literal["ack", "response"]
     from_node: str
     payload: bytes = b""
+    handle: int = 0
 
 
 @attrs.frozen(slots=True)

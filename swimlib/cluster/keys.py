@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
@@ -74,26 +74,40 @@ def answer_key_query(keyring: Keyring | None, kind: str, payload: bytes,
         keys = keys[:-1]
 
 
-@attrs.frozen
-class KeyTally:
-    """Every member's answer to one key query (Serf's ``KeyResponse`` to the RPC)."""
+def _frozen_str_map(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
 
-    messages: dict[str, str]
-    keys: dict[str, int]
-    num_nodes: int
-    num_err: int
-    num_resp: int
+
+def _frozen_int_map(value: Mapping[str, int]) -> dict[str, int]:
+    return dict(value)
+
+
+@attrs.frozen
+class KeyResult:
+    """Outcome of a cluster-wide key query (Serf's ``KeyResponse`` to the RPC).
+
+    ``messages`` maps node name to its error text; ``keys`` (list only) maps a
+    base64 key to how many nodes have it installed.
+    """
+
+    messages: dict[str, str] = attrs.field(factory=dict, converter=_frozen_str_map)
+    keys: dict[str, int] = attrs.field(factory=dict, converter=_frozen_int_map)
+    num_nodes: int = 0
+    num_err: int = 0
+    num_resp: int = 0
 
     @property
     def failed(self) -> bool:
+        """Some member answered with an error."""
         return self.num_err > 0
 
     @property
     def incomplete(self) -> bool:
+        """Not every member we count answered."""
         return self.num_resp != self.num_nodes
 
 
-def tally_key_responses(replies: Iterable[tuple[str, bytes]], num_nodes: int) -> KeyTally:
+def tally_key_responses(replies: Iterable[tuple[str, bytes]], num_nodes: int) -> KeyResult:
     """Count the ``(member, payload)`` answers to a key query."""
     messages: dict[str, str] = {}
     keys: dict[str, int] = {}
@@ -113,4 +127,4 @@ def tally_key_responses(replies: Iterable[tuple[str, bytes]], num_nodes: int) ->
             num_err += 1
         for k in resp.keys:
             keys[k] = keys.get(k, 0) + 1
-    return KeyTally(messages, keys, num_nodes, num_err, num_resp)
+    return KeyResult(messages, keys, num_nodes, num_err, num_resp)

@@ -22,8 +22,7 @@ from swimlib.errors import DecodeError
 from swimlib.membership import domains as member_domains
 from swimlib.membership.broadcasts import BroadcastQueue
 from swimlib.membership.timers import Timers
-from swimlib.membership.types import Address, EventKind, MemberState
-from swimlib.membership.types import MemberEvent as NodeMemberEvent
+from swimlib.membership.types import Address, EventKind, MemberState, NodeEvent
 from swimlib.wire import serf as sw
 from swimlib.wire.messages import DEFAULT_VSN
 
@@ -122,7 +121,7 @@ class SerfMembers:
 
     # ------------------------------------------------------------------ memberlist's events
 
-    def on_node_event(self, event: NodeMemberEvent, now: float) -> None:
+    def on_node_event(self, event: NodeEvent, now: float) -> None:
         """Turn a memberlist event into Serf's member-join/update/leave/failed."""
         node = event.member
         if event.kind == EventKind.JOIN:

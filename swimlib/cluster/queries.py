@@ -239,12 +239,13 @@ class Queries:
             if resp.from_ in out.acks:
                 return
             out.acks.add(resp.from_)
-            self._effects.append(QueryReply(out.handle, "ack", resp.from_))
+            self._effects.append(QueryReply("ack", resp.from_, handle=out.handle))
         else:
             if resp.from_ in out.responses:
                 return
             out.responses.add(resp.from_)
-            self._effects.append(QueryReply(out.handle, "response", resp.from_, resp.payload))
+            self._effects.append(QueryReply("response", resp.from_, resp.payload,
+                                                 handle=out.handle))
 
     # ------------------------------------------------------------------ Serf's own queries
 

@@ -49,8 +49,7 @@ from swimlib.membership.broadcasts import BroadcastQueue, retransmit_limit
 from swimlib.membership.node import Node
 from swimlib.membership.rows import RowCache
 from swimlib.membership.timers import Timers
-from swimlib.membership.types import Address, JoinFinished
-from swimlib.membership.types import MemberEvent as NodeMemberEvent
+from swimlib.membership.types import Address, JoinFinished, NodeEvent
 from swimlib.wire import serf as sw
 
 if TYPE_CHECKING:  # cryptography is imported only when encryption is on
@@ -435,7 +434,7 @@ class Serf:
     def _pump(self, now: float) -> None:
         """Move the node's effects into ours, turning membership events into Serf's."""
         for effect in self.node.take_effects():
-            if isinstance(effect, NodeMemberEvent):
+            if isinstance(effect, NodeEvent):
                 if self._report_node_events:
                     self._effects.append(effect)
                 self._members.on_node_event(effect, now)

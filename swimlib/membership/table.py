@@ -41,8 +41,8 @@ from swimlib.membership.types import (
     Effect,
     EventKind,
     Member,
-    MemberEvent,
     MemberState,
+    NodeEvent,
     Refuted,
 )
 from swimlib.wire import codec
@@ -346,9 +346,9 @@ class MemberTable:
             st.state = MemberState.ALIVE
             st.state_change = now
         if old_state >= MemberState.DEAD:
-            self._effects.append(MemberEvent(EventKind.JOIN, st.snapshot()))
+            self._effects.append(NodeEvent(EventKind.JOIN, st.snapshot()))
         elif old_meta != st.meta:
-            self._effects.append(MemberEvent(EventKind.UPDATE, st.snapshot()))
+            self._effects.append(NodeEvent(EventKind.UPDATE, st.snapshot()))
         return Verdict.APPLIED
 
     def _may_move(self, st: NodeState, authoritative: bool, now: float) -> Verdict:
@@ -448,7 +448,7 @@ class MemberTable:
         st.incarnation = d.incarnation
         st.state = MemberState.LEFT if d.node == d.from_ else MemberState.DEAD
         st.state_change = now
-        self._effects.append(MemberEvent(EventKind.LEAVE, st.snapshot()))
+        self._effects.append(NodeEvent(EventKind.LEAVE, st.snapshot()))
         return Verdict.APPLIED
 
     def _leave_sent(self) -> None:

@@ -12,17 +12,9 @@ import enum
 import attrs
 
 from swimlib.wire.messages import DEFAULT_VSN
+from swimlib.wire.messages import MemberState as MemberState  # defined with the wire format
 
 Address = tuple[str, int]
-
-
-class MemberState(enum.IntEnum):
-    """memberlist's node states (same numbers as on the wire)."""
-
-    ALIVE = 0
-    SUSPECT = 1
-    DEAD = 2
-    LEFT = 3
 
 
 @attrs.frozen(slots=True)
@@ -74,7 +66,7 @@ class OpenStream:
 
 
 @attrs.frozen(slots=True)
-class MemberEvent:
+class NodeEvent:
     """A member joined, left/died (``member.state`` says which) or changed meta."""
 
     kind: EventKind
@@ -121,6 +113,6 @@ class JoinFinished:
 
 
 Effect = (
-    SendPacket | OpenStream | MemberEvent | SuspicionRaised | DeathDeclared | Refuted
+    SendPacket | OpenStream | NodeEvent | SuspicionRaised | DeathDeclared | Refuted
     | JoinFinished
 )

@@ -10,14 +10,14 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from swimlib.rpc.api import AgentAPI, KeyResult, KeyringError, LogLine, QueryReply
+    from swimlib.rpc.api import AgentAPI, KeyQueryError, KeyResult, LogLine, QueryReply
     from swimlib.rpc.client import RPCClient, RPCConnectError, RPCError
     from swimlib.rpc.server import RPCServer, serve_rpc
 
 __all__ = [
     "AgentAPI",
+    "KeyQueryError",
     "KeyResult",
-    "KeyringError",
     "LogLine",
     "QueryReply",
     "RPCClient",
@@ -31,7 +31,7 @@ __all__ = [
 _HOMES = {
     "AgentAPI": "swimlib.rpc.api",
     "KeyResult": "swimlib.rpc.api",
-    "KeyringError": "swimlib.rpc.api",
+    "KeyQueryError": "swimlib.rpc.api",
     "LogLine": "swimlib.rpc.api",
     "QueryReply": "swimlib.rpc.api",
     "RPCClient": "swimlib.rpc.client",

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Literal, Protocol
+from typing import Protocol
 
 import attrs
 
+from swimlib.cluster.effects import QueryReply
 from swimlib.cluster.events import ClusterMember, Event, QueryEvent
+from swimlib.cluster.keys import KeyResult
 from swimlib.errors import SwimError
 
 __all__ = [
     "LOG_LEVELS",
     "AgentAPI",
+    "KeyQueryError",
     "KeyResult",
-    "KeyringError",
     "LogLine",
     "QueryReply",
 ]
@@ -31,31 +33,8 @@ __all__ = [
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERR")
 
 
-def _frozen_str_map(value: Mapping[str, str]) -> dict[str, str]:
-    return dict(value)
-
-
-def _frozen_int_map(value: Mapping[str, int]) -> dict[str, int]:
-    return dict(value)
-
-
-@attrs.frozen
-class KeyResult:
-    """Outcome of a cluster-wide keyring query (Serf's ``KeyResponse``).
-
-    ``messages`` maps node name to its error text; ``keys`` (list only) maps a
-    base64 key to how many nodes have it installed.
-    """
-
-    messages: dict[str, str] = attrs.field(factory=dict, converter=_frozen_str_map)
-    keys: dict[str, int] = attrs.field(factory=dict, converter=_frozen_int_map)
-    num_nodes: int = 0
-    num_err: int = 0
-    num_resp: int = 0
-
-
-class KeyringError(SwimError):
-    """A key operation failed on some nodes; ``result`` still goes to the client.
+class KeyQueryError(SwimError):
+    """A key query failed on some nodes; ``result`` still goes to the client.
 
     Serf answers e.g. ``"2/3 nodes reported failure"`` together with the
     per-node messages, and ``serf keys`` prints both.
@@ -76,15 +55,6 @@ class LogLine:
 
     level: str
     line: str
-
-
-@attrs.frozen
-class QueryReply:
-    """An ack or a response to a query we started."""
-
-    kind: Literal["ack", "response"]
-    from_node: str
-    payload: bytes = b""
 
 
 class AgentAPI(Protocol):
@@ -162,7 +132,7 @@ class AgentAPI(Protocol):
         ...
 
     async def install_key(self, key: str) -> KeyResult:
-        """Install a base64 key on every member (raise :class:`KeyringError`)."""
+        """Install a base64 key on every member (raise :class:`KeyQueryError`)."""
         ...
 
     async def use_key(self, key: str) -> KeyResult:

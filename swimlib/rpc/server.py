@@ -23,7 +23,7 @@ from swimlib.cluster.events import ClusterMember, Event, MemberEvent, QueryEvent
 from swimlib.errors import DecodeError
 from swimlib.faults import FaultLog
 from swimlib.rpc import protocol as p
-from swimlib.rpc.api import LOG_LEVELS, AgentAPI, KeyResult, KeyringError, LogLine, QueryReply
+from swimlib.rpc.api import LOG_LEVELS, AgentAPI, KeyQueryError, KeyResult, LogLine, QueryReply
 from swimlib.rpc.filters import (
     event_matches,
     filter_members,
@@ -357,7 +357,7 @@ class _Session:
         error = ""
         try:
             result = await call()
-        except KeyringError as exc:
+        except KeyQueryError as exc:
             error, result = _err(exc), exc.result
         except Exception as exc:
             error, result = _err(exc), KeyResult()

@@ -16,7 +16,7 @@ import trio
 
 from swimlib.cluster.events import ClusterMember, Event, MemberStatus, QueryEvent, UserEvent
 from swimlib.errors import SwimError
-from swimlib.rpc.api import KeyResult, KeyringError, LogLine, QueryReply
+from swimlib.rpc.api import KeyQueryError, KeyResult, LogLine, QueryReply
 
 __all__ = ["FakeAgent", "default_members"]
 
@@ -197,7 +197,7 @@ class FakeAgent:
             result = KeyResult(messages={m.name: "Requested key is not in the keyring"
                                          for m in self._members},
                                num_nodes=n, num_err=n, num_resp=n)
-            raise KeyringError(f"{n}/{n} nodes reported failure", result)
+            raise KeyQueryError(f"{n}/{n} nodes reported failure", result)
         self.keyring.remove(key)
         self.keyring.insert(0, key)
         return self._key_result()

@@ -36,8 +36,8 @@ class MessageType(enum.IntEnum):
     ERR = 13
 
 
-class NodeStateCode(enum.IntEnum):
-    """``State`` as carried in push-pull node states."""
+class MemberState(enum.IntEnum):
+    """memberlist's node states, as numbered in push-pull rows (``State``)."""
 
     ALIVE = 0
     SUSPECT = 1

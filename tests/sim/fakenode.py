@@ -21,8 +21,8 @@ from swimlib.membership.types import (
     EventKind,
     JoinFinished,
     Member,
-    MemberEvent,
     MemberState,
+    NodeEvent,
     OpenStream,
     Refuted,
     SendPacket,
@@ -68,7 +68,7 @@ class FakeNode:
         out, self._effects = self._effects, []
         return out
 
-    def next_deadline(self) -> float | None:
+    def next_deadline(self, skip_idle: bool = False) -> float | None:
         return self._next
 
     def members(self) -> list[Member]:
@@ -102,6 +102,9 @@ class FakeNode:
 
     def handle_packet(self, data: bytes, source: Address, now: float) -> None:
         self._merge(data, now)
+
+    def handle_unreachable(self, dest: Address, sent: bytes, now: float) -> None:
+        pass  # a heartbeat fake has no probe to end early
 
     def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
         reply = self._encode()
@@ -151,7 +154,7 @@ class FakeNode:
             if quiet >= DEAD_AFTER:
                 e.state = MemberState.DEAD
                 self._effects.append(DeathDeclared(n, e.inc, 0))
-                self._effects.append(MemberEvent(EventKind.LEAVE, self._member(n, e)))
+                self._effects.append(NodeEvent(EventKind.LEAVE, self._member(n, e)))
             elif quiet >= SUSPECT_AFTER and e.state is MemberState.ALIVE:
                 e.state = MemberState.SUSPECT
                 self._effects.append(SuspicionRaised(n, e.inc))
@@ -171,7 +174,7 @@ class FakeNode:
             if mine is None:
                 e = _Entry(addr, port, inc, hb, left, now)
                 self._table[n] = e
-                self._effects.append(MemberEvent(
+                self._effects.append(NodeEvent(
                     EventKind.LEAVE if left else EventKind.JOIN, self._member(n, e)))
                 continue
             if (inc, hb) <= (mine.inc, mine.hb):
@@ -181,8 +184,8 @@ class FakeNode:
             if left:
                 mine.left, mine.state = True, MemberState.LEFT
                 if old is not MemberState.LEFT:
-                    self._effects.append(MemberEvent(EventKind.LEAVE, self._member(n, mine)))
+                    self._effects.append(NodeEvent(EventKind.LEAVE, self._member(n, mine)))
             elif old is not MemberState.LEFT:
                 mine.state = MemberState.ALIVE
                 if old is MemberState.DEAD:
-                    self._effects.append(MemberEvent(EventKind.JOIN, self._member(n, mine)))
+                    self._effects.append(NodeEvent(EventKind.JOIN, self._member(n, mine)))

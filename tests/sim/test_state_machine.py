@@ -26,7 +26,7 @@ from simulations import faults
 from simulations.engine import Lifecycle
 from simulations.metrics import converged
 from simulations.scenarios import Options, Run
-from swimlib.membership.types import EventKind, MemberEvent, MemberState, Refuted
+from swimlib.membership.types import EventKind, MemberState, NodeEvent, Refuted
 
 N = 6
 MIN_LIVE = 3
@@ -60,7 +60,7 @@ class SimulatorMachine(RuleBasedStateMachine):
         self.incarnations[key] = inc
         if isinstance(effect, Refuted) and effect.incarnation != inc:
             self.violations.append(f"{now:.3f} {slot.name} refuted with {effect.incarnation}")
-        if (isinstance(effect, MemberEvent) and effect.kind is EventKind.LEAVE
+        if (isinstance(effect, NodeEvent) and effect.kind is EventKind.LEAVE
                 and effect.member.name == slot.name and slot.live):
             self.violations.append(f"{now:.3f} {slot.name} marked itself {effect.member.state}")
 

@@ -1,6 +1,7 @@
-"""A minimal in-memory network for unit tests of the membership node.
+"""A minimal in-memory network for unit tests of the cores (Node, Serf).
 
-Deliberately tiny (the real simulator lives in ``simulations/``): fixed
+It drives the :class:`swimlib.core.Core` contract, as the agent's runtime
+and the simulator do. Deliberately tiny (the real simulator lives in ``simulations/``): fixed
 latency, optional drop filter, whole-stream delivery, bounded run loops.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from swimlib.config import Config
+from swimlib.core import Core
 from swimlib.membership.node import Node
 from swimlib.membership.types import Address, Effect, OpenStream, SendPacket
 
@@ -21,8 +23,8 @@ LATENCY = 0.001
 class Net:
     def __init__(self, config: Config | None = None, seed: int = 0,
                  factory: Callable[..., Any] | None = None) -> None:
-        #: Builds a member: (name, addr, port, config, rng, now) -> Node-like.
-        self.factory = factory or Node
+        #: Builds a member: (name, addr, port, config, rng, now) -> a Core.
+        self.factory: Callable[..., Core] = factory or Node
         self.config = config or Config.lan(enable_compression=False)
         self.seed = seed
         self.now = 0.0

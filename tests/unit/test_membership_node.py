@@ -19,8 +19,8 @@ from swimlib.membership.types import (
     DeathDeclared,
     EventKind,
     JoinFinished,
-    MemberEvent,
     MemberState,
+    NodeEvent,
     OpenStream,
     Refuted,
     SendPacket,
@@ -73,7 +73,7 @@ class TestAlive:
         node = make_node()
         feed(node, Alive(1, "x", "127.0.0.9", 7946, b"m1"))
         feed(node, Alive(2, "x", "127.0.0.9", 7946, b"m2"))
-        events = [e for e in node.take_effects() if isinstance(e, MemberEvent)]
+        events = [e for e in node.take_effects() if isinstance(e, NodeEvent)]
         assert [(e.kind, e.member.name) for e in events][-2:] == [
             (EventKind.JOIN, "x"), (EventKind.UPDATE, "x")]
         assert node.member("x").meta == b"m2"
@@ -405,7 +405,7 @@ def test_crash_is_detected_by_everyone_within_bounds():
     t0 = net.now
     net.run(30)
     for node in net.live():
-        t = first_time(net, node.name, lambda e: isinstance(e, MemberEvent)
+        t = first_time(net, node.name, lambda e: isinstance(e, NodeEvent)
                        and e.member.name == "n3" and e.member.state == MemberState.DEAD)
         assert t is not None, node.name
         # Probe wait (<= ~2 rounds of 1 s) + suspicion (>= min 4 s, usually min thanks to

@@ -23,8 +23,8 @@ from swimlib.membership.types import (
     DeathDeclared,
     Effect,
     EventKind,
-    MemberEvent,
     MemberState,
+    NodeEvent,
     Refuted,
 )
 from swimlib.wire.messages import DEFAULT_VSN, Alive, Dead, Suspect
@@ -58,7 +58,7 @@ class World:
 
     def events(self) -> list[tuple[EventKind, str, MemberState]]:
         return [(e.kind, e.member.name, e.member.state) for e in self.effects
-                if isinstance(e, MemberEvent)]
+                if isinstance(e, NodeEvent)]
 
 
 def test_announce_makes_our_own_row_alive_at_incarnation_one() -> None:
