@@ -124,7 +124,8 @@ class Serf:
     # ================================================================== runtime inputs
 
     def handle_packet(self, data: bytes, source: Address, now: float) -> None:
-        self.node.handle_packet(data, source, now)
+        for payload in self.node.receive_packet(data, source, now):
+            self.handle_user_message(payload, now, source)
         self._pump(now)
 
     def handle_unreachable(self, dest: Address, sent: bytes, now: float) -> None:
@@ -133,7 +134,9 @@ class Serf:
         self._pump(now)
 
     def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
-        reply = self.node.handle_stream(data, source, now)
+        reply, payload = self.node.receive_stream(data, source, now)
+        if payload is not None:
+            self.handle_user_message(payload, now)
         self._pump(now)
         return reply
 
@@ -294,9 +297,13 @@ class Serf:
         self._queries.respond(handle, payload, now)
         self._pump(now)
 
-    # ================================================================== delegate (called by Node)
+    # ================================================================== Serf messages
 
-    def notify_msg(self, payload: bytes, now: float, source: Address | None = None) -> None:
+    def handle_user_message(self, payload: bytes, now: float,
+                            source: Address | None = None) -> None:
+        """One Serf message (memberlist's user message); ``source`` is the
+        datagram's sender (None for one that came on a stream, whose port says
+        nothing)."""
         self._pump(now)
         try:
             msg = sw.decode_serf(payload)
@@ -376,6 +383,8 @@ class Serf:
         if isinstance(msg, sw.Relay):
             return self._queries.relay_problem(msg)
         return None
+
+    # ================================================================== asked by Node (Delegate)
 
     def has_broadcasts(self) -> bool:
         return bool(self._members.intents or self._queries.queue or self._events.queue)

@@ -1,23 +1,20 @@
-"""The hooks an application layer (Serf's, in swimlib.cluster) plugs into a node.
+"""What a node asks of the application layer above it (Serf's, in swimlib.cluster).
 
-Same roles as memberlist's ``Delegate``: user messages, user
-broadcasts piggybacked on gossip, and user state carried in push-pull. All
-calls are synchronous and pure with respect to I/O (sans-IO).
+Some of memberlist's ``Delegate`` roles: user broadcasts piggybacked on
+gossip, user state carried in push-pull, the ack payload. Each is a
+question the node asks while it builds what it sends, answered from the
+layer's state. User *messages* are not among them: the node hands those up
+as data (:meth:`Node.receive_packet`, :meth:`Node.receive_stream`), so it
+never calls into the layer while handling its input. All calls are
+synchronous and pure with respect to I/O (sans-IO).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from swimlib.membership.types import Address
-
 
 class Delegate(Protocol):
-    def notify_msg(self, payload: bytes, now: float, source: Address | None = None) -> None:
-        """A user message (memberlist type 8) arrived; ``source`` is the datagram's
-        sender (None for one that came on a stream, whose port says nothing)."""
-        ...
-
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         """User broadcasts to piggyback, each costing ``overhead`` extra bytes."""
         ...
@@ -45,9 +42,6 @@ class Delegate(Protocol):
 
 class NullDelegate:
     """No application layer: empty meta, no user messages or state."""
-
-    def notify_msg(self, payload: bytes, now: float, source: Address | None = None) -> None:
-        return None
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         return []

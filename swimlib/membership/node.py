@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from swimlib.config import Config
@@ -110,7 +110,6 @@ class Node:
             Suspect: self._on_suspect_msg,
             Alive: self._on_alive_msg,
             Dead: self._on_dead_msg,
-            UserMsg: self._on_user,
             ErrResp: self._on_err,
         }
 
@@ -226,14 +225,27 @@ class Node:
     # ------------------------------------------------------------------ input
 
     def handle_packet(self, data: bytes, source: Address, now: float) -> None:
-        """One UDP datagram from ``source``, as it came off the wire."""
+        """One UDP datagram from ``source``, as it came off the wire (user
+        messages in it are counted and dropped: no layer above takes them)."""
+        for _ in self.receive_packet(data, source, now):
+            self.stats["user.unclaimed"] += 1
+
+    def receive_packet(self, data: bytes, source: Address, now: float) -> Iterator[bytes]:
+        """Handle one datagram, yielding each user (Serf) message in it to the
+        layer above, in order: that layer handles it before the node goes on
+        with the rest of the datagram, as memberlist's delegate call does, but
+        the node never calls up (see swimlib/core.py)."""
         try:
             messages = codec.decode_packet(self.envelope.open_packet(data))
         except DecodeError as exc:
             self.stats["drop." + exc.reason] += 1
             return
+        handlers = self._handlers
         for msg in messages:
-            self._handlers[type(msg)](msg, source, now)
+            if type(msg) is UserMsg:
+                yield msg.payload
+            else:
+                handlers[type(msg)](msg, source, now)
 
     def handle_unreachable(self, dest: Address, sent: bytes, now: float) -> None:
         """The host of ``dest`` answered ``sent`` (our datagram as the kernel quoted it) with
@@ -255,34 +267,41 @@ class Node:
 
     def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
         """An inbound TCP exchange: the whole request in (as framed on the wire),
-        our reply (if any) out, sealed. None: close without a reply."""
+        our reply (if any) out, sealed. None: close without a reply. A user
+        message is counted and dropped (no layer above takes it)."""
+        reply, user = self.receive_stream(data, source, now)
+        if user is not None:
+            self.stats["user.unclaimed"] += 1
+        return reply
+
+    def receive_stream(self, data: bytes, source: Address,
+                       now: float) -> tuple[bytes | None, bytes | None]:
+        """:meth:`handle_stream` for a layer above: the sealed reply, and the
+        user (Serf) message the stream carried, if it was one."""
         try:
             plain = self.envelope.open_stream(data)
         except DecodeError as exc:
             self.stats["drop.stream." + exc.reason] += 1
-            return None
-        reply = self._answer_stream(plain, source, now)
-        return None if reply is None else self.envelope.seal_stream(reply)
-
-    def _answer_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
+            return None, None
         try:
-            msg = codec.decode_stream(data)
+            msg = codec.decode_stream(plain)
         except DecodeError as exc:
             self.stats["drop.stream." + exc.reason] += 1
-            return codec.encode(ErrResp(f"failed to decode stream: {exc.reason}"))
+            return self._sealed(ErrResp(f"failed to decode stream: {exc.reason}")), None
         if isinstance(msg, PushPull):
-            return self._sync.answer(msg, source, now)
+            return self.envelope.seal_stream(self._sync.answer(msg, source, now)), None
         if isinstance(msg, Ping):
             if msg.node and msg.node != self.name:
                 self.stats["drop.ping_wrong_node"] += 1
-                return codec.encode(ErrResp(f"ping for unexpected node {msg.node!r}"))
-            return codec.encode(Ack(msg.seq_no))
+                return self._sealed(ErrResp(f"ping for unexpected node {msg.node!r}")), None
+            return self._sealed(Ack(msg.seq_no)), None
         if isinstance(msg, UserMsg):
-            if self._delegate is not None:
-                self._delegate.notify_msg(msg.payload, now)
-            return None
+            return None, msg.payload
         self.stats["drop.stream.unexpected"] += 1
-        return None
+        return None, None
+
+    def _sealed(self, msg: Ack | ErrResp) -> bytes:
+        return self.envelope.seal_stream(codec.encode(msg))
 
     def handle_stream_reply(self, request_id: int, data: bytes | None, now: float) -> None:
         """The reply to an :class:`OpenStream` we asked for (``None`` = it failed)."""
@@ -300,10 +319,6 @@ class Node:
             self._prober.on_tcp_ping_reply(info, msg, now)
         else:
             self._sync.on_reply(purpose, info, msg, now)
-
-    def _on_user(self, msg: UserMsg, source: Address, now: float) -> None:
-        if self._delegate is not None:
-            self._delegate.notify_msg(msg.payload, now, source)
 
     def _on_err(self, msg: ErrResp, source: Address, now: float) -> None:
         self.stats["drop.unexpected_err"] += 1

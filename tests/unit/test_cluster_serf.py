@@ -169,7 +169,7 @@ def test_leave_intent_about_self_is_refuted():
     net = serf_net(3)
     n1 = net.node("n1")
     bogus = sw.LeaveIntent(n1.clock.time() + 5, "n1")
-    net.node("n0").notify_msg(sw.encode_serf(bogus), net.now)
+    net.node("n0").handle_user_message(sw.encode_serf(bogus), net.now)
     net._flush(net.node("n0"))
     net.run(3)
     for node in net.live():
