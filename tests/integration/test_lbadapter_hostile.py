@@ -1,6 +1,6 @@
 """Hostile members and injected failures against a real HAProxy 2.6 on 127.0.0.1.
 
-The members are the unit tests' hostile set (tests/unit/test_lb_hostile.py):
+The members are the unit tests' hostile set (tests/unit/lbadapter/test_hostile.py):
 names made to end a config line or a CLI command, port tags and addresses
 that parse but must not be used. HAProxy must stay up with a valid config
 and keep serving the honest members; the hostile-named members that are
@@ -22,7 +22,7 @@ from lbadapter import Adapter, MemberRecord
 from lbadapter.render import check_config
 from lbadapter.testing import adapter_running, short_state_dir, wait_until
 from tests.integration.test_lbadapter_reconcile import Lab, server_lines, servers, worker_pids
-from tests.unit.test_lb_hostile import SERVER_LINE, hostile_members, served_names
+from tests.unit.lbadapter.test_hostile import SERVER_LINE, hostile_members, served_names
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 pytestmark = pytest.mark.skipif(not os.path.exists(HAPROXY),

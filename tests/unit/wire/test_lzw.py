@@ -19,7 +19,7 @@ import pytest
 from swimlib.errors import DecodeError
 from swimlib.wire import lzw
 
-DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "wire"
+DATA = pathlib.Path(__file__).resolve().parents[2] / "data" / "wire"
 
 
 def _load_inputs() -> types.ModuleType:

@@ -39,7 +39,7 @@ from swimlib.wire.messages import (
     Suspect,
 )
 
-from .harness import Net
+from ..harness import Net
 
 SRC = ("127.0.0.9", 7946)
 

@@ -32,7 +32,7 @@ from swimlib.wire.messages import (
     UserMsg,
 )
 
-DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "wire"
+DATA = pathlib.Path(__file__).resolve().parents[2] / "data" / "wire"
 GO = json.loads((DATA / "go_vectors.json").read_text())
 
 

@@ -3,7 +3,7 @@
 (FaultLog itself, the boundary both lbadapter and the agent use, is tested in
 tests/unit/test_faults.py.)
 
-The adapter runs here against the in-memory HAProxy of test_lb_reconcile.py
+The adapter runs here against the in-memory HAProxy of test_reconcile.py
 (its CLI text is HAProxy 2.6's) and a stand-in ``haproxy -c``; failures are
 injected by monkeypatching one part of the step to raise a few times. The
 same with a real HAProxy: tests/integration/test_lbadapter_hostile.py.
@@ -26,8 +26,8 @@ from lbadapter.cli import main
 from lbadapter.config import settings_from_mapping
 from lbadapter.desired import MemberRecord
 from lbadapter.testing import wait_until
-from tests.unit.test_lb_reconcile import FakeHAProxy
-from tests.unit.test_lb_render import fake_haproxy
+from tests.unit.lbadapter.test_reconcile import FakeHAProxy
+from tests.unit.lbadapter.test_render import fake_haproxy
 
 log = logging.getLogger("lbadapter.test")
 

@@ -2,7 +2,7 @@
 
 Each rule returns a :class:`Verdict`; these tests pin what each kind of
 claim does to a row, what it queues and reports, and what it asks of the
-caller. The same rules seen through a whole node are in test_membership_node.py.
+caller. The same rules seen through a whole node are in test_node.py.
 """
 
 from __future__ import annotations

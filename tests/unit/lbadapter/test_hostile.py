@@ -41,7 +41,7 @@ from lbadapter.haproxy import RuntimeClient, _token, cli_exchange
 from lbadapter.reconcile import Reconciler
 from lbadapter.render import check_config, render_config
 from lbadapter.testing import short_state_dir
-from tests.unit.test_lb_reconcile import FakeHAProxy, FakeServer
+from tests.unit.lbadapter.test_reconcile import FakeHAProxy, FakeServer
 
 TAG = ("role", "backend")
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"

@@ -17,7 +17,7 @@ from swimlib.wire import codec
 from swimlib.wire import serf as sw
 from swimlib.wire.messages import PushNodeState, PushPull
 
-from .test_cluster_serf import act, emitted, serf_net, statuses
+from .test_serf import act, emitted, serf_net, statuses
 
 TOP = dom.LTIME_MAX
 FREE = dom.LTIME_FREE_LIMIT

@@ -13,7 +13,7 @@ from swimlib.errors import SwimError
 from swimlib.wire import serf as sw
 from swimlib.wire.crypto import Keyring, encode_key
 
-from .harness import Net
+from ..harness import Net
 
 
 def is_push_pull(data: bytes) -> bool:
