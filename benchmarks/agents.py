@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from swimlib.testing import send_signal, spawn
+
 SERF = shutil.which("serf") or "/usr/bin/serf"
 
 #: ``serf: EventMemberJoin: n2 127.0.0.1`` and memberlist's failure lines -> kind.
@@ -182,10 +184,7 @@ class AgentProc:
 
     def start(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
         """Spawn (a fresh process each time: restarts keep the same name and ports)."""
-        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, cwd=cwd, text=True,
-                                      errors="replace", bufsize=1,
-                                      env={**os.environ, **env}, start_new_session=True)
+        self.popen = spawn(argv, log=None, env=env, cwd=cwd)  # a line pipe, own session
         self.started = time.monotonic()
         self.exited_at = None
         stream = self.popen.stdout
@@ -232,9 +231,8 @@ class AgentProc:
         return latest
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
+        if self.popen is not None:
+            send_signal(self.popen, sig)
 
     def reap(self, timeout: float = 5.0) -> None:
         """SIGKILL by PID and wait (bounded); the reader thread ends at EOF."""

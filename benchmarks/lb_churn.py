@@ -56,6 +56,7 @@ from typing import Any
 
 from benchmarks.agents import precompile
 from lbadapter.testing import free_port
+from swimlib.testing import ProcessGroup, send_signal, stop_process
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 REPO = Path(__file__).resolve().parent.parent
@@ -84,80 +85,34 @@ def wait_port(port: int, timeout: float, host: str = LOOPBACK,
     return False
 
 
-def _session_pids(sid: int) -> list[int]:
-    """PIDs in session ``sid``: what a child we started (``start_new_session``) started in turn."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 3 and int(fields[3]) == sid and int(entry) != sid:
-            pids.append(int(entry))
-    return pids
-
-
 class Procs:
-    """Every process we start, each in its own session; stopped by PID, waits bounded.
-
-    Children of our children (HAProxy under lbadapter) share their session,
-    so :meth:`stop_all` finds and kills them by PID too, even after the
-    parent died.
-    """
+    """Every process we start (over :class:`swimlib.testing.ProcessGroup`): each in
+    its own session, stopped by PID, waits bounded. Children of our children
+    (HAProxy under lbadapter) share their session, so :meth:`stop_all` finds
+    and kills them by PID too, even after the parent died."""
 
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
-        logdir.mkdir(parents=True, exist_ok=True)
-        self.started: list[subprocess.Popen[bytes]] = []
+        self.group = ProcessGroup(logdir, env=_CHILD_ENV)
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None
               ) -> subprocess.Popen[bytes]:
-        with open(self.logdir / f"{name}.log", "ab") as log:
-            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                 env={**os.environ, **_CHILD_ENV, **(env or {})})
-        self.started.append(p)
-        return p
+        popen: subprocess.Popen[bytes] = self.group.start(
+            name, argv, env=env, append=True, cwd=Path.cwd()).popen
+        return popen
 
     @staticmethod
     def signal(p: subprocess.Popen[bytes] | None, sig: int) -> None:
-        if p is not None and p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, sig)
+        if p is not None:
+            send_signal(p, sig)
 
     def stop(self, p: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
-        if p is None:
-            return None
-        self.signal(p, signal.SIGTERM)
-        try:
-            return p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(p, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                return p.wait(5.0)
-        return None
+        return None if p is None else stop_process(p, timeout)
 
     def stop_all(self, timeout: float = 8.0) -> None:
         """SIGTERM everything still running, SIGKILL what is left after ``timeout``."""
-        sessions = {p.pid for p in self.started}
-        for p in self.started:
-            self.signal(p, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for p in self.started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(max(0.0, deadline - time.monotonic()))
-            self.signal(p, signal.SIGKILL)
-        for sid in sessions:
-            for pid in _session_pids(sid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        for p in self.started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(5.0)
+        self.group.stop_all(timeout)
 
 
 # ----------------------------------------------------------------- cluster

@@ -48,8 +48,6 @@ log = logging.getLogger("lbadapter")
 
 #: A config rejected by ``haproxy -c`` is not checked again for this long unless it changes.
 REJECTED_RETRY = 60.0
-#: Join retry backoff for ``--join``: first wait, factor, ceiling (seconds).
-JOIN_BACKOFF = (1.0, 2.0, 30.0)
 #: After a step in which some part failed: first retry, factor, ceiling (seconds; the
 #: periodic pass every ``reconcile_interval`` also retries).
 RETRY_BACKOFF = (0.2, 2.0, 5.0)
@@ -338,21 +336,6 @@ class Adapter:
 
 # ---------------------------------------------------------------------- lbadapter run
 
-async def _join_with_retry(agent: Any, addrs: tuple[str, ...]) -> None:
-    from swimlib import ConfigError, JoinError
-
-    delay, factor, ceiling = JOIN_BACKOFF
-    while True:
-        try:
-            n = await agent.join(list(addrs))
-            log.info("joined the cluster through %s (%d answered)", ", ".join(addrs), n)
-            return
-        except (JoinError, ConfigError) as exc:
-            log.warning("join failed: %s; retrying in %.0f s", exc, delay)
-        await trio.sleep(delay)
-        delay = min(ceiling, delay * factor)
-
-
 async def _forward_events(events: trio.MemoryReceiveChannel[Any], adapter: Adapter) -> None:
     async for _ in events:
         adapter.poke()
@@ -366,6 +349,7 @@ async def run_adapter(settings: Settings) -> None:
     start then stops that orphan first (see :class:`Supervisor`).
     """
     import swimlib
+    from swimlib.agent.join import join_with_backoff
     from swimlib.agent.rpc_adapter import start_rpc_server
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
@@ -406,7 +390,7 @@ async def run_adapter(settings: Settings) -> None:
                     await nursery.start(adapter.run)
                     nursery.start_soon(_forward_events, events, adapter)
                     if settings.join:
-                        nursery.start_soon(_join_with_retry, agent, settings.join)
+                        nursery.start_soon(join_with_backoff, agent, settings.join)
                     log.info("lbadapter running: node %s, gossip %s:%d, frontend %s:%d, "
                              "stats %s:%d, state %s", agent.name, *agent.address,
                              *settings.listen, *settings.stats,

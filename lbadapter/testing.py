@@ -7,13 +7,10 @@ Nothing here is used by ``lbadapter run`` itself.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 from lbadapter.haproxy import parse_stat_csv, up_servers
-from swimlib.testing import free_port
+from swimlib.testing import ProcessGroup, free_port, stop_process
 
 if TYPE_CHECKING:
     from lbadapter.adapter import Adapter
@@ -99,19 +96,15 @@ async def wait_until(predicate: Callable[[], Awaitable[T]], timeout: float,
 
 
 class Processes:
-    """Starts processes in their own sessions and stops them by PID."""
+    """Starts processes in their own sessions and stops them by PID
+    (over :class:`swimlib.testing.ProcessGroup`)."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.group = ProcessGroup(workdir)
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        log = self.workdir / f"{name}.log"
-        with open(log, "ab") as out:
-            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.workdir,
-                                     start_new_session=True)
-        self.procs.append((name, popen))
+        popen: subprocess.Popen[bytes] = self.group.start(name, argv, append=True).popen
         return popen
 
     def log(self, name: str) -> str:
@@ -126,32 +119,13 @@ class Processes:
     def stop(popen: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
              timeout: float = 10.0) -> int:
         """Signal by PID, wait; SIGKILL after ``timeout``. Returns the exit code."""
-        if popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(popen.pid, sig)
-            try:
-                return popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(popen.pid, signal.SIGKILL)
-        return popen.wait(5)
+        code = stop_process(popen, timeout, sig)
+        return popen.wait(5) if code is None else code
 
     def stop_all(self, grace: float = 10.0) -> None:
         """SIGTERM everything still running (an adapter then stops its HAProxy), wait up to
         ``grace`` seconds in total, SIGKILL what is left."""
-        running = [p for _, p in reversed(self.procs) if p.poll() is None]
-        for popen in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(popen.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for popen in running:
-            try:
-                popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(popen.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    popen.wait(5)
+        self.group.stop_all(grace)
 
 
 async def wait_port(port: int, timeout: float = 10.0) -> None:

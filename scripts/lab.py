@@ -181,12 +181,10 @@ def start(node: str, proc: str, argv: list[str]) -> int:
     if pid is not None:
         return pid
     log = STATE / "nodes" / node / f"{proc}.log"
-    with open(log, "ab") as out:
-        p = subprocess.Popen(["ip", "netns", "exec", node, *argv], stdout=out,
-                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
-                             env={**os.environ, "PYTHONPATH": str(REPO),
-                                  "PYTHONUNBUFFERED": "1"},
-                             start_new_session=True)
+    from swimlib.testing import spawn  # the repository's process rules (own session, log)
+
+    p = spawn(["ip", "netns", "exec", node, *argv], log=log, cwd=REPO, append=True,
+              env={"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
     # `ip netns exec` execs the command, so this PID is the python process itself.
     pid_file(node, proc).write_text(f"{p.pid} {start_time(p.pid)}\n")
     return p.pid

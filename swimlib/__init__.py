@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from swimlib.agent.runtime import Agent, JoinError, QueryHandle, open_agent
+    from swimlib.agent.runtime import Agent, QueryHandle, open_agent
     from swimlib.cluster.events import (
         ClusterMember,
         Event,
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         UserEvent,
     )
     from swimlib.config import Config
-    from swimlib.errors import ConfigError, DecodeError, DecryptError, SwimError
+    from swimlib.errors import ConfigError, DecodeError, DecryptError, JoinError, SwimError
     from swimlib.wire.crypto import Keyring
 
 __all__ = [
@@ -54,7 +54,7 @@ __version__ = "0.1.0"
 #: ``Keyring`` does not pull in cryptography unless asked for.
 _HOMES = {
     "Agent": "swimlib.agent.runtime",
-    "JoinError": "swimlib.agent.runtime",
+    "JoinError": "swimlib.errors",
     "QueryHandle": "swimlib.agent.runtime",
     "open_agent": "swimlib.agent.runtime",
     "ClusterMember": "swimlib.cluster.events",

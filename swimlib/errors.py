@@ -14,6 +14,10 @@ class ConfigError(SwimError, ValueError):
     """A configuration value or command-line flag is invalid."""
 
 
+class JoinError(SwimError):
+    """No address given to join answered."""
+
+
 class DecodeError(SwimError):
     """Bytes from the network could not be decoded into a valid message.
 

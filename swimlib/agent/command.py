@@ -25,22 +25,21 @@ import trio
 
 from swimlib.agent.addresses import split_host_port
 from swimlib.agent.handlers import HandlerRunner, HandlerSpec, parse_handler_specs
+from swimlib.agent.join import join_with_backoff
 from swimlib.agent.memory import release_after_startup
 from swimlib.agent.rpc_adapter import start_rpc_server
-from swimlib.agent.runtime import Agent, JoinError, open_agent
+from swimlib.agent.runtime import Agent, open_agent
 from swimlib.agent.snapshot import Snapshotter
 from swimlib.cluster.coalesce import EventCoalescer
 from swimlib.cluster.events import Event, QueryEvent
 from swimlib.config import PROFILES, Config
-from swimlib.errors import ConfigError, SwimError
+from swimlib.errors import ConfigError, JoinError, SwimError
 
 if TYPE_CHECKING:
     from swimlib.wire.crypto import Keyring
 
 log = logging.getLogger("swimlib")
 
-#: Join retry backoff: first wait, growth factor, ceiling (seconds).
-JOIN_BACKOFF = (1.0, 2.0, 30.0)
 _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
            "warn": logging.WARNING, "warning": logging.WARNING, "err": logging.ERROR,
            "error": logging.ERROR}
@@ -292,20 +291,8 @@ async def _join_with_retry(agent: Agent, s: _Settings, snapshotter: Snapshotter 
         if candidates:
             log.warning("agent: no snapshot member answered; waiting to be joined")
         return
-    if not s.join:
-        return
-    delay, factor, ceiling = JOIN_BACKOFF
-    while True:
-        try:
-            n = await agent.join(s.join, replay=s.replay)
-            log.info("agent: joined: %d nodes", n)
-            return
-        except (JoinError, ConfigError) as exc:
-            log.warning("agent: join failed: %s; retrying in %.0fs", exc, delay)
-        except Exception as exc:
-            agent.faults.record("join", exc)
-        await trio.sleep(delay)
-        delay = min(ceiling, delay * factor)
+    if s.join:
+        await join_with_backoff(agent, s.join, replay=s.replay, logger=log)
 
 
 async def _wait_for_exit(agent: Agent, stop_requested: trio.Event) -> None:

@@ -40,7 +40,7 @@ from swimlib.cluster.serf import (
     Serf,
 )
 from swimlib.config import Config
-from swimlib.errors import DecodeError, SwimError
+from swimlib.errors import DecodeError, JoinError, SwimError
 from swimlib.faults import FaultLog
 from swimlib.membership.types import (
     Address,
@@ -65,10 +65,6 @@ _LOG_LABELS = {ev.EventType.MEMBER_JOIN: "EventMemberJoin",
                ev.EventType.MEMBER_REAP: "EventMemberReap"}
 #: Concurrent inbound TCP exchanges beyond this are refused (memberlist: 128).
 _MAX_INBOUND_STREAMS = 128
-
-
-class JoinError(SwimError):
-    """No address given to join answered."""
 
 
 @attrs.frozen

@@ -134,14 +134,19 @@ class Serf:
         self._pump(now)
 
     def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
-        reply, payload = self.node.receive_stream(data, source, now)
-        if payload is not None:
-            self.handle_user_message(payload, now)
+        received = self.node.receive_stream(data, source, now)
+        if received.user_message is not None:
+            self.handle_user_message(received.user_message, now)
+        state = received.user_state
+        if state is not None and self.merge_remote_state(state.payload, state.join, now,
+                                                         trusted=state.trusted):
+            self.node.recheck_stream_sender(source, now)
         self._pump(now)
-        return reply
+        return received.reply
 
     def handle_stream_reply(self, request_id: int, data: bytes | None, now: float) -> None:
-        self.node.handle_stream_reply(request_id, data, now)
+        for state in self.node.receive_stream_reply(request_id, data, now):
+            self.merge_remote_state(state.payload, state.join, now, trusted=state.trusted)
         self._pump(now)
 
     def tick(self, now: float) -> None:

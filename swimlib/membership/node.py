@@ -29,6 +29,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from swimlib.config import Config
 from swimlib.errors import ConfigError, DecodeError, SwimError
 from swimlib.membership import domains
@@ -38,7 +40,7 @@ from swimlib.membership.delegate import Delegate
 from swimlib.membership.packets import Packets
 from swimlib.membership.prober import Prober
 from swimlib.membership.rows import RowCache
-from swimlib.membership.sync import StreamPurpose, Sync
+from swimlib.membership.sync import StreamPurpose, Sync, UserState
 from swimlib.membership.table import MemberTable, Verdict, name_problem_for
 from swimlib.membership.timers import Timers
 from swimlib.membership.types import Address, Effect, Member, MemberState
@@ -60,6 +62,16 @@ from swimlib.wire.messages import (
 
 if TYPE_CHECKING:  # cryptography is imported only when encryption is on
     from swimlib.wire.crypto import Keyring
+
+
+@attrs.frozen(slots=True)
+class StreamReceived:
+    """What an inbound stream gave: our sealed reply (None: close without one),
+    and what it carried for the layer above."""
+
+    reply: bytes | None
+    user_message: bytes | None = None
+    user_state: UserState | None = None
 
 
 class Node:
@@ -267,44 +279,55 @@ class Node:
 
     def handle_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
         """An inbound TCP exchange: the whole request in (as framed on the wire),
-        our reply (if any) out, sealed. None: close without a reply. A user
-        message is counted and dropped (no layer above takes it)."""
-        reply, user = self.receive_stream(data, source, now)
-        if user is not None:
+        our reply (if any) out, sealed. None: close without a reply. What it
+        carries for a layer above is counted and dropped."""
+        received = self.receive_stream(data, source, now)
+        if received.user_message is not None or received.user_state is not None:
             self.stats["user.unclaimed"] += 1
-        return reply
+        return received.reply
 
-    def receive_stream(self, data: bytes, source: Address,
-                       now: float) -> tuple[bytes | None, bytes | None]:
-        """:meth:`handle_stream` for a layer above: the sealed reply, and the
-        user (Serf) message the stream carried, if it was one."""
+    def receive_stream(self, data: bytes, source: Address, now: float) -> StreamReceived:
+        """:meth:`handle_stream` for a layer above: the sealed reply, and what
+        the stream carried for that layer (a user message, or the user part of
+        a push-pull, which the layer merges; if it refused some of it, it
+        calls :meth:`recheck_stream_sender`)."""
         try:
             plain = self.envelope.open_stream(data)
         except DecodeError as exc:
             self.stats["drop.stream." + exc.reason] += 1
-            return None, None
+            return StreamReceived(None)
         try:
             msg = codec.decode_stream(plain)
         except DecodeError as exc:
             self.stats["drop.stream." + exc.reason] += 1
-            return self._sealed(ErrResp(f"failed to decode stream: {exc.reason}")), None
+            return StreamReceived(self._sealed(ErrResp(f"failed to decode stream: {exc.reason}")))
         if isinstance(msg, PushPull):
-            return self.envelope.seal_stream(self._sync.answer(msg, source, now)), None
+            reply, state = self._sync.answer(msg, now)
+            return StreamReceived(self.envelope.seal_stream(reply), user_state=state)
         if isinstance(msg, Ping):
             if msg.node and msg.node != self.name:
                 self.stats["drop.ping_wrong_node"] += 1
-                return self._sealed(ErrResp(f"ping for unexpected node {msg.node!r}")), None
-            return self._sealed(Ack(msg.seq_no)), None
+                return StreamReceived(
+                    self._sealed(ErrResp(f"ping for unexpected node {msg.node!r}")))
+            return StreamReceived(self._sealed(Ack(msg.seq_no)))
         if isinstance(msg, UserMsg):
-            return None, msg.payload
+            return StreamReceived(None, user_message=msg.payload)
         self.stats["drop.stream.unexpected"] += 1
-        return None, None
+        return StreamReceived(None)
 
     def _sealed(self, msg: Ack | ErrResp) -> bytes:
         return self.envelope.seal_stream(codec.encode(msg))
 
     def handle_stream_reply(self, request_id: int, data: bytes | None, now: float) -> None:
         """The reply to an :class:`OpenStream` we asked for (``None`` = it failed)."""
+        for _ in self.receive_stream_reply(request_id, data, now):
+            self.stats["user.unclaimed"] += 1
+
+    def receive_stream_reply(self, request_id: int, data: bytes | None,
+                             now: float) -> Iterator[UserState]:
+        """:meth:`handle_stream_reply` for a layer above: yields the user part
+        of a push-pull reply for it to merge (trusted: we opened the stream)
+        before the node goes on (a join is accounted for after it)."""
         pending = self._sync.take_request(request_id)
         if pending is None:
             return
@@ -318,7 +341,12 @@ class Node:
         if purpose is StreamPurpose.TCP_PING:
             self._prober.on_tcp_ping_reply(info, msg, now)
         else:
-            self._sync.on_reply(purpose, info, msg, now)
+            yield from self._sync.on_reply(purpose, info, msg, now)
+
+    def recheck_stream_sender(self, source: Address, now: float) -> None:
+        """The layer above refused times in a push-pull from ``source``: sync with
+        whoever sent it (see :meth:`Sync.recheck_stream_sender`)."""
+        self._sync.recheck_stream_sender(source, now)
 
     def _on_err(self, msg: ErrResp, source: Address, now: float) -> None:
         self.stats["drop.unexpected_err"] += 1

@@ -15,8 +15,10 @@ import enum
 import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+import attrs
 
 from swimlib.config import Config
 from swimlib.membership.delegate import Delegate
@@ -51,6 +53,16 @@ class StreamPurpose(enum.Enum):
     JOIN = enum.auto()
     PUSH_PULL = enum.auto()
     TCP_PING = enum.auto()
+
+
+@attrs.frozen(slots=True)
+class UserState:
+    """The layer above's part of a push-pull (Serf's state), handed up to merge."""
+
+    payload: bytes
+    join: bool
+    #: The reply to a stream we opened (nobody can spoof that).
+    trusted: bool
 
 
 class _JoinAttempt:
@@ -213,19 +225,26 @@ class Sync:
 
     # ------------------------------------------------------------------ push-pull in
 
-    def answer(self, msg: PushPull, source: Address, now: float) -> bytes:
-        """An inbound push-pull: reply with our state, then merge theirs (memberlist order)."""
+    def answer(self, msg: PushPull, now: float) -> tuple[bytes, UserState | None]:
+        """An inbound push-pull: our state (built before theirs is merged, as
+        memberlist does), after merging their rows; their user state, if any,
+        is the caller's to merge (then :meth:`recheck_stream_sender` if it
+        refused some of it)."""
         reply = self.local_state(msg.join)
-        if self.merge(msg, now):
-            self.recheck_stream_sender(source, now)
-        return reply
+        return reply, self.merge(msg, now)
 
-    def on_reply(self, purpose: StreamPurpose, info: Any, msg: Any, now: float) -> None:
-        """The reply to a join or push-pull we opened (``msg`` None or not a PushPull: failed)."""
+    def on_reply(self, purpose: StreamPurpose, info: Any, msg: Any,
+                 now: float) -> Iterator[UserState]:
+        """The reply to a join or push-pull we opened (``msg`` None or not a
+        PushPull: failed). Yields the peer's user state, if any, for the layer
+        above to merge before the join is accounted for (as memberlist, whose
+        delegate merges inside the exchange)."""
         ok = isinstance(msg, PushPull)
         peer = info[1] if purpose is StreamPurpose.JOIN else info
         if ok:
-            self.merge(msg, now, peer)
+            state = self.merge(msg, now, peer)
+            if state is not None:
+                yield state
         else:
             self._stats["push_pull.failed"] += 1
         if purpose is StreamPurpose.JOIN:
@@ -239,16 +258,17 @@ class Sync:
                 self._effects.append(JoinFinished(attempt.contacted, tuple(attempt.failed),
                                                   attempt.join_id))
 
-    def merge(self, remote: PushPull, now: float, peer: Address | None = None) -> bool:
-        """Merge a peer's full state (memberlist mergeState).
+    def merge(self, remote: PushPull, now: float,
+              peer: Address | None = None) -> UserState | None:
+        """Merge a peer's rows (memberlist mergeState); returns its user state
+        for the layer above, if it carried any.
 
         ``peer`` is the address we opened the stream to, when we did: the row
-        of the member living there is its own word about itself. True when
-        the layer above refused part of it as implausible.
+        of the member living there is its own word about itself.
         """
         if not self._protocols_fit(remote.nodes):
             self._stats["drop.push_pull.protocol"] += 1
-            return False
+            return None
         table = self._table
         by_name = table.by_name
         me = table.name
@@ -275,10 +295,9 @@ class Sync:
                 verdict = table.apply_suspect(Suspect(r.incarnation, r.name, me), now)
                 if verdict is Verdict.RECHECK:
                     follow(verdict, r.name, None, now)
-        if remote.user_state and self._delegate is not None:
-            return self._delegate.merge_remote_state(remote.user_state, remote.join, now,
-                                                     trusted=peer is not None)
-        return False
+        if remote.user_state:
+            return UserState(remote.user_state, remote.join, trusted=peer is not None)
+        return None
 
     def _protocols_fit(self, remote: Sequence[PushNodeState]) -> bool:
         """Every alive node's current versions must fit the cluster-wide ranges."""

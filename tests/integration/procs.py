@@ -1,6 +1,7 @@
 """Real processes for integration tests: serf agents and swimlib agents on loopback.
 
-Every process is started through :class:`Procs`, remembered by PID and
+Every process is started through :class:`Procs` (over the repository's one
+process manager, :class:`swimlib.testing.ProcessGroup`), remembered by PID and
 stopped by the test (SIGTERM, then SIGKILL after a grace period). Ports come
 from :func:`swimlib.testing.free_port` (below the ephemeral range). Every wait is
 bounded in time and count.
@@ -8,7 +9,6 @@ bounded in time and count.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from swimlib.testing import free_port
+from swimlib.testing import Child, ProcessGroup, free_port, stop_process
 
 SERF = shutil.which("serf") or "/usr/bin/serf"
 HAVE_SERF = os.path.exists(SERF)
@@ -45,24 +45,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-class Proc:
-    def __init__(self, name: str, popen: subprocess.Popen[bytes], log: Path,
-                 rpc: str, gossip: str) -> None:
-        self.name = name
-        self.popen = popen
-        self.log = log
+class Proc(Child):
+    """An agent: its process, and the addresses it serves."""
+
+    def __init__(self, child: Child, rpc: str, gossip: str) -> None:
+        super().__init__(child.name, child.popen, child.log)
         self.rpc = rpc
         self.gossip = gossip
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
 
 
 class Procs:
@@ -70,17 +59,13 @@ class Procs:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
+        self.group = ProcessGroup(workdir)
         self.procs: list[Proc] = []
 
     def _spawn(self, name: str, argv: list[str], rpc: str, gossip: str,
                env: dict[str, str] | None = None) -> Proc:
-        log = self.workdir / f"{name}-{len(self.procs)}.log"
-        with open(log, "wb") as out:
-            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.workdir,
-                                     env={**os.environ, **(env or {})},
-                                     start_new_session=True)
-        proc = Proc(name, popen, log, rpc, gossip)
+        child = self.group.start(name, argv, env=env, log_name=f"{name}-{len(self.procs)}")
+        proc = Proc(child, rpc, gossip)
         self.procs.append(proc)
         return proc
 
@@ -139,18 +124,7 @@ class Procs:
 
     def stop(self, proc: Proc, timeout: float = 10.0) -> int | None:
         """SIGTERM, wait, then SIGKILL: the process is gone when this returns."""
-        if proc.alive():
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                return proc.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-        return proc.popen.wait(5)
+        return stop_process(proc.popen, timeout)
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.popen.wait(5)
+        self.group.stop_all(grace=0.0)

@@ -2,7 +2,7 @@
 
 import socket
 
-from swimlib.testing import _bindable, _ephemeral_range, free_port
+from swimlib.testing.ports import _bindable, _ephemeral_range, free_port
 
 
 def test_ports_are_distinct_bindable_and_outside_the_ephemeral_range() -> None:

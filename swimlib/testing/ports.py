@@ -1,4 +1,4 @@
-"""Helpers for tests, demos and benchmarks that start agents on loopback.
+"""Ports for agents that tests, demos and benchmarks start on loopback.
 
 Not imported by the agent itself.
 
