@@ -164,9 +164,12 @@ class Serf:
         return own if node is None else min(own, node)
 
     def take_effects(self) -> list[ClusterEffect]:
-        effects = self._effects[:]
-        self._effects.clear()
-        return effects
+        effects = self._effects  # shared with the parts, so emptied rather than replaced
+        if not effects:
+            return []
+        taken = effects[:]
+        effects.clear()
+        return taken
 
     # ================================================================== queries
 

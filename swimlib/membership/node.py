@@ -53,6 +53,7 @@ from swimlib.wire.messages import (
     Dead,
     ErrResp,
     IndirectPing,
+    Message,
     Nack,
     Ping,
     PushPull,
@@ -187,9 +188,12 @@ class Node:
     # ------------------------------------------------------------------ time
 
     def take_effects(self) -> list[Effect]:
-        effects = self._effects[:]
-        self._effects.clear()
-        return effects
+        effects = self._effects  # shared with the parts, so emptied rather than replaced
+        if not effects:
+            return []
+        taken = effects[:]
+        effects.clear()
+        return taken
 
     def next_deadline(self, skip_idle: bool = False) -> float | None:
         """When :meth:`tick` next has work.
@@ -239,18 +243,32 @@ class Node:
     def handle_packet(self, data: bytes, source: Address, now: float) -> None:
         """One UDP datagram from ``source``, as it came off the wire (user
         messages in it are counted and dropped: no layer above takes them)."""
-        for _ in self.receive_packet(data, source, now):
-            self.stats["user.unclaimed"] += 1
+        messages = self._open_packet(data)
+        if messages is None:
+            return
+        handlers = self._handlers
+        for msg in messages:
+            handler = handlers.get(type(msg))
+            if handler is None:
+                self.stats["user.unclaimed"] += 1
+            else:
+                handler(msg, source, now)
+
+    def _open_packet(self, data: bytes) -> list[Message] | None:
+        """The messages of a datagram (None, counted, if it does not open or decode)."""
+        try:
+            return codec.decode_packet(self.envelope.open_packet(data))
+        except DecodeError as exc:
+            self.stats["drop." + exc.reason] += 1
+            return None
 
     def receive_packet(self, data: bytes, source: Address, now: float) -> Iterator[bytes]:
         """Handle one datagram, yielding each user (Serf) message in it to the
         layer above, in order: that layer handles it before the node goes on
         with the rest of the datagram, as memberlist's delegate call does, but
         the node never calls up (see swimlib/core.py)."""
-        try:
-            messages = codec.decode_packet(self.envelope.open_packet(data))
-        except DecodeError as exc:
-            self.stats["drop." + exc.reason] += 1
+        messages = self._open_packet(data)
+        if messages is None:
             return
         handlers = self._handlers
         for msg in messages:
