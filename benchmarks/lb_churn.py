@@ -95,6 +95,11 @@ class Procs:
         self.logdir = logdir
         self.group = ProcessGroup(logdir, env=_CHILD_ENV)
 
+    @property
+    def started(self) -> list[subprocess.Popen[bytes]]:
+        """Every process started so far, oldest first."""
+        return [child.popen for child in self.group.children]
+
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None
               ) -> subprocess.Popen[bytes]:
         popen: subprocess.Popen[bytes] = self.group.start(
