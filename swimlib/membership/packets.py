@@ -44,6 +44,8 @@ class Packets:
         self._delegate = delegate
         self._lifeguard = config.lifeguard
         self._envelope = envelope
+        #: Datagrams leave as built unless they need a CRC (no compression, no keyring).
+        self._plain = envelope.keyring is None and not envelope.compresses_datagrams
         #: Room in a datagram for the messages themselves.
         self._budget = config.udp_buffer_size - envelope.packet_overhead
         self._stats = stats
@@ -60,7 +62,9 @@ class Packets:
 
     def send_raw(self, dest: Address, data: bytes, crc: bool) -> None:
         self._stats["udp.sent"] += 1
-        self._effects.append(SendPacket(dest, self._envelope.seal_packet(data, crc)))
+        if crc or not self._plain:
+            data = self._envelope.seal_packet(data, crc)
+        self._effects.append(SendPacket(dest, data))
 
     def send(self, dest: Address, msg: bytes, piggyback: bool = True) -> None:
         """Send one message, piggybacking queued broadcasts (memberlist sendMsg).
@@ -98,7 +102,8 @@ class Packets:
 
     def gossip_tick(self, _: object, now: float) -> None:
         self._timers.schedule(now + self.config.gossip_interval, self.gossip_tick)
-        self._gossip(now)
+        if self._broadcasts or self._delegate is not None:
+            self._gossip(now)
 
     def _gossip(self, now: float) -> None:
         """Send queued broadcasts to a few random live (or recently dead) members."""

@@ -38,6 +38,10 @@ class Envelope:
         self._compress_streams = compress_streams
 
     @property
+    def compresses_datagrams(self) -> bool:
+        return self._compress_datagrams
+
+    @property
     def packet_overhead(self) -> int:
         """Bytes sealing adds to a datagram beyond compression and CRC."""
         return ENCRYPT_OVERHEAD if self.keyring is not None else 0
