@@ -19,8 +19,8 @@ from swimlib.cluster.clocks import LamportClock
 from swimlib.cluster.effects import ClusterEffect, Emit
 from swimlib.config import Config
 from swimlib.errors import DecodeError
-from swimlib.membership import domains as member_domains
 from swimlib.membership.broadcasts import BroadcastQueue
+from swimlib.membership.table import name_problem_for
 from swimlib.membership.timers import Timers
 from swimlib.membership.types import Address, EventKind, MemberState, NodeEvent
 from swimlib.wire import serf as sw
@@ -55,10 +55,9 @@ class SerfMember:
 
 
 def name_problem(config: Config, name: str, what: str) -> str | None:
-    """``<what>_<problem>`` when ``name`` may not be a member's name here."""
-    problem = member_domains.name_problem(name)
-    if problem is None and config.validate_node_names:
-        problem = member_domains.strict_name_problem(name)
+    """``<what>_<problem>`` when ``name`` may not be a member's name here
+    (the membership layer's rule, :func:`~swimlib.membership.table.name_problem_for`)."""
+    problem = name_problem_for(config, name)
     return None if problem is None else f"{what}_{problem}"
 
 
