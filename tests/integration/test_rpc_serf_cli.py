@@ -199,6 +199,8 @@ async def test_monitor(served):
     proc = await trio.lowlevel.open_process(
         [SERF, "monitor", f"-rpc-addr={addr}", "-log-level=debug"], stdout=subprocess.PIPE)
     seen = b""
+    event_lines = ['\tEvent: "user"', "\tLTime: 1", '\tName: "deploy"',
+                   "\tPayload: []byte{0x76, 0x31}", "\tCoalesce: true"]
     try:
         assert proc.stdout is not None
         with trio.fail_after(TIMEOUT):
@@ -206,7 +208,9 @@ async def test_monitor(served):
                 await trio.sleep(0.01)
             await agent.user_event("deploy", b"v1", True)
             agent.log("DEBUG", "memberlist: probe")
-            while b"probe" not in seen or b"Coalesce" not in seen:
+            # serf prints the event's fields in Go's random map order: wait for all of them.
+            while b"probe" not in seen or not all(
+                    f"\n{line}\n".encode() in seen for line in event_lines):
                 chunk = await proc.stdout.receive_some(4096)
                 assert chunk, seen
                 seen += chunk
@@ -221,8 +225,7 @@ async def test_monitor(served):
     text = seen.decode()
     assert "[INFO] agent: Serf agent starting\n" in text
     assert "Event Info:\n" in text
-    for line in ['\tEvent: "user"', "\tLTime: 1", '\tName: "deploy"',
-                 "\tPayload: []byte{0x76, 0x31}", "\tCoalesce: true"]:
+    for line in event_lines:
         assert f"\n{line}\n" in text
     with trio.fail_after(5):
         while agent.log_subscribers or agent.event_subscribers:
