@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import queue
@@ -772,7 +773,7 @@ def _haproxy_version() -> str:
 
 def baseline_main(argv: list[str]) -> int:
     """``python -m benchmarks.lb_churn restart-baseline``: the restart-on-change balancer."""
-    import trio
+    from swimlib import backend
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.lb_churn restart-baseline")
     p.add_argument("--node", default="lb")
@@ -785,12 +786,12 @@ def baseline_main(argv: list[str]) -> int:
                    metavar=("PERIOD", "QUIET"),
                    help="member-event coalescing like serf agent's handlers (3 1; 0 0 = off)")
     a = p.parse_args(argv)
-    return trio.run(_baseline, a)
+    return backend.run(_baseline, a, backend=backend.choose_backend())
 
 
 async def _baseline(a: argparse.Namespace) -> int:
     """Member events (coalesced) -> render -> restart HAProxy (SIGTERM, wait, start)."""
-    import trio
+    import anyio
 
     from lbadapter.config import settings_from_mapping
     from lbadapter.desired import desired_servers
@@ -818,14 +819,14 @@ async def _baseline(a: argparse.Namespace) -> int:
         if hap is not None and hap.poll() is None:
             hap.terminate()  # what a supervisor's "restart" does: stop ...
             try:
-                await trio.to_thread.run_sync(hap.wait, 10.0)
+                await anyio.to_thread.run_sync(hap.wait, 10.0)
             except subprocess.TimeoutExpired:
                 hap.kill()
-                await trio.to_thread.run_sync(hap.wait, 5.0)
+                await anyio.to_thread.run_sync(hap.wait, 5.0)
         hap = subprocess.Popen([a.haproxy, "-db", "-f", str(cfg)],  # ... then start
                                stdin=subprocess.DEVNULL)
         restarts += 1
-        listening = await trio.to_thread.run_sync(
+        listening = await anyio.to_thread.run_sync(
             lambda: wait_port(settings.listen[1], 5.0, settings.listen[0], hap, 0.005))
         ready = sorted(s.name for s in servers.values() if s.want.value == "ready")
         print(f"restart {restarts}: {reason}; servers {ready}; frontend closed for "
@@ -838,20 +839,21 @@ async def _baseline(a: argparse.Namespace) -> int:
         async with open_agent(a.node, bind=(host, port), tags={"role": "balancer"}) as agent:
             events = agent.events()
             await restart(agent, "start")
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async with trio.open_nursery() as nursery:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async with anyio.create_task_group() as task_group:
                     async def watch_signals() -> None:
                         async for _ in signals:
-                            nursery.cancel_scope.cancel()
+                            task_group.cancel_scope.cancel()
 
-                    nursery.start_soon(watch_signals)
+                    task_group.start_soon(watch_signals)
                     while True:
                         deadline = coalescer.next_deadline()
                         flushed = []
-                        with trio.move_on_at(deadline if deadline is not None else 1e18):
+                        with anyio.CancelScope(deadline=deadline if deadline is not None
+                                               else math.inf):
                             event = await events.receive()
-                            flushed = coalescer.push(event, trio.current_time())
-                        flushed += coalescer.flush_due(trio.current_time())
+                            flushed = coalescer.push(event, anyio.current_time())
+                        flushed += coalescer.flush_due(anyio.current_time())
                         changes = [e for e in flushed if isinstance(e, MemberEvent)]
                         if changes:
                             what = ", ".join(f"{e.type.value} {[m.name for m in e.members]}"

@@ -26,6 +26,11 @@ indices for both. Each cluster goes through:
 * leave: ``serf leave -rpc-addr=...`` against the agent (swimlib speaks
   Serf's RPC, so the trigger is byte-identical for both); first/last of the
   others to log EventMemberLeave; then it is restarted and rejoins.
+* cold start: every agent killed, then n0 started, and once it is ready
+  n1..nN-1 all at once, each with ``-join`` n0 on its command line: the
+  time from the last process start until every agent knows all N (and
+  per agent, from its own process start). Start-up costs count here, as
+  they do when a whole cluster (re)starts.
 * steady state: after a warm-up, a window in which CPU (utime+stime from
   /proc/PID/stat), RSS (VmRSS) and traffic are measured per agent. Traffic:
   ``tcpdump -i lo`` on the cluster's gossip port range when installed (UDP and
@@ -78,6 +83,8 @@ LATE_LIMIT_S = 3.0
 #: memberlist's ProbeInterval in the LAN profile; kills land at a random point of it.
 PROBE_INTERVAL_S = 1.0
 RSS_LIMIT_KB = 28 * 1024  # 28 MiB; VmRSS is reported in KiB
+#: A cold start of the whole cluster may take at most this many times serf's (issue 9).
+COLD_START_LIMIT = 3.0
 IMPLS = (SERF_IMPL, SWIMLIB_IMPL)
 BASE_PORTS = {"serf": 27000, "swimlib": 27200}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -249,6 +256,8 @@ class Options:
     seed: int
     cprofile: float
     workdir: Path
+    #: The event loop swimlib agents run on (None: the CLI's default).
+    backend: str | None = None
 
 
 class Capture:
@@ -423,7 +432,14 @@ class ClusterRun:
             [a], lambda b: b.join_complete(self.cluster.names, t1) is not None,
             self.opts.timeout)
         vals = list(times.values())
-        return {"rejoin_all_s": max(vals), "rejoin_lateness_s": lateness(vals)} if vals else {}
+        if not vals:
+            return {}
+        out = {"rejoin_all_s": max(vals), "rejoin_lateness_s": lateness(vals)}
+        with self.cluster.cond:
+            ready = a.first("ready", "", t1)
+        if ready is not None:  # the protocol's part: from the agent's ready banner
+            out["rejoin_from_ready_s"] = max(vals) - (ready - t1)
+        return out
 
     # -- phases
     def run(self) -> dict[str, Any]:
@@ -438,6 +454,8 @@ class ClusterRun:
             for k, idx in enumerate(self.victims[self.opts.kills:]):
                 self._leave(k, idx)
             self._steady()
+            self._check_crashes()
+            self._cold_start()
             self._check_crashes()
         finally:
             c.stop_all()
@@ -613,6 +631,36 @@ class ClusterRun:
         self.res.setdefault("leaves", []).append(rec)
         time.sleep(self.opts.settle)
 
+    def _cold_start(self) -> None:
+        """The whole cluster from nothing: n0, then the other N-1 at once with -join n0."""
+        c = self.cluster
+        for a in c.agents:
+            self._expected_down.add(a.node)
+            a.reap()
+        time.sleep(self.opts.settle)
+        t0 = time.monotonic()
+        c.start(0, join=False)
+        self._wait_ready(c.agents[:1])
+        first = time.monotonic()
+        for i in range(1, self.n):
+            c.start(i, join=True)
+        last = time.monotonic()
+        self._expected_down.clear()
+        ok = c.wait_agents(c.agents, lambda a: a.join_complete(c.names, t0) is not None
+                           or not a.alive(), self.opts.timeout)
+        with c.cond:
+            done = {a: a.join_complete(c.names, t0) for a in c.agents}
+        missing = [a.node for a, t in done.items() if t is None]
+        if missing or not ok:
+            self.res["missing"].append({"what": "cold start", "agents": missing})
+            self._note(f"cold start: {len(missing)} agent(s) never knew all N: {missing[:10]}")
+        finished = {a: t for a, t in done.items() if t is not None}
+        if finished:
+            self.res["cold_start"] = {
+                "cold_start_all_s": max(finished.values()) - last,
+                "cold_start_own_s": max(t - a.started for a, t in finished.items()),
+                "spawn_span_s": last - first}
+
     def _steady(self) -> None:
         c = self.cluster
         time.sleep(self.opts.warmup)
@@ -672,6 +720,9 @@ METRICS = [
     ("detection_all_s", "fail: all N-1 mark failed", "s"),
     ("failed_lateness_s", "fail: worst agent - median agent", "s"),
     ("rejoin_all_s", "rejoin after kill/leave: all see it", "s"),
+    ("rejoin_from_ready_s", "  the same, from the agent's ready banner", "s"),
+    ("cold_start_all_s", "cold start: all know N, from last spawn", "s"),
+    ("cold_start_own_s", "cold start: worst agent from own spawn", "s"),
     ("rejoin_lateness_s", "rejoin: worst agent - median agent", "s"),
     ("leave_first_s", "leave: first agent sees left", "s"),
     ("leave_all_s", "leave: all N-1 see left", "s"),
@@ -695,6 +746,9 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 if storm.get(key) is not None:
                     pooled[key].append(storm[key])
         pooled["startup_s"] += r.get("startup_per_agent_s", [])
+        for key, val in (r.get("cold_start") or {}).items():
+            if key in pooled:
+                pooled[key].append(val)
         for rec in r.get("kills", []) + r.get("leaves", []):
             for key, val in rec.items():
                 if key in pooled and isinstance(val, float) and val == val:
@@ -738,6 +792,7 @@ def verdicts(serf: dict[str, Any], swim: dict[str, Any]) -> dict[str, Any]:
     missing = [m for m in swim["missing"]
                if not (m["what"].startswith("kill") and "rejoin" not in m["what"])]
     cpu_s, cpu_r = med(swim, "cpu_s_per_min"), med(serf, "cpu_s_per_min")
+    r_cold = ratio(med(swim, "cold_start_all_s"), med(serf, "cold_start_all_s"))
     rss = swim["rss_kb"]["max"]
     return {
         "detection_first_ratio": check(None if r_first is None else r_first <= 1.0, r_first,
@@ -752,6 +807,8 @@ def verdicts(serf: dict[str, Any], swim: dict[str, Any]) -> dict[str, Any]:
                              ratio(cpu_s, cpu_r), "swimlib median <= serf median"),
         "rss": check(None if rss is None else rss <= RSS_LIMIT_KB, rss,
                      f"<= {RSS_LIMIT_KB} kB (28 MiB), worst agent"),
+        "cold_start_ratio": check(None if r_cold is None else r_cold <= COLD_START_LIMIT,
+                                  r_cold, f"<= {COLD_START_LIMIT}"),
     }
 
 
@@ -824,6 +881,8 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument("--cprofile", type=float, default=0.0, metavar="SECONDS",
                    help="cProfile one idle swimlib agent per cluster after the window")
     p.add_argument("--workdir", default=None, help="logs and pcaps (default: a temp dir)")
+    p.add_argument("--backend", choices=("asyncio", "trio"), default=None,
+                   help="swimlib agents' event loop (default: the CLI's)")
     a = p.parse_args(argv)
     quick = a.quick
     sizes = [int(s) for s in (a.sizes or ("5" if quick else "5,20,50")).split(",")]
@@ -836,7 +895,7 @@ def parse_args(argv: list[str]) -> Options:
         warmup=a.warmup if a.warmup is not None else (3.0 if quick else 10.0),
         window=a.window if a.window is not None else (10.0 if quick else 30.0),
         settle=1.0 if quick else 2.0, timeout=a.timeout, seed=a.seed, cprofile=a.cprofile,
-        workdir=workdir)
+        workdir=workdir, backend=a.backend)
 
 
 def _git_head() -> str | None:
@@ -859,7 +918,12 @@ def run(argv: list[str]) -> dict[str, Any]:
         raise SystemExit("serf is not installed (apt-get install serf)")
     opts.workdir.mkdir(parents=True, exist_ok=True)
     precompile()
-    print(f"vs_serf: swimlib tree {_git_head()}; sizes={opts.sizes} cycles={opts.cycles} "
+    from swimlib.backend import choose_backend
+
+    backend = choose_backend(opts.backend)
+    SWIMLIB_IMPL.env["SWIMLIB_BACKEND"] = backend
+    print(f"vs_serf: swimlib tree {_git_head()} on {backend}; sizes={opts.sizes} "
+          f"cycles={opts.cycles} "
           f"kills={opts.kills} leaves={opts.leaves} warmup={opts.warmup}s window={opts.window}s "
           f"logs in {opts.workdir}", flush=True)
     started = time.monotonic()
@@ -887,7 +951,8 @@ def run(argv: list[str]) -> dict[str, Any]:
         "options": {"sizes": opts.sizes, "cycles": opts.cycles,
                     "join_storms": opts.join_storms, "kills": opts.kills,
                     "leaves": opts.leaves, "warmup_s": opts.warmup, "window_s": opts.window,
-                    "seed": opts.seed, "workdir": str(opts.workdir)},
+                    "seed": opts.seed, "workdir": str(opts.workdir),
+                    "swimlib_backend": backend},
         "schedule": "per N and cycle: fresh serf cluster and fresh swimlib cluster one after "
                     "the other (alternating order), same victims",
         "results": {}, "ratios": {}, "targets": {}, "runs": raw,

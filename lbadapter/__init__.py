@@ -38,7 +38,8 @@ or port that could not go into a config line or a runtime API command as it
 is; ``member_label`` escapes the member name for logs, templates and status),
 and every reconcile step runs inside a failure boundary (``swimlib.faults``).
 
-Python API (all async code is trio):
+Python API (async code is anyio, so it runs under asyncio or trio; the commands pick
+the event loop from the ``SWIMLIB_BACKEND`` environment variable, see ``lbadapter.cli``):
 
 * ``lbadapter.config``: ``Settings`` (frozen attrs; every setting, documented defaults),
   ``load_settings(argv_namespace) -> Settings``, ``SettingsError(ValueError)``.
@@ -60,18 +61,19 @@ Python API (all async code is trio):
 * ``lbadapter.reconcile``: ``Reconciler`` (desired vs ``show servers state``),
   ``ReloadScheduler`` (coalesced, backed-off reloads).
 * ``lbadapter.adapter``: ``run_adapter(settings)`` (everything ``lbadapter run`` does);
-  ``Adapter(settings, members_fn)`` with ``await nursery.start(adapter.run)`` and
+  ``Adapter(settings, members_fn)`` with ``await task_group.start(adapter.run)`` and
   ``adapter.poke()`` drives HAProxy from any membership source (tests, benchmarks).
 
 * ``lbadapter.testing`` (not imported by the adapter): ``free_port()``, ``short_state_dir()``,
-  ``Processes(workdir)`` (``.start(name, argv)``, ``.backend(name, port)`` = tiny HTTP
-  server answering its name, ``GET /slow?s=N`` holds N s; ``.stop(popen)``, ``.stop_all()``:
+  ``Processes(workdir)`` (``.start(name, argv, env=None)``, ``.backend(name, port)`` = tiny
+  HTTP server answering its name, ``GET /slow?s=N`` holds N s; ``.stop(popen)``, ``.stop_all()``:
   SIGTERM first so an adapter stops its HAProxy), ``fetch(url)``, ``stats_rows((host, port))``,
   ``await up_in_stats(stats, backend)``, ``await wait_until(async_pred, timeout, what)``,
   ``adapter_running(adapter)`` (async context manager: HAProxy up for the block).
 
-Logs (stderr): ``reconcile: add|reuse|readdress|drain|maint|del app/NAME ...`` per runtime
-action, ``wrote .../haproxy.cfg (N servers)``, ``reloading haproxy: REASONS``,
+Logs (stderr): ``event loop: asyncio|trio`` once, then
+``reconcile: add|reuse|readdress|drain|maint|del app/NAME ...`` per runtime action,
+``wrote .../haproxy.cfg (N servers)``, ``reloading haproxy: REASONS``,
 ``haproxy reloaded: worker(s) ...``, ``haproxy master exited ...; restarting``, and
 HAProxy's own lines prefixed ``haproxy:``. ``state.json`` ``counters`` has the totals
 (``add``, ``reuse``, ``drain``, ``maint``, ``del``, ``del_refused_busy``, ``reloads``,

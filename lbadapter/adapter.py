@@ -26,7 +26,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import trio
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lbadapter.config import Settings
 from lbadapter.desired import DesiredServer, MemberLike, MemberProblems, desired_servers
@@ -87,7 +89,7 @@ class Adapter:
         self.desired: dict[str, DesiredServer] = {}
         self.last_pass: PassResult | None = None
         self.config_error: str | None = None
-        self._wake = trio.Event()
+        self._wake = anyio.Event()
         #: Non-server part of the file on disk / of the config HAProxy runs.
         self._file_skeleton: str | None = None
         self._live_skeleton: str | None = None
@@ -152,30 +154,34 @@ class Adapter:
             self._lock_fd = None
             self._prepared = False
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Prepare, start HAProxy and loop until cancelled (HAProxy is then stopped)."""
+        """Prepare, start HAProxy and loop until cancelled (HAProxy is then stopped).
+
+        Start it with ``await task_group.start(adapter.run)``: that returns once
+        the config is written and HAProxy is being started.
+        """
         try:
             await self.prepare()
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.supervisor.run)
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.supervisor.run)
                 task_status.started()
                 await self._loop()
         finally:
             self.release()
 
     async def _loop(self) -> None:
-        next_periodic = trio.current_time()
+        next_periodic = anyio.current_time()
         while True:
-            now = trio.current_time()
+            now = anyio.current_time()
             if now >= next_periodic:
                 next_periodic = now + self.settings.reconcile_interval
             wake_at = min(t for t in (next_periodic, self.reconciler.next_wakeup(),
                                       self.scheduler.due_at(), self._retry_at)
                           if t is not None)
-            with trio.move_on_at(wake_at):
+            with anyio.CancelScope(deadline=wake_at):
                 await self._wake.wait()
-            self._wake = trio.Event()
+            self._wake = anyio.Event()
             with self.faults.boundary("step"):  # a bug must not take the balancer down
                 await self.step()
             self._plan_retry()
@@ -186,7 +192,7 @@ class Adapter:
             self._retry_at, self._retry_delay = None, RETRY_BACKOFF[0]
             return
         _, factor, ceiling = RETRY_BACKOFF
-        self._retry_at = trio.current_time() + self._retry_delay
+        self._retry_at = anyio.current_time() + self._retry_delay
         self._retry_delay = min(ceiling, self._retry_delay * factor)
 
     async def step(self) -> None:
@@ -209,7 +215,7 @@ class Adapter:
             await self._install_config()
             if self._file_skeleton is not None and self._file_skeleton != self._live_skeleton \
                     and self.supervisor.ready:
-                self.scheduler.request(trio.current_time(), "non-server config changed")
+                self.scheduler.request(anyio.current_time(), "non-server config changed")
         with guard("reload"):
             if await self._maybe_reload():
                 await self._reconcile()  # a reload drops runtime state: put it back at once
@@ -222,7 +228,7 @@ class Adapter:
         result = await self.reconciler.reconcile(self.desired)
         self.last_pass = result
         if result.reload_reason:
-            self.scheduler.request(trio.current_time(), result.reload_reason)
+            self.scheduler.request(anyio.current_time(), result.reload_reason)
         elif result.clean:
             self.scheduler.note_clean_pass()
 
@@ -240,13 +246,13 @@ class Adapter:
         except RenderError as exc:
             self._config_failed("render_errors", str(exc), [])
             return False
-        if text == self._rejected_text and trio.current_time() < self._rejected_until:
+        if text == self._rejected_text and anyio.current_time() < self._rejected_until:
             return False  # already rejected by haproxy -c (and reported); retried later
         try:
             changed = await self.writer.write(text)
         except ConfigCheckError as exc:
             self._rejected_text = text
-            self._rejected_until = trio.current_time() + REJECTED_RETRY
+            self._rejected_until = anyio.current_time() + REJECTED_RETRY
             self._config_failed("check_errors", str(exc), exc.lines)
             return False
         except OSError as exc:
@@ -278,7 +284,7 @@ class Adapter:
 
     async def _maybe_reload(self) -> bool:
         """Reload if one is due; True if a new worker took over."""
-        reasons = self.scheduler.take(trio.current_time())
+        reasons = self.scheduler.take(anyio.current_time())
         if reasons is None or not self.supervisor.ready:
             return False  # (a HAProxy that is starting reads the current file anyway)
         fallback = any(r != "non-server config changed" for r in reasons)
@@ -289,11 +295,11 @@ class Adapter:
         except ReloadFailed as exc:
             self.counters["reload_failures"] += 1
             log.error("reload failed: %s", exc)
-            self.scheduler.finished(trio.current_time(), ok=False, fallback=fallback)
+            self.scheduler.finished(anyio.current_time(), ok=False, fallback=fallback)
             return False
         self.counters["reloads"] += 1
         self._live_skeleton = skeleton
-        self.scheduler.finished(trio.current_time(), ok=True, fallback=fallback)
+        self.scheduler.finished(anyio.current_time(), ok=True, fallback=fallback)
         return True
 
     # ------------------------------------------------------------------ status file
@@ -336,9 +342,13 @@ class Adapter:
 
 # ---------------------------------------------------------------------- lbadapter run
 
-async def _forward_events(events: trio.MemoryReceiveChannel[Any], adapter: Adapter) -> None:
-    async for _ in events:
-        adapter.poke()
+async def _forward_events(events: MemoryObjectReceiveStream[Any], adapter: Adapter) -> None:
+    """Poke the adapter on each membership event (a poke while one is pending is a
+    no-op, and each step reads ``members()`` afresh); ``events`` is closed on exit,
+    which unsubscribes."""
+    async with events:
+        async for _ in events:
+            adapter.poke()
 
 
 async def run_adapter(settings: Settings) -> None:
@@ -352,12 +362,12 @@ async def run_adapter(settings: Settings) -> None:
     from swimlib.agent.join import join_with_backoff
     from swimlib.agent.rpc_adapter import start_rpc_server
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         # Fail on a bad template or state dir before binding anything.
         members: list[Any] = []
         adapter = Adapter(settings, lambda: members)
         await adapter.prepare()
-        async with trio.open_nursery() as outer:
+        async with anyio.create_task_group() as outer:
             async def stop_on_signal() -> None:
                 async for signum in received:
                     log.info("caught %s: leaving the cluster and stopping haproxy",
@@ -365,7 +375,7 @@ async def run_adapter(settings: Settings) -> None:
                     stop.set()
                     return
 
-            stop = trio.Event()
+            stop = anyio.Event()
             outer.start_soon(stop_on_signal)
             async with contextlib.AsyncExitStack() as stack:
                 try:
@@ -379,24 +389,24 @@ async def run_adapter(settings: Settings) -> None:
                                        f"{exc}") from None
                 events = agent.events()
                 adapter.members = agent.members
-                async with trio.open_nursery() as nursery:
+                async with anyio.create_task_group() as tg:
                     if settings.rpc_addr is not None:
                         try:
-                            await start_rpc_server(nursery, agent, settings.rpc_addr, "")
+                            await start_rpc_server(tg, agent, settings.rpc_addr, "")
                         except OSError as exc:
                             host, port = settings.rpc_addr
                             raise AdapterError(f"cannot serve RPC on {host}:{port}: "
                                                f"{exc}") from None
-                    await nursery.start(adapter.run)
-                    nursery.start_soon(_forward_events, events, adapter)
+                    await tg.start(adapter.run)
+                    tg.start_soon(_forward_events, events, adapter)
                     if settings.join:
-                        nursery.start_soon(join_with_backoff, agent, settings.join)
+                        tg.start_soon(join_with_backoff, agent, settings.join)
                     log.info("lbadapter running: node %s, gossip %s:%d, frontend %s:%d, "
                              "stats %s:%d, state %s", agent.name, *agent.address,
                              *settings.listen, *settings.stats,
                              Path(settings.state_dir).absolute())
                     await stop.wait()
-                    with trio.move_on_after(5):
+                    with anyio.move_on_after(5):
                         await agent.leave()
-                    nursery.cancel_scope.cancel()
+                    tg.cancel_scope.cancel()
             outer.cancel_scope.cancel()

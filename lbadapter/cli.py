@@ -3,6 +3,10 @@
 Every setting is validated before anything starts; problems print one
 ``lbadapter: error: ...`` line and exit 1 (usage errors exit 2, argparse's
 convention), never a traceback.
+
+The async parts run under anyio on the event loop :mod:`swimlib.backend`
+chooses, as ``swimlib agent`` does: ``SWIMLIB_BACKEND`` (``asyncio`` or
+``trio``) when set, else its default.
 """
 
 from __future__ import annotations
@@ -12,20 +16,33 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import trio
+from typing import Any, TypeVar, TypeVarTuple
 
 from lbadapter.config import Settings, SettingsError, load_settings
 from lbadapter.desired import desired_servers, members_from_json
 from lbadapter.haproxy import CLIError, HAProxyNotFound, RuntimeClient, find_haproxy
 from lbadapter.render import RenderError, check_config, render_config
+from swimlib import backend
+from swimlib.errors import ConfigError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["async_backend", "build_parser", "main"]
 
 log = logging.getLogger("lbadapter")
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+
+def async_backend() -> str:
+    """The event loop the commands run on (see :func:`swimlib.backend.choose_backend`)."""
+    return backend.choose_backend()
+
+
+def _run(func: Callable[[*Ts], Awaitable[T]], *args: *Ts) -> T:
+    """Run ``func`` on :func:`async_backend`'s event loop."""
+    return backend.run(func, *args, backend=async_backend())
 
 
 def _settings_flags(p: argparse.ArgumentParser, agent: bool) -> None:
@@ -90,8 +107,9 @@ def _error(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        async_backend()
         settings = load_settings(args)
-    except SettingsError as exc:
+    except (ConfigError, SettingsError) as exc:
         return _error(str(exc))
     if args.command == "run":
         return _cmd_run(settings)
@@ -109,11 +127,12 @@ def _cmd_run(settings: Settings) -> int:
     except HAProxyNotFound as exc:
         return _error(str(exc))
     _setup_logging(settings.log_level)
+    log.info("event loop: %s (%s=asyncio|trio chooses)", async_backend(), backend.ENV_VAR)
     try:
-        trio.run(run_adapter, settings)
+        _run(run_adapter, settings)
     except KeyboardInterrupt:
         return 130
-    except BaseException as exc:  # trio may wrap errors in (nested) exception groups
+    except BaseException as exc:  # task groups wrap errors in (nested) exception groups
         expected = (HAProxyNotFound, AdapterError, OSError, SwimError)
         leaves = list(_leaves(exc))
         if leaves and all(isinstance(e, expected) for e in leaves):
@@ -152,7 +171,7 @@ def _cmd_render(settings: Settings, members_json: str, check: bool) -> int:
         return _error(str(exc))
     sys.stdout.write(text)
     if check:
-        return trio.run(_check_rendered, settings, text)
+        return _run(_check_rendered, settings, text)
     return 0
 
 
@@ -179,8 +198,7 @@ def _cmd_status(settings: Settings, as_json: bool) -> int:
     servers: dict[str, dict[str, str]] = {}
     haproxy_error = None
     try:
-        servers = trio.run(_haproxy_servers, settings, state.get("backend",
-                                                                settings.backend_name))
+        servers = _run(_haproxy_servers, settings, state.get("backend", settings.backend_name))
     except CLIError as exc:
         haproxy_error = str(exc)
     if not state and haproxy_error:

@@ -17,8 +17,8 @@ import re
 import shutil
 from pathlib import Path
 
+import anyio
 import attrs
-import trio
 
 __all__ = ["AddResult", "CLIError", "CLIUnavailable", "DelResult", "HAProxyNotFound",
            "MasterClient", "ProcInfo", "RuntimeClient", "ServerState", "UnexpectedAnswer",
@@ -73,24 +73,34 @@ async def cli_exchange(socket_path: Path, line: str, timeout: float = COMMAND_TI
     """Send one command line, half-close, return everything until EOF."""
     if any(c in line for c in "\n\r\0"):  # HAProxy ends a command at each (NUL splits words)
         raise ValueError(f"command contains a newline, carriage return or NUL: {line!r}")
+    chunks: list[bytes] = []
     try:
-        with trio.fail_after(timeout):
-            stream = await trio.open_unix_socket(str(socket_path))
+        with anyio.fail_after(timeout):
+            stream = await anyio.connect_unix(str(socket_path))
             async with stream:
-                await stream.send_all(line.encode() + b"\n")
+                await stream.send(line.encode() + b"\n")
                 await stream.send_eof()
-                chunks: list[bytes] = []
                 size = 0
-                while chunk := await stream.receive_some(65536):
+                while True:
+                    try:
+                        chunk = await stream.receive(65536)
+                    except anyio.EndOfStream:
+                        break
                     chunks.append(chunk)
                     size += len(chunk)
                     if size > _MAX_ANSWER:
                         raise CLIError(f"{line!r}: answer larger than {_MAX_ANSWER} bytes")
-    except trio.TooSlowError:
+    except TimeoutError:  # (an OSError subclass: keep it first)
         raise CLIUnavailable(f"{socket_path}: no answer to {line!r} within {timeout} s") from None
-    except (OSError, trio.BrokenResourceError) as exc:
-        raise CLIUnavailable(f"{socket_path}: {exc}") from None
+    except (OSError, anyio.BrokenResourceError) as exc:
+        raise CLIUnavailable(f"{socket_path}: {_describe(exc)}") from None
     return b"".join(chunks).decode(errors="replace")
+
+
+def _describe(exc: BaseException) -> str:
+    """``exc``'s text; anyio's BrokenResourceError has none, its cause (a reset...) has."""
+    cause = exc.__cause__ or exc.__context__
+    return str(exc) or (str(cause) if cause is not None else "") or type(exc).__name__
 
 
 def _token(value: str) -> str:

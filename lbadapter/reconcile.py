@@ -25,8 +25,8 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 
+import anyio
 import attrs
-import trio
 
 from lbadapter.desired import DesiredServer, Want
 from lbadapter.haproxy import (
@@ -70,7 +70,7 @@ class Reconciler:
     """Diff-and-apply for one backend. Call :meth:`reconcile` from one task only."""
 
     def __init__(self, client: RuntimeClient, backend: str, server_options: str,
-                 drain_grace: float, clock: Callable[[], float] = trio.current_time,
+                 drain_grace: float, clock: Callable[[], float] = anyio.current_time,
                  faults: FaultLog | None = None) -> None:
         self.client = client
         #: Where a per-server failure nobody foresaw is counted (place ``reconcile-server``).

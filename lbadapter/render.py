@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import attrs
 import jinja2
-import trio
 
 from lbadapter.config import Settings
 from lbadapter.desired import DesiredServer, Want
@@ -130,11 +130,10 @@ class CheckResult:
 async def check_config(haproxy: str, path: Path) -> CheckResult:
     """``haproxy -c -f path`` (not ``-q``: it would hide the error text)."""
     try:
-        with trio.fail_after(CHECK_TIMEOUT):
-            proc = await trio.run_process([haproxy, "-c", "-f", str(path)], check=False,
-                                          capture_stdout=True, capture_stderr=True,
-                                          stdin=subprocess.DEVNULL)
-    except trio.TooSlowError:
+        with anyio.fail_after(CHECK_TIMEOUT):  # (on timeout anyio kills haproxy -c)
+            proc = await anyio.run_process([haproxy, "-c", "-f", str(path)], check=False,
+                                           stdin=subprocess.DEVNULL)
+    except TimeoutError:  # (an OSError subclass: keep it first)
         return CheckResult(False, [f"haproxy -c timed out after {CHECK_TIMEOUT:.0f} s"])
     except OSError as exc:
         return CheckResult(False, [f"cannot run {haproxy}: {exc}"])

@@ -10,15 +10,16 @@ never by the (resettable) ``[failed: N]`` counter alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
-import trio
+import anyio
+import anyio.abc
 
 from lbadapter.haproxy import CLIError, MasterClient, ProcInfo, cli_exchange
 
@@ -33,6 +34,8 @@ STABLE_AFTER = 30.0
 READY_TIMEOUT = 15.0
 #: How long a reload may take until a new worker shows up.
 RELOAD_TIMEOUT = 15.0
+#: How long the master may take to stop after SIGTERM (then SIGKILL).
+STOP_TIMEOUT = 5.0
 
 
 class ReloadFailed(Exception):
@@ -76,7 +79,7 @@ class Supervisor:
         self.master = MasterClient(self.master_socket)
         self._on_spawn = on_spawn
         self._on_ready = on_ready
-        self._process: trio.Process | None = None
+        self._process: anyio.abc.Process | None = None
         #: True while a master runs and both sockets answered since its start.
         self.ready = False
         #: Masters started so far; reloads confirmed and failed.
@@ -84,7 +87,7 @@ class Supervisor:
         self.reloads = 0
         self.reload_failures = 0
         self.last_proc: ProcInfo | None = None
-        self._ready_event = trio.Event()
+        self._ready_event = anyio.Event()
 
     @property
     def argv(self) -> list[str]:
@@ -99,20 +102,21 @@ class Supervisor:
     async def wait_ready(self) -> None:
         await self._ready_event.wait()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run HAProxy until cancelled (then SIGTERM; SIGKILL after 5 s)."""
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Run HAProxy until cancelled (then SIGTERM; SIGKILL after ``STOP_TIMEOUT`` s)."""
         await self._stop_stale()
         task_status.started()
         delay, factor, ceiling = RESTART_BACKOFF
         while True:
-            started = trio.current_time()
+            started = anyio.current_time()
             code = await self._run_once()
-            up_for = trio.current_time() - started
+            up_for = anyio.current_time() - started
             if up_for >= STABLE_AFTER:
                 delay = RESTART_BACKOFF[0]
             log.error("haproxy master exited with code %s after %.1f s; restarting in %.1f s",
                       code, up_for, delay)
-            await trio.sleep(delay)
+            await anyio.sleep(delay)
             delay = min(ceiling, delay * factor)
 
     async def _stop_stale(self) -> None:
@@ -133,9 +137,9 @@ class Supervisor:
             except PermissionError as exc:
                 log.error("cannot stop haproxy pid %d: %s", pid, exc)
                 return
-            with trio.move_on_after(wait):
+            with anyio.move_on_after(wait):
                 while True:
-                    await trio.sleep(0.05)
+                    await anyio.sleep(0.05)
                     if not _alive(pid):
                         return
 
@@ -143,30 +147,44 @@ class Supervisor:
         self._on_spawn()
         self.starts += 1
         try:
-            async with trio.open_nursery() as nursery:
-                proc: trio.Process = await nursery.start(partial(
-                    trio.run_process, self.argv, check=False, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True))
-                self._process = proc
-                log.info("haproxy master started (pid %d): %s", proc.pid, " ".join(self.argv))
-                if proc.stdout is not None:
-                    nursery.start_soon(self._pump, proc.stdout)
-                nursery.start_soon(self._become_ready)
-                try:
-                    await proc.wait()
-                except trio.Cancelled:
-                    log.info("stopping haproxy (SIGTERM to master %d)", proc.pid)
-                    raise
-                nursery.cancel_scope.cancel()
+            proc = await anyio.open_process(self.argv, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
         except OSError as exc:
             log.error("cannot start %s: %s", self.haproxy, exc)
             return None
+        self._process = proc
+        log.info("haproxy master started (pid %d): %s", proc.pid, " ".join(self.argv))
+        try:
+            async with anyio.create_task_group() as tg:
+                if proc.stdout is not None:
+                    tg.start_soon(self._pump, proc.stdout)
+                tg.start_soon(self._become_ready)
+                await proc.wait()
+                tg.cancel_scope.cancel()
         finally:
             self.ready = False
-            self._ready_event = trio.Event()
+            self._ready_event = anyio.Event()
+            with anyio.CancelScope(shield=True):  # cancelled or not, the master goes with us
+                await self._stop(proc)
         return proc.returncode
 
-    async def _pump(self, stream: trio.abc.ReceiveStream) -> None:
+    async def _stop(self, proc: anyio.abc.Process) -> None:
+        """SIGTERM the master if it still runs, SIGKILL after ``STOP_TIMEOUT``; reap it."""
+        if proc.returncode is None:
+            log.info("stopping haproxy (SIGTERM to master %d)", proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            with anyio.move_on_after(STOP_TIMEOUT):
+                await proc.wait()
+            if proc.returncode is None:
+                log.error("haproxy master %d still runs %.0f s after SIGTERM; SIGKILL",
+                          proc.pid, STOP_TIMEOUT)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+        await proc.aclose()  # closes our end of its output pipe, waits for the exit
+
+    async def _pump(self, stream: anyio.abc.ByteReceiveStream) -> None:
         """HAProxy's stdout/stderr, line by line, into our log."""
         buffer = b""
         async for chunk in stream:
@@ -181,7 +199,7 @@ class Supervisor:
 
     async def _become_ready(self) -> None:
         """Poll both CLIs (bounded) until they answer; then tell the adapter."""
-        deadline = trio.current_time() + READY_TIMEOUT
+        deadline = anyio.current_time() + READY_TIMEOUT
         warned = False
         while True:
             try:
@@ -191,12 +209,12 @@ class Supervisor:
                     break
             except CLIError:
                 pass
-            if trio.current_time() > deadline and not warned:
+            if anyio.current_time() > deadline and not warned:
                 warned = True
                 log.error("haproxy started but %s or %s does not answer; does the template "
                           "declare 'stats socket {{ admin_socket }} level admin'?",
                           self.master_socket, self.admin_socket)
-            await trio.sleep(0.1 if not warned else 2.0)
+            await anyio.sleep(0.1 if not warned else 2.0)
         self.ready = True
         self._ready_event.set()
         log.info("haproxy ready: master %d, worker(s) %s", self.last_proc.master_pid,
@@ -212,9 +230,9 @@ class Supervisor:
                 self.last_proc = info
                 return info
             except CLIError as exc:
-                if trio.current_time() + delay > deadline:
+                if anyio.current_time() + delay > deadline:
                     raise ReloadFailed(f"master CLI unavailable: {exc}") from None
-            await trio.sleep(delay)
+            await anyio.sleep(delay)
             delay = min(1.0, delay * 2)
 
     async def reload(self) -> ProcInfo:
@@ -222,12 +240,15 @@ class Supervisor:
         proc = self._process
         if proc is None or proc.returncode is not None:
             raise ReloadFailed("haproxy is not running")
-        deadline = trio.current_time() + RELOAD_TIMEOUT
+        deadline = anyio.current_time() + RELOAD_TIMEOUT
         before = await self._show_proc_retrying(deadline)
-        proc.send_signal(signal.SIGUSR2)
+        try:
+            proc.send_signal(signal.SIGUSR2)
+        except ProcessLookupError:  # exited meanwhile (the run loop restarts it)
+            raise ReloadFailed("haproxy is not running") from None
         delay = 0.05
-        while trio.current_time() < deadline:
-            await trio.sleep(delay)
+        while anyio.current_time() < deadline:
+            await anyio.sleep(delay)
             delay = min(1.0, delay * 1.5)
             try:
                 info = await self._show_proc_retrying(deadline)

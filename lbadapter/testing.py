@@ -2,6 +2,7 @@
 
 Every process started here is remembered by PID and stopped by PID
 (:meth:`Processes.stop_all`); every wait is bounded in time and count.
+The async helpers use anyio only, so they run under asyncio and trio alike.
 Nothing here is used by ``lbadapter run`` itself.
 """
 
@@ -12,12 +13,13 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import trio
+import anyio
+import anyio.to_thread
 
 from lbadapter.haproxy import parse_stat_csv, up_servers
 from swimlib.testing import ProcessGroup, free_port, stop_process
@@ -79,19 +81,19 @@ def stats_rows(stats: tuple[str, int]) -> list[dict[str, str]]:
 
 
 async def up_in_stats(stats: tuple[str, int], backend: str) -> set[str]:
-    return up_servers(await trio.to_thread.run_sync(stats_rows, stats), backend)
+    return up_servers(await anyio.to_thread.run_sync(stats_rows, stats), backend)
 
 
 async def wait_until(predicate: Callable[[], Awaitable[T]], timeout: float,
                      what: str, interval: float = 0.1) -> T:
     """Poll ``predicate`` until truthy; AssertionError after ``timeout`` seconds."""
     last: T | None = None
-    with trio.move_on_after(timeout):
+    with anyio.move_on_after(timeout):
         for _ in range(int(timeout / interval) + 2):
             last = await predicate()
             if last:
                 return last
-            await trio.sleep(interval)
+            await anyio.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
@@ -103,8 +105,11 @@ class Processes:
         self.workdir = workdir
         self.group = ProcessGroup(workdir)
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        popen: subprocess.Popen[bytes] = self.group.start(name, argv, append=True).popen
+    def start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` (``env``: variables added to ours); output to ``<name>.log``."""
+        popen: subprocess.Popen[bytes] = self.group.start(name, argv, env=env,
+                                                          append=True).popen
         return popen
 
     def log(self, name: str) -> str:
@@ -132,7 +137,7 @@ async def wait_port(port: int, timeout: float = 10.0) -> None:
     """Until something accepts on 127.0.0.1:port."""
     async def accepting() -> bool:
         try:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            stream = await anyio.connect_tcp("127.0.0.1", port)
         except OSError:
             return False
         await stream.aclose()
@@ -144,11 +149,11 @@ async def wait_port(port: int, timeout: float = 10.0) -> None:
 @asynccontextmanager
 async def adapter_running(adapter: Adapter, timeout: float = 15.0) -> AsyncIterator[Adapter]:
     """Run ``adapter`` (and so HAProxy) for the block; HAProxy is stopped on exit."""
-    async with trio.open_nursery() as nursery:
-        await nursery.start(adapter.run)
-        with trio.fail_after(timeout):
+    async with anyio.create_task_group() as tg:
+        await tg.start(adapter.run)
+        with anyio.fail_after(timeout):
             await adapter.supervisor.wait_ready()
         try:
             yield adapter
         finally:
-            nursery.cancel_scope.cancel()
+            tg.cancel_scope.cancel()

@@ -1,9 +1,19 @@
 """Error hierarchy: every error swimlib raises on purpose derives from SwimError.
 
+Every public error is defined here, so ``except swimlib.SwimError`` and the
+names a caller catches are all in one place.
+
 Bad input from the network is a DecodeError (counted and dropped by callers);
 bad local configuration is a ConfigError (also a ValueError, so generic
 callers that validate arguments catch it naturally).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from swimlib.cluster.keys import KeyResult
 
 
 class SwimError(Exception):
@@ -36,3 +46,19 @@ class DecryptError(DecodeError):
 
     def __init__(self, detail: str = "") -> None:
         super().__init__("decrypt", detail)
+
+
+class KeyQueryError(SwimError):
+    """A key query failed on some members; ``result`` holds each one's answer.
+
+    Serf answers e.g. ``"2/3 nodes reported failure"`` together with the
+    per-node messages, and ``serf keys`` prints both.
+    """
+
+    def __init__(self, message: str, result: KeyResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class AgentCrashed(SwimError):
+    """The agent behind a blocking handle stopped with an error (see ``__cause__``)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 
-import trio
+import anyio
 
 from swimlib.errors import ConfigError
 from swimlib.membership.types import Address
@@ -50,12 +50,13 @@ async def resolve_join_addresses(specs: Sequence[str], default_port: int) -> lis
     for spec in specs:
         host, port = split_host_port(spec, default_port)
         try:
-            infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError:
             continue
-        for family, _, _, _, sockaddr in infos:
+        for family, _, _, _, (ip, ip_port) in infos:
             if family in (socket.AF_INET, socket.AF_INET6):
-                addr = (str(sockaddr[0]), int(sockaddr[1]))
+                # anyio appends an IPv6 scope ("fe80::1%2"); the address is the bare IP.
+                addr = (ip.partition("%")[0], ip_port)
                 if addr not in out:
                     out.append(addr)
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import gc
 import logging
 import random
 import signal
@@ -21,21 +22,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import trio
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from swimlib import backend
 from swimlib.agent.addresses import split_host_port
 from swimlib.agent.handlers import HandlerRunner, HandlerSpec, parse_handler_specs
 from swimlib.agent.join import join_with_backoff
 from swimlib.agent.memory import release_after_startup
 from swimlib.agent.rpc_adapter import start_rpc_server
 from swimlib.agent.runtime import Agent, open_agent
-from swimlib.agent.snapshot import Snapshotter
 from swimlib.cluster.coalesce import EventCoalescer
 from swimlib.cluster.events import Event, QueryEvent
 from swimlib.config import PROFILES, Config
 from swimlib.errors import ConfigError, JoinError, SwimError
 
 if TYPE_CHECKING:
+    from swimlib.agent.snapshot import Snapshotter
     from swimlib.wire.crypto import Keyring
 
 log = logging.getLogger("swimlib")
@@ -75,6 +79,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--disable-compression", action="store_true",
                    help="send push-pull streams uncompressed (as serf -disable-compression)")
     p.add_argument("--log-level", default="info", choices=sorted(_LEVELS))
+    p.add_argument("--backend", choices=backend.BACKENDS, default=None,
+                   help=f"event loop (default: ${backend.ENV_VAR}, else "
+                        f"{backend.DEFAULT_BACKEND})")
     p.set_defaults(func=run)
 
 
@@ -123,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"==> Error: {exc}", file=sys.stderr)
         return 1
     try:
-        trio.run(_run_agent, settings)
+        backend.run(_run_agent, settings, backend=settings.backend)
     except KeyboardInterrupt:
         return 1
     except (ConfigError, SwimError, OSError) as exc:
@@ -149,6 +156,7 @@ class _Settings:
         self.keyring_file: str | None = None
         self.snapshot: str | None = None
         self.config = Config.lan()
+        self.backend = backend.DEFAULT_BACKEND
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> _Settings:
@@ -167,13 +175,18 @@ class _Settings:
         s.keyring_file = args.keyring_file
         s.snapshot = args.snapshot
         s.config = Config.for_profile(args.profile)
+        s.backend = backend.choose_backend(args.backend)
         if args.disable_compression:
             s.config = s.config.evolve(enable_compression=False)
         return s
 
 
 async def _run_agent(s: _Settings) -> None:
-    snapshotter = Snapshotter.open(s.snapshot) if s.snapshot else None
+    snapshotter = None
+    if s.snapshot:  # imported only when used
+        from swimlib.agent.snapshot import Snapshotter
+
+        snapshotter = Snapshotter.open(s.snapshot)
     print("==> Starting swimlib agent...", flush=True)
     async with open_agent(s.name, bind=s.bind, advertise=s.advertise, config=s.config,
                           tags=s.tags, keyring=s.keyring,
@@ -181,23 +194,24 @@ async def _run_agent(s: _Settings) -> None:
         raw_events = agent.events()  # before any checkpoint: our own member-join included
         if snapshotter is not None:
             r = snapshotter.replay
-            agent.serf.restore_clocks(r.last_clock, r.last_event_clock, r.last_query_clock)
-        async with trio.open_nursery() as nursery:
-            stop_requested = await _start_rpc(nursery, agent, s)
+            agent.restore_clocks(r.last_clock, r.last_event_clock, r.last_query_clock)
+        async with anyio.create_task_group() as task_group:
+            stop_requested = await _start_rpc(task_group, agent, s)
             _banner(agent, s)
-            handler_events = await _start_pipeline(nursery, agent, s, snapshotter)
-            nursery.start_soon(_fan_out, agent, raw_events, handler_events, snapshotter)
-            nursery.start_soon(_join_with_retry, agent, s, snapshotter)
-            nursery.start_soon(release_after_startup)
-            await _wait_for_exit(agent, stop_requested)
+            gc.enable()  # off since the command line was read (swimlib.cli)
+            handler_events = await _start_pipeline(task_group, agent, s, snapshotter)
+            task_group.start_soon(_fan_out, agent, raw_events, handler_events, snapshotter)
+            task_group.start_soon(_join_with_retry, agent, s, snapshotter)
+            task_group.start_soon(release_after_startup)
+            await _wait_for_exit(stop_requested)
             if not agent.has_left:
                 log.info("agent: Gracefully shutting down agent...")
                 if snapshotter is not None:
-                    snapshotter.leave(trio.current_time())
+                    snapshotter.leave(anyio.current_time())
                 await agent.leave()
-            nursery.cancel_scope.cancel()
+            task_group.cancel_scope.cancel()
     if snapshotter is not None:
-        snapshotter.close(trio.current_time(), agent.serf.clock.time())
+        snapshotter.close(anyio.current_time(), agent.member_time())
     log.info("agent: shutdown complete")
 
 
@@ -213,19 +227,19 @@ def _banner(agent: Agent, s: _Settings) -> None:
     print("\n".join(lines), flush=True)
 
 
-async def _start_rpc(nursery: trio.Nursery, agent: Agent, s: _Settings) -> trio.Event:
+async def _start_rpc(task_group: TaskGroup, agent: Agent, s: _Settings) -> anyio.Event:
     """Serve Serf's RPC protocol; the returned event fires when a client asks us to stop."""
-    adapter = await start_rpc_server(nursery, agent, s.rpc, s.rpc_auth)
+    adapter = await start_rpc_server(task_group, agent, s.rpc, s.rpc_auth)
     return adapter.shutdown_requested
 
 
-async def _start_pipeline(nursery: trio.Nursery, agent: Agent, s: _Settings,
+async def _start_pipeline(task_group: TaskGroup, agent: Agent, s: _Settings,
                           snapshotter: Snapshotter | None
-                          ) -> trio.MemorySendChannel[Event] | None:
+                          ) -> MemoryObjectSendStream[Event] | None:
     """Handlers get coalesced events in their own task, never on the protocol path."""
     if not s.handlers:
         return None
-    send, receive = trio.open_memory_channel[Event](4096)
+    send, receive = anyio.create_memory_object_stream[Event](4096)
     runner = HandlerRunner(s.handlers, agent.local_member, faults=agent.faults)
 
     async def respond(query: QueryEvent, payload: bytes) -> None:
@@ -234,12 +248,12 @@ async def _start_pipeline(nursery: trio.Nursery, agent: Agent, s: _Settings,
         except SwimError as exc:
             log.warning("agent: failed to respond to query %r: %s", query.name, exc)
 
-    nursery.start_soon(runner.run, receive, respond)
+    task_group.start_soon(runner.run, receive, respond)
     return send
 
 
-async def _fan_out(agent: Agent, raw: trio.MemoryReceiveChannel[Event],
-                   handlers: trio.MemorySendChannel[Event] | None,
+async def _fan_out(agent: Agent, raw: MemoryObjectReceiveStream[Event],
+                   handlers: MemoryObjectSendStream[Event] | None,
                    snapshotter: Snapshotter | None) -> None:
     """Raw events -> snapshot; coalesced events -> handlers (Serf 3 s / 1 s windows)."""
     coalescer = EventCoalescer()
@@ -250,28 +264,28 @@ async def _fan_out(agent: Agent, raw: trio.MemoryReceiveChannel[Event],
         for e in events:
             try:
                 handlers.send_nowait(e)
-            except trio.WouldBlock:
+            except anyio.WouldBlock:
                 agent.counters["handlers.dropped"] += 1
 
     while True:
         deadline = coalescer.next_deadline()
         flush_at = deadline if deadline is not None else float("inf")
         if snapshotter is not None:  # its buffered lines go out within 0.5 s
-            flush_at = min(flush_at, trio.current_time() + 0.5)
-        with trio.move_on_at(flush_at):
+            flush_at = min(flush_at, anyio.current_time() + 0.5)
+        with anyio.CancelScope(deadline=flush_at):
             event = await raw.receive()
-            now = trio.current_time()
+            now = anyio.current_time()
             with agent.faults.boundary("snapshot"):
                 if snapshotter is not None:
-                    snapshotter.record(event, now, agent.serf.clock.time())
+                    snapshotter.record(event, now, agent.member_time())
             with agent.faults.boundary("coalesce"):
                 deliver(coalescer.push(event, now))
-        now = trio.current_time()
+        now = anyio.current_time()
         with agent.faults.boundary("coalesce"):
             deliver(coalescer.flush_due(now))
         with agent.faults.boundary("snapshot"):
             if snapshotter is not None:
-                snapshotter.tick(now, agent.serf.clock.time())
+                snapshotter.tick(now, agent.member_time())
 
 
 async def _join_with_retry(agent: Agent, s: _Settings, snapshotter: Snapshotter | None) -> None:
@@ -295,21 +309,19 @@ async def _join_with_retry(agent: Agent, s: _Settings, snapshotter: Snapshotter 
         await join_with_backoff(agent, s.join, replay=s.replay, logger=log)
 
 
-async def _wait_for_exit(agent: Agent, stop_requested: trio.Event) -> None:
+async def _wait_for_exit(stop_requested: anyio.Event) -> None:
     """Until SIGINT/SIGTERM, or until an RPC client had us leave (``serf leave``)."""
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as task_group:
         async def signals() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
                 async for signum in received:
                     log.info("agent: Caught signal: %s", signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
+                    task_group.cancel_scope.cancel()
                     return
 
         async def left() -> None:
             await stop_requested.wait()
-            nursery.cancel_scope.cancel()
+            task_group.cancel_scope.cancel()
 
-        nursery.start_soon(signals)
-        nursery.start_soon(left)
-
-
+        task_group.start_soon(signals)
+        task_group.start_soon(left)

@@ -20,9 +20,9 @@ Facts reproduced from Serf's agent (``cmd/serf/command/agent/event_handler.go``,
 
 Deliberate differences (why in brackets):
 
-* The script runs in its own process group and the whole group is stopped on timeout or when
-  the runner is cancelled [otherwise children orphaned by ``sh`` keep running and keep the
-  output pipe open].
+* The script runs in its own session, so its own process group, and the whole group is stopped
+  on timeout or when the runner is cancelled [otherwise children orphaned by ``sh`` keep
+  running and keep the output pipe open].
 * After the shell exits, remaining output is read for at most ``drain_grace`` seconds
   [Serf waits for EOF forever, so a handler that backgrounds a daemon without redirecting its
   output stalls every later event].
@@ -58,15 +58,16 @@ Public API::
         base_env=None, timeout=None, shell="/bin/sh", drain_grace=2.0) -> InvocationResult
     class HandlerRunner(specs: Sequence[HandlerSpec], self_info: Callable[[], ClusterMember], *,
             max_queue=1024, timeout=None, base_env=None, shell="/bin/sh", drain_grace=2.0)
-        async run(events: trio.MemoryReceiveChannel[Event],
+        async run(events: MemoryObjectReceiveStream[Event],
                   respond: Callable[[QueryEvent, bytes], Awaitable[None]] | None = None) -> None
         update_specs(specs: Sequence[HandlerSpec]) -> None        # SIGHUP: used from next event
         specs: tuple[HandlerSpec, ...]; queued: int                # properties
         dropped, invocations, failures, timeouts, queries_answered: int   # counters
 
-``run`` may be called once per runner. It returns once ``events`` is closed and everything
-already queued has run; cancelling it stops the running script. The caller sends events into
-the channel and never waits for scripts. ``respond`` is awaited with the query and its output;
+``run`` may be called once per runner. It returns once ``events`` ends (every send stream
+closed) and everything already queued has run; cancelling it stops the running script.
+Everything runs under anyio, so on asyncio as well as on trio. The caller sends events into
+the stream and never waits for scripts. ``respond`` is awaited with the query and its output;
 the caller checks size (1024 B) and deadline. Exceptions from ``respond`` are logged.
 """
 
@@ -75,15 +76,16 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import math
 import os
 import re
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
+import anyio
 import attrs
-import trio
+from anyio.abc import ByteReceiveStream, ByteSendStream, Process
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from swimlib.cluster.events import (
     ClusterMember,
@@ -305,22 +307,84 @@ class InvocationResult:
         return self.exit_code == 0 and not self.timed_out
 
 
-def _signal_group(proc: trio.Process, sig: int) -> None:
+def _signal_group(proc: Process, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
 
 
-async def _stop(proc: trio.Process) -> None:
+async def _stop(proc: Process) -> None:
     """SIGTERM the script's process group, SIGKILL it if it lingers; never blocks long."""
-    with trio.CancelScope(shield=True):
+    with anyio.CancelScope(shield=True):
         if proc.returncode is None:
             _signal_group(proc, signal.SIGTERM)
-            with trio.move_on_after(_KILL_GRACE):
+            with anyio.move_on_after(_KILL_GRACE):
                 await proc.wait()
         # Children may outlive sh: kill the whole group regardless.
         _signal_group(proc, signal.SIGKILL)
-        with trio.move_on_after(_KILL_GRACE):
+        with anyio.move_on_after(_KILL_GRACE):
             await proc.wait()
+
+
+async def _close(proc: Process) -> None:
+    """Close our ends of the pipes (a background child may still hold the output) and reap."""
+    with anyio.move_on_after(_KILL_GRACE, shield=True):
+        await proc.aclose()
+
+
+async def _feed(stream: ByteSendStream, data: bytes) -> None:
+    """Write the script's stdin and close it."""
+    try:
+        if data:
+            await stream.send(data)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass  # the script did not read its stdin: fine, as in Serf
+    finally:
+        await anyio.aclose_forcefully(stream)
+
+
+async def _drain(stream: ByteReceiveStream, ring: _Ring, done: anyio.Event) -> None:
+    """Keep the script's output until EOF, then set ``done``."""
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        async for chunk in stream:
+            ring.write(chunk)
+    done.set()
+
+
+async def _warn_slow(script: str) -> None:
+    await anyio.sleep(SLOW_AFTER)
+    log.warning("agent: Script '%s' slow, execution exceeding %.0fs", script, SLOW_AFTER)
+
+
+async def _supervise(
+    proc: Process,
+    script: str,
+    stdin_data: bytes,
+    ring: _Ring,
+    timeout: float | None,
+    drain_grace: float,
+) -> bool:
+    """Feed and drain the script while it runs; True if it had to be stopped for ``timeout``."""
+    assert proc.stdin is not None and proc.stdout is not None
+    output_done = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_feed, proc.stdin, stdin_data)
+        tg.start_soon(_drain, proc.stdout, ring, output_done)
+        tg.start_soon(_warn_slow, script)
+        with anyio.move_on_after(timeout) as scope:
+            await proc.wait()
+        if scope.cancelled_caught:
+            log.error("agent: Script '%s' timed out after %ss, stopping it", script, timeout)
+            await _stop(proc)
+        with anyio.move_on_after(drain_grace):
+            await output_done.wait()
+        if not output_done.is_set():
+            log.warning(
+                "agent: Script '%s' exited but its output is still open "
+                "(a background child?); not waiting for it",
+                script,
+            )
+        tg.cancel_scope.cancel()
+    return scope.cancelled_caught
 
 
 async def invoke_script(
@@ -340,74 +404,34 @@ async def invoke_script(
     env = build_env(event, self_member, base_env)
     stdin_data = event_stdin(event)
     ring = _Ring(MAX_OUTPUT)
-    started = trio.current_time()
-    etype = event.type.value
+    started = anyio.current_time()
     try:
-        proc = await trio.lowlevel.open_process(
+        proc = await anyio.open_process(
             [shell, "-c", script],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
-            process_group=0,
+            start_new_session=True,
         )
     except (OSError, ValueError) as exc:
         log.error("agent: Error invoking script '%s': %s", script, exc)
-        return InvocationResult(script, None, b"", 0, trio.current_time() - started)
-
-    assert proc.stdin is not None and proc.stdout is not None
-    stdin_stream, stdout_stream = proc.stdin, proc.stdout
-    output_done = trio.Event()
-    timed_out = False
-
-    async def feed() -> None:
-        try:
-            if stdin_data:
-                await stdin_stream.send_all(stdin_data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the script did not read its stdin: fine, as in Serf
-        finally:
-            await trio.aclose_forcefully(stdin_stream)
-
-    async def drain() -> None:
-        try:
-            while chunk := await stdout_stream.receive_some(65536):
-                ring.write(chunk)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        output_done.set()
-
-    async def warn_slow() -> None:
-        await trio.sleep(SLOW_AFTER)
-        log.warning("agent: Script '%s' slow, execution exceeding %.0fs", script, SLOW_AFTER)
+        return InvocationResult(script, None, b"", 0, anyio.current_time() - started)
 
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(feed)
-            nursery.start_soon(drain)
-            nursery.start_soon(warn_slow)
-            with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
-                await proc.wait()
-            if scope.cancelled_caught:
-                timed_out = True
-                log.error("agent: Script '%s' timed out after %ss, stopping it", script, timeout)
-                await _stop(proc)
-            with trio.move_on_after(drain_grace):
-                await output_done.wait()
-            if not output_done.is_set():
-                log.warning(
-                    "agent: Script '%s' exited but its output is still open "
-                    "(a background child?); not waiting for it",
-                    script,
-                )
-            nursery.cancel_scope.cancel()
+        timed_out = await _supervise(proc, script, stdin_data, ring, timeout, drain_grace)
     except BaseException:
         await _stop(proc)
         raise
     finally:
-        await trio.aclose_forcefully(stdout_stream)
+        await _close(proc)
 
-    duration = trio.current_time() - started
+    duration = anyio.current_time() - started
+    _log_outcome(script, event, ring, proc.returncode, timed_out)
+    return InvocationResult(script, proc.returncode, ring.value(), ring.total, duration, timed_out)
+
+
+def _log_outcome(script: str, event: Event, ring: _Ring, code: int | None, timed_out: bool) -> None:
     output = ring.value()
     if ring.total > ring.size:
         log.warning(
@@ -416,12 +440,14 @@ async def invoke_script(
             ring.total,
             ring.size,
         )
-    log.debug("agent: Event '%s' script output: %s", etype, output.decode("utf-8", "replace"))
-    code = proc.returncode
+    log.debug(
+        "agent: Event '%s' script output: %s",
+        event.type.value,
+        output.decode("utf-8", "replace"),
+    )
     if not timed_out and code != 0:
         reason = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         log.error("agent: Error invoking script '%s': %s", script, reason)
-    return InvocationResult(script, code, output, ring.total, duration, timed_out)
 
 
 # --------------------------------------------------------------------------- runner
@@ -458,7 +484,7 @@ class HandlerRunner:
         self._base_env = base_env
         self._shell = shell
         self._drain_grace = drain_grace
-        self._queue_send, self._queue_recv = trio.open_memory_channel[Event](max_queue)
+        self._queue_send, self._queue_recv = anyio.create_memory_object_stream[Event](max_queue)
         #: Events discarded because ``max_queue`` events were already waiting.
         self.dropped = 0
         #: Scripts started, scripts that failed (non-zero, signal, not started), timed out.
@@ -488,10 +514,10 @@ class HandlerRunner:
     def _enqueue(self, event: Event) -> None:
         try:
             self._queue_send.send_nowait(event)
-        except trio.WouldBlock:
+        except anyio.WouldBlock:
             oldest = self._queue_recv.receive_nowait()
             self.dropped += 1
-            now = trio.current_time()
+            now = anyio.current_time()
             if self._last_drop_log is None or now - self._last_drop_log >= _DROP_LOG_INTERVAL:
                 self._last_drop_log = now
                 log.warning(
@@ -505,20 +531,19 @@ class HandlerRunner:
 
     async def run(
         self,
-        events: trio.MemoryReceiveChannel[Event],
+        events: MemoryObjectReceiveStream[Event],
         respond: Callable[[QueryEvent, bytes], Awaitable[None]] | None = None,
     ) -> None:
-        """Consume ``events`` until it closes, then finish what is queued and return."""
+        """Consume ``events`` until it ends, then finish what is queued and return."""
         if self._started:
             raise RuntimeError("HandlerRunner.run() may only be called once")
         self._started = True
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._worker, respond)
-            try:
-                async for event in events:
-                    self._enqueue(event)
-            finally:
-                self._queue_send.close()
+        with self._queue_recv:  # closed once the worker is gone, however run() ends
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._worker, respond)
+                with self._queue_send:
+                    async for event in events:
+                        self._enqueue(event)
 
     async def _worker(self, respond: Callable[[QueryEvent, bytes], Awaitable[None]] | None) -> None:
         async for event in self._queue_recv:

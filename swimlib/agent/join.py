@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import trio
+import anyio
 
 from swimlib.errors import ConfigError, JoinError
 
@@ -41,5 +41,5 @@ async def join_with_backoff(agent: Agent, addrs: Sequence[str], *, replay: bool 
             out.warning("agent: join failed: %s; retrying in %.0fs", exc, delay)
         except Exception as exc:
             agent.faults.record("join", exc)
-        await trio.sleep(delay)
+        await anyio.sleep(delay)
         delay = min(ceiling, delay * factor)

@@ -1,9 +1,8 @@
 """The running agent as the RPC server sees it (:class:`swimlib.rpc.api.AgentAPI`).
 
-Translates RPC calls into :class:`~swimlib.agent.runtime.Agent` calls, runs
-Serf's keyring queries (install/use/remove/list with per-node results; the
-agent keeps the keyring file in step), and streams log lines to
-``monitor`` clients from a bounded backlog.
+Translates RPC calls into :class:`~swimlib.agent.runtime.Agent` calls (the
+keyring queries included: the agent runs them and keeps the keyring file in
+step), and streams log lines to ``monitor`` clients from a bounded backlog.
 """
 
 from __future__ import annotations
@@ -13,11 +12,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 
-import trio
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from swimlib.agent.runtime import Agent
 from swimlib.cluster.events import ClusterMember, Event, QueryEvent
-from swimlib.cluster.keys import key_request, tally_key_responses
 from swimlib.rpc import api
 from swimlib.rpc.server import serve_rpc
 from swimlib.wire import serf as sw
@@ -37,13 +37,13 @@ class LogFanout(logging.Handler):
         super().__init__(level=logging.DEBUG)
         self.setFormatter(formatter)
         self.backlog: deque[api.LogLine] = deque(maxlen=_BUFFER)
-        self.subscribers: set[trio.MemorySendChannel[api.LogLine]] = set()
+        self.subscribers: set[MemoryObjectSendStream[api.LogLine]] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
         line = api.LogLine(_LEVEL_NAMES.get(record.levelname, "INFO"), self.format(record))
         self.backlog.append(line)
         for channel in list(self.subscribers):
-            with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            with suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 channel.send_nowait(line)
 
 
@@ -54,7 +54,7 @@ class AgentRPC:
         self.agent = agent
         self.logs = logs
         #: Set when a client asked the agent to leave and shut down.
-        self.shutdown_requested = trio.Event()
+        self.shutdown_requested = anyio.Event()
 
     def members(self) -> Sequence[ClusterMember]:
         return self.agent.members()
@@ -99,31 +99,16 @@ class AgentRPC:
     # ------------------------------------------------------------------ keys
 
     async def install_key(self, key: str) -> api.KeyResult:
-        return await self._key_query("install-key", key)
+        return await self.agent.install_key(key)
 
     async def use_key(self, key: str) -> api.KeyResult:
-        return await self._key_query("use-key", key)
+        return await self.agent.use_key(key)
 
     async def remove_key(self, key: str) -> api.KeyResult:
-        return await self._key_query("remove-key", key)
+        return await self.agent.remove_key(key)
 
     async def list_keys(self) -> api.KeyResult:
-        return await self._key_query("list-keys", None)
-
-    async def _key_query(self, kind: str, key: str | None) -> api.KeyResult:
-        """Serf's KeyManager: a cluster-wide internal query, then per-node verdicts."""
-        handle = await self.agent.query(sw.INTERNAL_QUERY_PREFIX + kind, key_request(key))
-        num_nodes = self.agent.serf.alive_count()
-        replies = [(reply.from_node, reply.payload) async for reply in handle
-                   if reply.kind == "response"]
-        result = tally_key_responses(replies, num_nodes)
-        if result.failed:
-            raise api.KeyQueryError(f"{result.num_err}/{num_nodes} nodes reported failure",
-                                    result)
-        if result.incomplete:
-            raise api.KeyQueryError(f"{result.num_resp}/{num_nodes} nodes reported success",
-                                    result)
-        return result
+        return await self.agent.list_keys()
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -135,7 +120,7 @@ class AgentRPC:
 
     @asynccontextmanager
     async def subscribe_logs(self) -> AsyncIterator[AsyncIterator[api.LogLine]]:
-        send, receive = trio.open_memory_channel[api.LogLine](_BUFFER)
+        send, receive = anyio.create_memory_object_stream[api.LogLine](_BUFFER)
         for line in list(self.logs.backlog):
             send.send_nowait(line)
         self.logs.subscribers.add(send)
@@ -148,14 +133,14 @@ class AgentRPC:
 
 
 async def _without_internal_queries(
-        events: trio.MemoryReceiveChannel[Event]) -> AsyncIterator[Event]:
+        events: MemoryObjectReceiveStream[Event]) -> AsyncIterator[Event]:
     async for event in events:
         if isinstance(event, QueryEvent) and event.name.startswith(sw.INTERNAL_QUERY_PREFIX):
             continue
         yield event
 
 
-async def start_rpc_server(nursery: trio.Nursery, agent: Agent, addr: tuple[str, int],
+async def start_rpc_server(task_group: TaskGroup, agent: Agent, addr: tuple[str, int],
                            auth_key: str) -> AgentRPC:
     """Serve Serf's RPC protocol for ``agent`` on ``addr``; returns the adapter."""
     root = logging.getLogger("swimlib")
@@ -163,7 +148,7 @@ async def start_rpc_server(nursery: trio.Nursery, agent: Agent, addr: tuple[str,
     fanout = LogFanout(formatter or logging.Formatter("%(message)s"))
     root.addHandler(fanout)
     adapter = AgentRPC(agent, fanout)
-    await nursery.start(lambda task_status: serve_rpc(adapter, addr[0], addr[1],
-                                                      auth_key=auth_key, faults=agent.faults,
-                                                      task_status=task_status))
+    await task_group.start(lambda task_status: serve_rpc(
+        adapter, addr[0], addr[1], auth_key=auth_key, faults=agent.faults,
+        task_status=task_status))
     return adapter

@@ -1,14 +1,14 @@
-"""The trio runtime around the sans-IO Serf state machine: sockets, timers, streams.
+"""The agent: a Serf core, a shell that moves its bytes, and the public API.
 
-One UDP socket and one TCP listener share the gossip port (memberlist's
-layout). Every input (datagram, inbound stream, stream reply, timer) is fed
-to :class:`~swimlib.cluster.serf.Serf` synchronously, then its effects are
-carried out: datagrams sent, streams opened in their own tasks, events
-published to subscribers. The protocol never waits on a subscriber: a full
-subscriber channel drops (and counts) instead.
-
-``now`` is ``trio.current_time()`` throughout, so trio's ``MockClock`` drives
-the whole agent in tests.
+:class:`Agent` is what a program embeds (``async with swimlib.open_agent(...)
+as agent``). It runs on anyio, so the same code runs under ``asyncio.run``
+and ``trio.run``; the synchronous face for code that is not async is
+:mod:`swimlib.blocking`. The protocol lives in the sans-IO
+:class:`~swimlib.cluster.serf.Serf`; :class:`~swimlib.agent.shell.CoreShell`
+feeds it the network and time, and the agent turns the rest of its effects
+into what a caller waits on: events for subscribers, query replies, joins
+and leaves finished, the keyring file rewritten. A full subscriber drops
+(and counts) events rather than slow the protocol.
 """
 
 from __future__ import annotations
@@ -19,18 +19,20 @@ import os
 import random
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
 import attrs
-import trio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from swimlib.agent.addresses import resolve_join_addresses
-from swimlib.agent.datagrams import DatagramSocket
-from swimlib.agent.streams import read_message
+from swimlib.agent.shell import CoreShell
 from swimlib.cluster import events as ev
+from swimlib.cluster.keys import KeyResult, key_request, tally_key_responses
 from swimlib.cluster.serf import (
     Emit,
     KeyringChanged,
@@ -40,17 +42,18 @@ from swimlib.cluster.serf import (
     Serf,
 )
 from swimlib.config import Config
-from swimlib.errors import DecodeError, JoinError, SwimError
+from swimlib.errors import JoinError, KeyQueryError, SwimError
 from swimlib.faults import FaultLog
 from swimlib.membership.types import (
     Address,
     DeathDeclared,
     JoinFinished,
-    OpenStream,
     Refuted,
-    SendPacket,
     SuspicionRaised,
 )
+from swimlib.transport.base import Transport
+from swimlib.transport.sockets import SocketTransport
+from swimlib.wire import serf as sw
 
 if TYPE_CHECKING:  # cryptography is imported only when encryption is on
     from swimlib.wire.crypto import Keyring
@@ -63,10 +66,6 @@ _LOG_LABELS = {ev.EventType.MEMBER_JOIN: "EventMemberJoin",
                ev.EventType.MEMBER_FAILED: "EventMemberFailed",
                ev.EventType.MEMBER_UPDATE: "EventMemberUpdate",
                ev.EventType.MEMBER_REAP: "EventMemberReap"}
-#: Concurrent inbound TCP exchanges beyond this are refused (memberlist: 128).
-_MAX_INBOUND_STREAMS = 128
-
-
 @attrs.frozen
 class AgentStatistics:
     """A snapshot of an agent's counters (:meth:`Agent.statistics`)."""
@@ -82,7 +81,7 @@ class AgentStatistics:
 class QueryHandle:
     """Replies to a query: iterate for :class:`QueryReply` values until its deadline."""
 
-    def __init__(self, handle: int, receive: trio.MemoryReceiveChannel[QueryReply]) -> None:
+    def __init__(self, handle: int, receive: MemoryObjectReceiveStream[QueryReply]) -> None:
         self.handle = handle
         self._receive = receive
 
@@ -98,27 +97,27 @@ class QueryHandle:
 class Agent:
     """A running swimlib agent. Create with :func:`open_agent`."""
 
-    def __init__(self, serf: Serf, udp: DatagramSocket, nursery: trio.Nursery,
+    def __init__(self, serf: Serf, transport: Transport, task_group: TaskGroup,
                  keyring_file: str | None = None) -> None:
         self.serf = serf
         self.config = serf.config
         #: Rewritten whenever a key query changes the keyring (as Serf does).
         self.keyring_file = keyring_file
-        self._udp = udp
-        self._nursery = nursery
-        #: The timer loop's sleep; its deadline is pulled in when work comes due sooner.
-        self._timer_scope: trio.CancelScope | None = None
-        self._subscribers: list[trio.MemorySendChannel[ev.Event]] = []
-        self._queries: dict[int, trio.MemorySendChannel[QueryReply]] = {}
-        self._joins: dict[int, tuple[trio.Event, list[JoinFinished]]] = {}
-        self._left = trio.Event()
-        self._inbound_streams = 0
-        #: Runtime counters (sends, stream failures, decrypt drops ...).
-        self.counters: Counter[str] = Counter()
         #: Failures caught at the boundaries of single inputs (see :mod:`swimlib.faults`).
         self.faults = FaultLog()
+        self._shell = CoreShell(serf, transport, task_group, tcp_timeout=self.config.tcp_timeout,
+                                on_effect=self._on_effect, faults=self.faults)
+        self._transport = transport
+        #: Runtime counters (sends, stream failures, dropped events ...); the daemon adds its own.
+        self.counters: Counter[str] = self._shell.counters
+        self._subscribers: list[MemoryObjectSendStream[ev.Event]] = []
+        self._queries: dict[int, MemoryObjectSendStream[QueryReply]] = {}
+        self._joins: dict[int, tuple[anyio.Event, list[JoinFinished]]] = {}
+        self._left = anyio.Event()
+        #: Set and replaced whenever a member event goes out (wait_member wakes on it).
+        self._members_changed = anyio.Event()
 
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------ identity, view
 
     @property
     def keyring(self) -> Keyring | None:
@@ -133,17 +132,48 @@ class Agent:
     def address(self) -> Address:
         return (self.serf.addr, self.serf.port)
 
+    @property
+    def has_left(self) -> bool:
+        return self._left.is_set()
+
     def members(self) -> list[ev.ClusterMember]:
         return self.serf.members()
 
     def local_member(self) -> ev.ClusterMember:
         return self.serf.local_member()
 
-    def events(self, buffer: int = 1024) -> trio.MemoryReceiveChannel[ev.Event]:
-        """Subscribe to cluster events; close the returned channel to unsubscribe."""
-        send, receive = trio.open_memory_channel[ev.Event](buffer)
+    def member_time(self) -> int:
+        """Our Lamport member clock (what the snapshot records)."""
+        return self.serf.clock.time()
+
+    def restore_clocks(self, member: int, event: int, query: int) -> None:
+        """Start the clocks where a snapshot left them (before joining)."""
+        self.serf.restore_clocks(member, event, query)
+
+    def events(self, buffer: int = 1024) -> MemoryObjectReceiveStream[ev.Event]:
+        """Subscribe to cluster events; close the returned stream to unsubscribe.
+
+        A subscriber that falls ``buffer`` events behind loses the newest ones
+        (counted as ``events.dropped_slow_subscriber``): the protocol never waits.
+        """
+        send, receive = anyio.create_memory_object_stream[ev.Event](buffer)
         self._subscribers.append(send)
         return receive
+
+    async def wait_member(self, name: str,
+                          status: ev.MemberStatus = ev.MemberStatus.ALIVE) -> ev.ClusterMember:
+        """Wait until ``name`` is a member with ``status``; returns it.
+
+        No timeout of its own: wrap it in ``anyio.fail_after`` (or trio's).
+        """
+        while True:
+            changed = self._members_changed
+            for member in self.serf.members():
+                if member.name == name and member.status == status:
+                    return member
+            await changed.wait()
+
+    # ------------------------------------------------------------------ actions
 
     async def join(self, addrs: Sequence[str], replay: bool = False) -> int:
         """Join through ``addrs`` (``host``, ``host:port``, ``name/host:port``).
@@ -153,14 +183,14 @@ class Agent:
         resolved = await resolve_join_addresses(addrs, self.serf.port)
         if not resolved:
             raise JoinError(f"could not resolve any of {', '.join(addrs)}")
-        join_id = self.serf.join(resolved, trio.current_time(), ignore_old=not replay)
-        done = trio.Event()
+        join_id = self.serf.join(resolved, self._shell.now(), ignore_old=not replay)
+        done = anyio.Event()
         result: list[JoinFinished] = []
         self._joins[join_id] = (done, result)
-        await self._drive()
+        await self._shell.drive()
         # Every join stream ends within tcp_timeout; the margin covers a reply lost
         # to a failure caught at a boundary, so a join can fail but never hang.
-        with trio.move_on_after(self.config.tcp_timeout + 5.0):
+        with anyio.move_on_after(self.config.tcp_timeout + 5.0):
             await done.wait()
         if not result:
             self._joins.pop(join_id, None)
@@ -173,19 +203,15 @@ class Agent:
 
     async def leave(self) -> None:
         """Leave gracefully and wait until the departure has propagated."""
-        self.serf.leave(trio.current_time())
-        await self._drive()
+        self.serf.leave(self._shell.now())
+        await self._shell.drive()
         limit = 2 * self.config.broadcast_timeout + self.config.leave_propagate_delay + 1
-        with trio.move_on_after(limit):
+        with anyio.move_on_after(limit):
             await self._left.wait()
 
-    @property
-    def has_left(self) -> bool:
-        return self._left.is_set()
-
     async def user_event(self, name: str, payload: bytes = b"", coalesce: bool = True) -> None:
-        self.serf.user_event(name, payload, coalesce, trio.current_time())
-        await self._drive()
+        self.serf.user_event(name, payload, coalesce, self._shell.now())
+        await self._shell.drive()
 
     async def query(self, name: str, payload: bytes = b"", *,
                     filter_nodes: Sequence[str] = (),
@@ -193,18 +219,18 @@ class Agent:
                     request_ack: bool = False, relay_factor: int = 0,
                     timeout: float = 0.0) -> QueryHandle:
         """Send a query; iterate the returned handle for acks and responses."""
-        send, receive = trio.open_memory_channel[QueryReply](math.inf)
-        handle = self.serf.query(name, payload, trio.current_time(),
+        send, receive = anyio.create_memory_object_stream[QueryReply](math.inf)
+        handle = self.serf.query(name, payload, self._shell.now(),
                                  filter_nodes=filter_nodes, filter_tags=filter_tags,
                                  request_ack=request_ack, relay_factor=relay_factor,
                                  timeout=timeout)
         self._queries[handle] = send
-        await self._drive()
+        await self._shell.drive()
         return QueryHandle(handle, receive)
 
     async def respond(self, query_id: int, payload: bytes) -> None:
-        self.serf.respond(query_id, payload, trio.current_time())
-        await self._drive()
+        self.serf.respond(query_id, payload, self._shell.now())
+        await self._shell.drive()
 
     async def set_tags(self, tags: Mapping[str, str] | None = None,
                        delete: Sequence[str] = ()) -> None:
@@ -214,20 +240,58 @@ class Agent:
         for key in delete:
             merged.pop(key, None)
         try:
-            self.serf.set_tags(merged, trio.current_time())
+            self.serf.set_tags(merged, self._shell.now())
         except ValueError as exc:
             raise SwimError(str(exc)) from None
-        await self._drive()
+        await self._shell.drive()
 
     async def force_leave(self, node: str, prune: bool = False) -> None:
-        self.serf.force_leave(node, prune, trio.current_time())
-        await self._drive()
+        self.serf.force_leave(node, prune, self._shell.now())
+        await self._shell.drive()
+
+    # ------------------------------------------------------------------ keys
+
+    async def install_key(self, key: str) -> KeyResult:
+        """Add a base64 key on every member (Serf's ``keys -install``)."""
+        return await self._key_query("install-key", key)
+
+    async def use_key(self, key: str) -> KeyResult:
+        """Make an installed key the primary on every member."""
+        return await self._key_query("use-key", key)
+
+    async def remove_key(self, key: str) -> KeyResult:
+        """Remove a key from every member (not the primary)."""
+        return await self._key_query("remove-key", key)
+
+    async def list_keys(self) -> KeyResult:
+        """Which keys the members hold, and how many hold each."""
+        return await self._key_query("list-keys", None)
+
+    async def _key_query(self, kind: str, key: str | None) -> KeyResult:
+        """Serf's KeyManager: a cluster-wide internal query, then per-node verdicts.
+
+        Raises :class:`KeyQueryError` (with the per-node result) unless every
+        alive member answered, and none with an error.
+        """
+        handle = await self.query(sw.INTERNAL_QUERY_PREFIX + kind, key_request(key))
+        num_nodes = self.serf.alive_count()
+        replies = [(reply.from_node, reply.payload) async for reply in handle
+                   if reply.kind == "response"]
+        result = tally_key_responses(replies, num_nodes)
+        if result.failed:
+            raise KeyQueryError(f"{result.num_err}/{num_nodes} nodes reported failure", result)
+        if result.incomplete:
+            raise KeyQueryError(f"{result.num_resp}/{num_nodes} nodes reported success", result)
+        return result
+
+    # ------------------------------------------------------------------ statistics
 
     def statistics(self) -> AgentStatistics:
         """Counters, drops by reason and internal errors by place, as of now."""
         counters: Counter[str] = Counter()
         drops: Counter[str] = Counter()
-        for source in (self.serf.node.stats, self.serf.stats, self.counters):
+        for source in (self.serf.node.stats, self.serf.stats, self.counters,
+                       self._transport.counters):
             for key, value in source.items():
                 if key.startswith("drop."):
                     drops[key[5:]] += value
@@ -243,7 +307,7 @@ class Agent:
         drops = statistics.drops
         return {
             "agent": {"name": self.name},
-            "runtime": {"version": "swimlib"},
+            "runtime": {"version": "swimlib", "backend": _backend_name()},
             "serf": {
                 "members": str(len(members)),
                 "failed": str(count["failed"]),
@@ -260,112 +324,11 @@ class Agent:
                                 sorted(statistics.internal_errors.items())},
         }
 
-    # ------------------------------------------------------------------ loops
-
-    async def _timer_loop(self) -> None:
-        while True:
-            deadline = self.serf.next_deadline(skip_idle=True)
-            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
-                self._timer_scope = scope
-                await trio.sleep_forever()
-            self._timer_scope = None
-            with self.faults.boundary("timer"):
-                self.serf.tick(trio.current_time())
-            await self._drive()
-
-    async def _udp_loop(self) -> None:
-        """Feed datagrams to the state machine a batch at a time, then act once."""
-        udp = self._udp
-        boundary = self.faults.boundary
-        while True:
-            batch = await udp.receive_batch()
-            now = trio.current_time()
-            for data, source in batch:
-                with boundary("datagram"):
-                    self._on_datagram(data, source, now)
-            for dest, sent in udp.take_unreachable():
-                with boundary("unreachable"):
-                    self._on_unreachable(dest, sent, now)
-            self._count_socket_errors()
-            await self._drive()
-
-    def _on_datagram(self, data: bytes, source: Address, now: float) -> None:
-        self.serf.handle_packet(data, source, now)
-
-    def _on_unreachable(self, dest: Address, sent: bytes, now: float) -> None:
-        self.serf.handle_unreachable(dest, sent, now)
-
-    def _count_socket_errors(self) -> None:
-        udp = self._udp
-        if udp.recv_errors:  # each ICMP error also fails one read or send, once
-            self.counters["udp.recv_error"] += udp.recv_errors
-            udp.recv_errors = 0
-        if udp.send_retries:
-            self.counters["udp.send_retry"] += udp.send_retries
-            udp.send_retries = 0
-
-    async def _serve_stream(self, stream: trio.SocketStream) -> None:
-        """One inbound TCP exchange: read, answer, close."""
-        if self._inbound_streams >= _MAX_INBOUND_STREAMS:
-            self.counters["drop.stream.too_many"] += 1
-            await stream.aclose()
-            return
-        self._inbound_streams += 1
-        try:
-            peer = stream.socket.getpeername()
-            with trio.fail_after(self.config.tcp_timeout):
-                raw = await read_message(stream)
-                reply = self.serf.handle_stream(raw, (peer[0], peer[1]), trio.current_time())
-                await self._drive()
-                if reply is not None:
-                    await stream.send_all(reply)
-        except DecodeError as exc:
-            self.counters["drop.stream." + exc.reason] += 1
-        except (trio.TooSlowError, trio.BrokenResourceError, OSError):
-            self.counters["stream.in_failed"] += 1
-        except Exception as exc:
-            self.faults.record("stream.in", exc)
-        finally:
-            self._inbound_streams -= 1
-            await trio.aclose_forcefully(stream)
-
-    async def _stream_out(self, effect: OpenStream) -> None:
-        reply: bytes | None = None
-        try:
-            with trio.fail_after(effect.timeout):
-                stream = await trio.open_tcp_stream(effect.dest[0], effect.dest[1])
-                async with stream:
-                    await stream.send_all(effect.data)
-                    reply = await read_message(stream)
-        except DecodeError as exc:
-            self.counters["drop.stream." + exc.reason] += 1
-        except (trio.TooSlowError, trio.BrokenResourceError, OSError):
-            self.counters["stream.out_failed"] += 1
-        except Exception as exc:
-            self.faults.record("stream.out", exc)
-            reply = None
-        with self.faults.boundary("stream.reply"):
-            self.serf.handle_stream_reply(effect.request_id, reply, trio.current_time())
-        await self._drive()
-
     # ------------------------------------------------------------------ effects
 
-    async def _drive(self) -> None:
-        """Carry out everything the state machine asked for since the last call."""
-        for effect in self.serf.take_effects():
-            with self.faults.boundary("effect"):
-                await self._carry_out(effect)
-        deadline = self.serf.next_deadline(skip_idle=True)
-        scope = self._timer_scope
-        if deadline is not None and scope is not None and deadline < scope.deadline:
-            scope.deadline = deadline
-
-    async def _carry_out(self, effect: object) -> None:
-        if isinstance(effect, SendPacket):
-            await self._send_packet(effect)
-        elif isinstance(effect, OpenStream):
-            self._nursery.start_soon(self._stream_out, effect)
-        elif isinstance(effect, Emit):
+    def _on_effect(self, effect: object) -> None:
+        """Everything the core asks for besides moving bytes."""
+        if isinstance(effect, Emit):
             self._publish(effect.event)
         elif isinstance(effect, QueryReply):
             channel = self._queries.get(effect.handle)
@@ -384,17 +347,8 @@ class Agent:
             self._left.set()
         elif isinstance(effect, KeyringChanged):
             self._save_keyring()
-        elif isinstance(effect, SuspicionRaised):
-            log.info("memberlist: Suspect %s has failed, no acks received", effect.node)
-        elif isinstance(effect, DeathDeclared):
-            log.info("memberlist: Marking %s as failed, suspect timeout reached "
-                     "(%d peer confirmations)", effect.node, effect.confirmations)
-        elif isinstance(effect, Refuted):
-            if effect.kind == "alive":  # memberlist's wording, where it has one
-                log.warning("memberlist: Refuting an alive message for '%s'", self.name)
-            else:
-                log.warning("memberlist: Refuting a %s message (from: %s)", effect.kind,
-                            effect.accuser)
+        else:
+            _log_protocol_effect(effect, self.name)
 
     def _save_keyring(self) -> None:
         """Persist the keyring after a change, atomically (Serf rewrites the file too)."""
@@ -409,19 +363,13 @@ class Agent:
         except OSError as exc:
             log.error("agent: failed to write keyring file %s: %s", path, exc)
 
-    async def _send_packet(self, effect: SendPacket) -> None:
-        try:
-            await self._udp.send(effect.data, effect.dest)
-            self.counters["udp.sent"] += 1
-        except OSError as exc:
-            self.counters["udp.send_error"] += 1
-            log.debug("memberlist: failed to send to %s: %s", effect.dest, exc)
-
     def _publish(self, event: ev.Event) -> None:
         if isinstance(event, ev.MemberEvent):
             label = _LOG_LABELS[event.type]
             for m in event.members:
                 log.info("serf: %s: %s %s", label, m.name, m.addr)
+            self._members_changed.set()
+            self._members_changed = anyio.Event()
         elif isinstance(event, ev.UserEvent):
             log.info("serf: Received event: user-event: %s", event.name)
         kept = []
@@ -429,12 +377,52 @@ class Agent:
             try:
                 channel.send_nowait(event)
                 kept.append(channel)
-            except trio.WouldBlock:
+            except anyio.WouldBlock:
                 self.counters["events.dropped_slow_subscriber"] += 1
                 kept.append(channel)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass  # unsubscribed
         self._subscribers = kept
+
+
+def _log_protocol_effect(effect: object, name: str) -> None:
+    """memberlist's log lines for suspicion, death and refutation."""
+    if isinstance(effect, SuspicionRaised):
+        log.info("memberlist: Suspect %s has failed, no acks received", effect.node)
+    elif isinstance(effect, DeathDeclared):
+        log.info("memberlist: Marking %s as failed, suspect timeout reached "
+                 "(%d peer confirmations)", effect.node, effect.confirmations)
+    elif isinstance(effect, Refuted):
+        if effect.kind == "alive":  # memberlist's wording, where it has one
+            log.warning("memberlist: Refuting an alive message for '%s'", name)
+        else:
+            log.warning("memberlist: Refuting a %s message (from: %s)", effect.kind,
+                        effect.accuser)
+
+
+def _backend_name() -> str:
+    """``asyncio`` or ``trio``: which event loop runs this agent."""
+    import sniffio
+
+    try:
+        return sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return "none"
+
+
+@contextmanager
+def _single_errors_unwrapped() -> Iterator[None]:
+    """One error out of the agent's task group is raised as itself.
+
+    The caller's own exception (or a JoinError at start-up) would otherwise
+    reach them wrapped in an ExceptionGroup, under trio always.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 def _default_advertise(bind_host: str) -> str:
@@ -448,53 +436,42 @@ def _default_advertise(bind_host: str) -> str:
     return addr
 
 
-async def _bind(host: str, port: int) -> tuple[DatagramSocket, list[trio.SocketListener]]:
-    """UDP and TCP on the same port; with port 0, retry until both get the same one."""
-    for _ in range(20):
-        udp = await DatagramSocket.bind(host, port)
-        try:
-            chosen = udp.getsockname()[1]
-            listeners = await trio.open_tcp_listeners(chosen, host=host or None)
-            return udp, listeners
-        except OSError:
-            udp.close()
-            if port != 0:
-                raise
-    raise SwimError("could not bind UDP and TCP to the same port")
-
-
 @asynccontextmanager
 async def open_agent(name: str | None = None, *, bind: Address = ("0.0.0.0", 7946),
                      advertise: Address | None = None, config: Config | None = None,
                      tags: Mapping[str, str] | None = None, keyring: Keyring | None = None,
                      join: Sequence[str] = (), replay: bool = False,
                      rng: random.Random | None = None,
-                     keyring_file: str | None = None) -> AsyncIterator[Agent]:
+                     keyring_file: str | None = None,
+                     transport: Transport | None = None) -> AsyncIterator[Agent]:
     """Run an agent for the duration of the ``async with`` block.
 
-    Leaving the block shuts the agent down without a graceful leave; call
-    ``await agent.leave()`` first to leave gracefully.
+    It binds UDP and TCP on ``bind`` unless given a ``transport`` (say, from a
+    :class:`~swimlib.transport.memory.MemoryNetwork`), which it then owns and
+    closes. Leaving the block shuts the agent down without a graceful leave;
+    call ``await agent.leave()`` first to leave gracefully.
     """
     config = config or Config.lan()
-    udp, listeners = await _bind(bind[0], bind[1])
-    port = udp.getsockname()[1]
-    adv_host, adv_port = advertise or (_default_advertise(bind[0]), port)
-    serf = Serf(name or socket.gethostname(), adv_host, adv_port or port, config,
-                rng or random.Random(), trio.current_time(), tags=tags, keyring=keyring)
+    if transport is None:
+        transport = await SocketTransport.bind(bind[0], bind[1])
+        bound_host = bind[0]
+    else:
+        bound_host = transport.local_address[0]
     try:
-        async with trio.open_nursery() as nursery:
-            agent = Agent(serf, udp, nursery, keyring_file)
-            nursery.start_soon(agent._timer_loop)
-            nursery.start_soon(agent._udp_loop)
-            nursery.start_soon(trio.serve_listeners, agent._serve_stream, listeners)
-            # Effects so far (our own member-join) go out on the timer loop's first pass,
-            # after the caller had a chance to subscribe with agent.events().
-            if join:
-                await agent.join(join, replay=replay)
-            yield agent
-            nursery.cancel_scope.cancel()
+        port = transport.local_address[1]
+        adv_host, adv_port = advertise or (_default_advertise(bound_host), port)
+        serf = Serf(name or socket.gethostname(), adv_host, adv_port or port, config,
+                    rng or random.Random(), anyio.current_time(), tags=tags, keyring=keyring)
+        with _single_errors_unwrapped():
+            async with anyio.create_task_group() as task_group:
+                agent = Agent(serf, transport, task_group, keyring_file)
+                # Effects so far (our own member-join) go out on the timer loop's first
+                # pass, after the caller had a chance to subscribe with agent.events().
+                agent._shell.start()
+                if join:
+                    await agent.join(join, replay=replay)
+                yield agent
+                task_group.cancel_scope.cancel()
     finally:
-        udp.close()
-        for listener in listeners:
-            await listener.aclose()
-
+        with anyio.CancelScope(shield=True):
+            await transport.aclose()

@@ -18,7 +18,7 @@ import attrs
 from swimlib.cluster.effects import QueryReply
 from swimlib.cluster.events import ClusterMember, Event, QueryEvent
 from swimlib.cluster.keys import KeyResult
-from swimlib.errors import SwimError
+from swimlib.errors import KeyQueryError
 
 __all__ = [
     "LOG_LEVELS",
@@ -31,18 +31,6 @@ __all__ = [
 
 #: Serf's log levels, lowest first (``logutils`` levels used by the agent).
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERR")
-
-
-class KeyQueryError(SwimError):
-    """A key query failed on some nodes; ``result`` still goes to the client.
-
-    Serf answers e.g. ``"2/3 nodes reported failure"`` together with the
-    per-node messages, and ``serf keys`` prints both.
-    """
-
-    def __init__(self, message: str, result: KeyResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 @attrs.frozen

@@ -1,4 +1,4 @@
-"""A trio server speaking Serf's RPC protocol on top of an :class:`AgentAPI`.
+"""An anyio server speaking Serf's RPC protocol on top of an :class:`AgentAPI`.
 
 One task per connection handles requests in order, like Go's ``handleClient``;
 ``stream``, ``monitor`` and ``query`` results are pushed by child tasks that
@@ -6,18 +6,22 @@ share the connection through a send lock. Misbehaving clients get Go's error
 strings, and anything Go answers by dropping the connection (garbage bytes,
 a command before the handshake, an unknown command) closes only that
 connection: no client input can stop the server.
+
+It runs under any anyio backend (asyncio or trio).
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, Final, TypeVar
 
-import trio
+import anyio
+from anyio.abc import ByteStream, SocketAttribute, SocketListener, TaskGroup, TaskStatus
 
 from swimlib.cluster.events import ClusterMember, Event, MemberEvent, QueryEvent, UserEvent
 from swimlib.errors import DecodeError
@@ -45,6 +49,20 @@ DONE_GRACE: Final = 0.05
 PENDING_QUERY_LIMIT: Final = 512
 _RECV_SIZE: Final = 65536
 _EOF: Final = object()
+#: ``accept()`` failures that concern only the connection being accepted (a
+#: reset before it was accepted, a firewall refusal...): accept the next one.
+_ACCEPT_SKIP_ERRNOS: Final = frozenset(
+    getattr(errno, name)
+    for name in ("EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN",
+                 "ENONET", "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH")
+    if hasattr(errno, name)
+)
+#: ``accept()`` failures from running out of descriptors or memory: log, pause, retry.
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+#: Pause after a capacity failure (connections may close meanwhile).
+ACCEPT_RETRY_DELAY: Final = 0.1
 
 T = TypeVar("T")
 
@@ -80,16 +98,20 @@ class RPCServer:
         #: Where a failing connection is counted (``rpc.connection``) and logged.
         self.faults = faults if faults is not None else FaultLog(log)
 
-    async def handle_connection(self, stream: trio.abc.Stream) -> None:
-        """Run one client to completion; never raises (trio handlers must not)."""
-        peer = _peer_name(stream)
-        log.info("agent.ipc: Accepted client: %s", peer)
+    async def handle_connection(self, stream: ByteStream) -> None:
+        """Run one client to completion, then close ``stream``.
+
+        Never raises but for cancellation: an exception would end the task
+        group that serves every other connection.
+        """
         try:
+            peer = _peer_name(stream)
+            log.info("agent.ipc: Accepted client: %s", peer)
             await _Session(self, stream, peer).run()
         except Exception as exc:
             self.faults.record("rpc.connection", exc)
         finally:
-            await trio.aclose_forcefully(stream)
+            await anyio.aclose_forcefully(stream)
 
 
 async def serve_rpc(
@@ -99,28 +121,65 @@ async def serve_rpc(
     *,
     auth_key: str = "",
     faults: FaultLog | None = None,
-    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[list[SocketListener]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` (0 picks a free port) until cancelled.
 
-    ``task_status.started`` gets the listeners, as :func:`trio.serve_tcp` does.
+    Start it with ``await task_group.start(serve_rpc, ...)``: ``task_status.started``
+    gets the list of bound :class:`anyio.abc.SocketListener` (one per address
+    ``host`` resolves to); read the port with
+    ``listeners[0].extra(SocketAttribute.local_address)[1]``. A failure to bind
+    raises ``OSError`` before that. The listeners are closed when this returns;
+    one closed meanwhile just stops accepting.
     """
     server = RPCServer(agent, auth_key=auth_key, faults=faults)
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    await trio.serve_listeners(server.handle_connection, listeners, task_status=task_status)
+    multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    listeners = [lst for lst in multi.listeners if isinstance(lst, SocketListener)]
+    async with multi, anyio.create_task_group() as tg:
+        for listener in listeners:
+            tg.start_soon(_accept_loop, listener, server, tg)
+        task_status.started(listeners)
 
 
-def _peer_name(stream: trio.abc.Stream) -> str:
-    sock = getattr(stream, "socket", None)
-    try:
-        host, port, *_ = sock.getpeername() if sock is not None else ("?", 0)
-    except OSError:
-        return "?"
+async def _accept_loop(listener: SocketListener, server: RPCServer, tg: TaskGroup) -> None:
+    """Accept clients until ``listener`` is closed; each runs as a task in ``tg``.
+
+    Not ``listener.serve()``: that ends on the first failed ``accept()``. Here,
+    as in trio's ``serve_listeners``, a failure that concerns only the incoming
+    connection is skipped and running out of descriptors or memory pauses
+    accepting; anything else is a bug and is raised.
+    """
+    while True:
+        try:
+            stream = await listener.accept()
+        except anyio.ClosedResourceError:
+            return
+        except (OSError, anyio.BrokenResourceError) as exc:
+            # asyncio raises the OSError, anyio on trio wraps it in BrokenResourceError
+            cause = exc if isinstance(exc, OSError) else exc.__cause__
+            code = cause.errno if isinstance(cause, OSError) else None
+            if code in _ACCEPT_SKIP_ERRNOS:
+                continue
+            if code not in _ACCEPT_CAPACITY_ERRNOS:
+                raise
+            log.error("agent.ipc: accept failed, retrying in %.1fs: %s",
+                      ACCEPT_RETRY_DELAY, cause)
+            await anyio.sleep(ACCEPT_RETRY_DELAY)
+            continue
+        tg.start_soon(server.handle_connection, stream)
+
+
+def _peer_name(stream: ByteStream) -> str:
+    """``host:port`` (``[host]:port`` for IPv6) of the client, or ``?``."""
+    addr = stream.extra(SocketAttribute.remote_address, None)
+    if not isinstance(addr, tuple) or len(addr) < 2:
+        return addr if isinstance(addr, str) and addr else "?"  # a UNIX socket's path
+    host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def _err(exc: BaseException) -> str:
-    """Go's ``errToString``; a one-error group (from a nursery) is unwrapped."""
+    """Go's ``errToString``; a one-error group (from a task group) is unwrapped."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return str(exc) or type(exc).__name__
@@ -129,22 +188,22 @@ def _err(exc: BaseException) -> str:
 class _Session:
     """State of one client connection (Go's ``IPCClient``)."""
 
-    def __init__(self, server: RPCServer, stream: trio.abc.Stream, peer: str) -> None:
+    def __init__(self, server: RPCServer, stream: ByteStream, peer: str) -> None:
         self.agent = server.agent
         self.auth_key = server.auth_key
         self.stream = stream
         self.peer = peer
         self.reader = p.ObjectReader()
-        self.send_lock = trio.Lock()
+        self.send_lock = anyio.Lock()
         self.version = 0
         self.did_auth = False
-        self.event_streams: dict[int, trio.CancelScope] = {}
-        self.monitor: tuple[int, trio.CancelScope] | None = None
+        self.event_streams: dict[int, anyio.CancelScope] = {}
+        self.monitor: tuple[int, anyio.CancelScope] | None = None
         self.pending_queries: collections.OrderedDict[int, QueryEvent] = (
             collections.OrderedDict()
         )
         self.next_query_id = 0
-        self.nursery: trio.Nursery | None = None
+        self.task_group: TaskGroup | None = None
         self.handlers: dict[str, Callable[[int], Awaitable[None]]] = {
             p.Command.HANDSHAKE: self._handshake,
             p.Command.AUTH: self._auth,
@@ -171,12 +230,12 @@ class _Session:
     # -- connection loop -------------------------------------------------------
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
+        async with anyio.create_task_group() as tg:
+            self.task_group = tg
             try:
                 await self._serve_requests()
             finally:
-                nursery.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
 
     async def _serve_requests(self) -> None:
         try:
@@ -191,7 +250,7 @@ class _Session:
             log.warning("agent.ipc: failed to decode request from %s: %s", self.peer, exc)
         except _Close as exc:
             log.warning("agent.ipc: Failed to evaluate request from %s: %s", self.peer, exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
 
     async def _read(self) -> Any:
@@ -199,8 +258,9 @@ class _Session:
             obj = self.reader.next_object()
             if obj is not p.NEED_DATA:
                 return obj
-            data = await self.stream.receive_some(_RECV_SIZE)
-            if not data:
+            try:
+                data = await self.stream.receive(_RECV_SIZE)
+            except anyio.EndOfStream:
                 return _EOF
             self.reader.feed(data)
 
@@ -219,7 +279,7 @@ class _Session:
         else:
             data = p.encode(header, body.to_wire() if isinstance(body, p.Body) else body)
         async with self.send_lock:
-            await self.stream.send_all(data)
+            await self.stream.send(data)
 
     async def _dispatch(self, header: p.RequestHeader) -> bool:
         """Handle one request; False closes the connection (as Go does)."""
@@ -403,8 +463,8 @@ class _Session:
             await self._send(seq, _err(exc))
             return
         await self._send(seq)
-        assert self.nursery is not None
-        self.nursery.start_soon(self._query_stream, seq, replies)
+        assert self.task_group is not None
+        self.task_group.start_soon(self._query_stream, seq, replies)
 
     async def _query_stream(self, seq: int, replies: AsyncIterator[QueryReply]) -> None:
         def record(reply: QueryReply) -> p.Body:
@@ -413,7 +473,7 @@ class _Session:
 
         try:
             await self._pump(seq, replies, record, "query")
-            await trio.sleep(DONE_GRACE)
+            await anyio.sleep(DONE_GRACE)
             await self._send(seq, "", p.QueryRecord(p.QUERY_RECORD_DONE))
         except Exception as exc:
             self._stream_failed("query", exc)
@@ -473,10 +533,10 @@ class _Session:
         what: str,
     ) -> None:
         """Subscribe, answer, then stream: no record can precede the answer."""
-        assert self.nursery is not None
-        answered = trio.Event()
+        assert self.task_group is not None
+        answered = anyio.Event()
         try:
-            scope = await self.nursery.start(
+            scope = await self.task_group.start(
                 self._stream_task, seq, subscribe, record, what, answered
             )
         except Exception as exc:
@@ -497,12 +557,12 @@ class _Session:
         subscribe: Callable[[], Any],
         record: Callable[[Any], p.Body | None],
         what: str,
-        answered: trio.Event,
+        answered: anyio.Event,
         *,
-        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+        task_status: TaskStatus[anyio.CancelScope] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         started = False
-        with trio.CancelScope() as scope:
+        with anyio.CancelScope() as scope:
             try:
                 async with subscribe() as source:
                     task_status.started(scope)
@@ -527,22 +587,23 @@ class _Session:
         what: str,
     ) -> None:
         """Forward records to the client; drop (like Serf) when it falls behind."""
-        send_ch, recv_ch = trio.open_memory_channel[p.Body](STREAM_BUFFER)
+        send_ch, recv_ch = anyio.create_memory_object_stream[p.Body](STREAM_BUFFER)
 
         async def forward() -> None:
-            async with send_ch, aclosing_if_possible(source) as items:
-                async for item in items:
-                    rec = record(item)
-                    if rec is None:
-                        continue
-                    try:
-                        send_ch.send_nowait(rec)
-                    except trio.WouldBlock:
-                        log.warning("agent.ipc: Dropping %s to %s", what, self.peer)
+            with send_ch:  # closing it ends the loop below once it is drained
+                async with aclosing_if_possible(source) as items:
+                    async for item in items:
+                        rec = record(item)
+                        if rec is None:
+                            continue
+                        try:
+                            send_ch.send_nowait(rec)
+                        except anyio.WouldBlock:
+                            log.warning("agent.ipc: Dropping %s to %s", what, self.peer)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(forward)
-            async with recv_ch:
+        with send_ch, recv_ch:  # both closed even if ``forward`` never ran
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(forward)
                 async for rec in recv_ch:
                     await self._send(seq, "", rec)
 
@@ -579,7 +640,7 @@ class _Session:
 def _only_connection_errors(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_only_connection_errors(e) for e in exc.exceptions)
-    return isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError)
+    return isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError)
 
 
 def aclosing_if_possible(source: AsyncIterator[T]) -> Any:

@@ -2,7 +2,8 @@
 
 It records every call in :attr:`FakeAgent.calls`, answers queries from the
 member list, and lets a test publish events and log lines, so the RPC server
-and any RPC client (ours or ``serf``) can be exercised without a cluster.
+and any RPC client (ours or ``serf``) can be exercised without a cluster;
+:func:`serving` runs the server for it. Both work under any anyio backend.
 """
 
 from __future__ import annotations
@@ -10,15 +11,19 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Any
 
-import trio
+import anyio
+from anyio.abc import SocketAttribute
+from anyio.streams.memory import MemoryObjectSendStream
 
 from swimlib.cluster.events import ClusterMember, Event, MemberStatus, QueryEvent, UserEvent
 from swimlib.errors import SwimError
-from swimlib.rpc.api import KeyQueryError, KeyResult, LogLine, QueryReply
+from swimlib.rpc.api import AgentAPI, KeyQueryError, KeyResult, LogLine, QueryReply
+from swimlib.rpc.server import serve_rpc
 
-__all__ = ["FakeAgent", "default_members"]
+__all__ = ["FakeAgent", "default_members", "serving"]
 
 _BUFFER = 512
 
@@ -31,6 +36,22 @@ def default_members() -> list[ClusterMember]:
         ClusterMember("n2", "127.0.0.1", 17202, {"role": "web", "weight": "10"},
                       status=MemberStatus.FAILED),
     ]
+
+
+@asynccontextmanager
+async def serving(agent: AgentAPI, *, auth_key: str = "") -> AsyncIterator[int]:
+    """Serve ``agent`` over RPC on a free loopback port for the block; yields the port.
+
+    The server and its connections are cancelled when the block ends. An
+    exception from the block comes out in an ``ExceptionGroup`` (the server's
+    task group).
+    """
+    async with anyio.create_task_group() as tg:
+        listeners = await tg.start(partial(serve_rpc, agent, "127.0.0.1", 0, auth_key=auth_key))
+        try:
+            yield listeners[0].extra(SocketAttribute.local_port)
+        finally:
+            tg.cancel_scope.cancel()
 
 
 class FakeAgent:
@@ -49,8 +70,8 @@ class FakeAgent:
         self.ltime = 0
         self.keyring: list[str] = ["primarykeyAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
         self.log_backlog: list[LogLine] = []
-        self._event_subs: set[trio.MemorySendChannel[Event]] = set()
-        self._log_subs: set[trio.MemorySendChannel[LogLine]] = set()
+        self._event_subs: set[MemoryObjectSendStream[Event]] = set()
+        self._log_subs: set[MemoryObjectSendStream[LogLine]] = set()
 
     def _check(self, method: str) -> None:
         if method in self.fail:
@@ -169,7 +190,7 @@ class FakeAgent:
                 yield QueryReply("ack", node)
             if not name.startswith("_serf_"):
                 yield QueryReply("response", node, f"pong-from-{node}\n".encode())
-            await trio.sleep(0)
+            await anyio.sleep(0)
 
     async def respond(self, query: QueryEvent, payload: bytes) -> None:
         self.calls.append(("respond", query.id, payload))
@@ -219,7 +240,8 @@ class FakeAgent:
     def publish(self, event: Event) -> None:
         """Deliver an event to every subscriber (dropped for a full one)."""
         for ch in list(self._event_subs):
-            with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            with suppress(anyio.WouldBlock, anyio.BrokenResourceError,
+                          anyio.ClosedResourceError):
                 ch.send_nowait(event)
 
     def log(self, level: str, message: str) -> LogLine:
@@ -228,7 +250,8 @@ class FakeAgent:
         line = LogLine(level, f"    {stamp} [{level}] {message}")
         self.log_backlog.append(line)
         for ch in list(self._log_subs):
-            with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            with suppress(anyio.WouldBlock, anyio.BrokenResourceError,
+                          anyio.ClosedResourceError):
                 ch.send_nowait(line)
         return line
 
@@ -236,7 +259,7 @@ class FakeAgent:
     async def subscribe_events(self) -> AsyncIterator[AsyncIterator[Event]]:
         self.calls.append(("subscribe_events",))
         self._check("subscribe_events")
-        send, recv = trio.open_memory_channel[Event](_BUFFER)
+        send, recv = anyio.create_memory_object_stream[Event](_BUFFER)
         self._event_subs.add(send)
         try:
             async with recv:
@@ -249,7 +272,7 @@ class FakeAgent:
     async def subscribe_logs(self) -> AsyncIterator[AsyncIterator[LogLine]]:
         self.calls.append(("subscribe_logs",))
         self._check("subscribe_logs")
-        send, recv = trio.open_memory_channel[LogLine](_BUFFER)
+        send, recv = anyio.create_memory_object_stream[LogLine](_BUFFER)
         for line in self.log_backlog[-_BUFFER:]:
             send.send_nowait(line)
         self._log_subs.add(send)

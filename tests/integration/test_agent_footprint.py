@@ -1,4 +1,4 @@
-"""What a ``swimlib agent`` process loads: trio's TLS and DTLS support stays out.
+"""What a ``swimlib agent`` process loads: what it does not use stays out.
 
 The unit under test is :mod:`swimlib.agent.deferred_imports`; each case runs in
 a fresh interpreter because deferring changes ``sys.modules`` for good.
@@ -69,9 +69,13 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
-def test_a_running_agent_maps_no_openssl(procs: Procs) -> None:
-    agent = procs.swimlib("lean")
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_plaintext_agent_maps_neither_cryptography_nor_hashlib(procs: Procs,
+                                                                 backend: str) -> None:
+    """``cryptography`` (AES-GCM) loads only with a key, ``hmac``'s _hashlib only with an
+    RPC token. (anyio's socket module imports :mod:`ssl`, so libssl itself is mapped.)"""
+    agent = procs.swimlib("lean", "--backend", backend)
     wait_for(lambda: "agent running" in agent.output(), 15, what="agent start-up")
     maps = Path(f"/proc/{agent.pid}/maps").read_text()
-    assert "libssl" not in maps and "libcrypto" not in maps
+    assert "_rust.abi3.so" not in maps and "_hashlib" not in maps
     assert procs.stop(agent) == 0

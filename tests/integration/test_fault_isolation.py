@@ -3,7 +3,7 @@
 Each test makes one place raise (a bug, an input nobody foresaw) and shows
 that the agent counts it under that place, keeps running, and that its
 cluster still converges and still carries a user event. Agents run in one
-trio process on real loopback sockets.
+process on real loopback sockets, under asyncio and under trio.
 """
 
 from __future__ import annotations
@@ -12,18 +12,19 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import anyio
 import pytest
-import trio
 
 import swimlib
 from swimlib import Config, MemberStatus, open_agent
-from swimlib.agent import command, runtime
+from swimlib.agent import command
 from swimlib.agent.handlers import HandlerRunner, parse_handler_specs
 from swimlib.agent.rpc_adapter import start_rpc_server
 from swimlib.cluster.events import Event, UserEvent
 from swimlib.rpc import server as rpc_server
 from swimlib.rpc.client import RPCClient
 from swimlib.testing import free_port
+from tests.backends import both_backends  # noqa: F401
 
 LOCAL = Config.local()
 
@@ -77,15 +78,15 @@ async def converged(agents: list[swimlib.Agent], timeout: float = 15.0) -> None:
         return all({m.name for m in a.members() if m.status == MemberStatus.ALIVE} >= names
                    for a in agents)
 
-    with trio.fail_after(timeout):
+    with anyio.fail_after(timeout):
         while not done():
-            await trio.sleep(0.05)
+            await anyio.sleep(0.05)
 
 
 async def event_reaches_everyone(agents: list[swimlib.Agent], name: str) -> None:
     channels = [a.events() for a in agents]
     await agents[-1].user_event(name, b"")
-    with trio.fail_after(10):
+    with anyio.fail_after(10):
         for channel in channels:
             async for event in channel:
                 if isinstance(event, UserEvent) and event.name == name:
@@ -98,9 +99,9 @@ def errors(agent: swimlib.Agent) -> dict[str, int]:
 
 async def healthy_after(agents: list[swimlib.Agent], place: str) -> None:
     """The injected failures were counted at ``place`` and the cluster still works."""
-    with trio.fail_after(10):
+    with anyio.fail_after(10):
         while not errors(agents[0]).get(place):
-            await trio.sleep(0.05)
+            await anyio.sleep(0.05)
     await converged(agents)
     await event_reaches_everyone(agents, f"after-{place}")
     assert "internal_errors" in agents[0].stats()
@@ -111,9 +112,9 @@ async def test_datagram(monkeypatch: pytest.MonkeyPatch) -> None:
     async with cluster() as agents:
         serf = agents[0].serf
         monkeypatch.setattr(serf, "handle_packet", failing(serf.handle_packet, 20))
-        with trio.fail_after(20):
+        with anyio.fail_after(20):
             while errors(agents[0]).get("datagram", 0) < 20:
-                await trio.sleep(0.05)
+                await anyio.sleep(0.05)
         await healthy_after(agents, "datagram")
 
 
@@ -127,7 +128,8 @@ async def test_timer(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_effect(monkeypatch: pytest.MonkeyPatch) -> None:
     async with cluster() as agents:
         agent = agents[0]
-        monkeypatch.setattr(agent, "_send_packet", failing_async(agent._send_packet, 10))
+        shell = agent._shell
+        monkeypatch.setattr(shell, "_send_packet", failing_async(shell._send_packet, 10))
         await healthy_after(agents, "effect")
 
 
@@ -144,8 +146,8 @@ async def test_inbound_stream(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_outbound_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     async with cluster() as agents:
-        monkeypatch.setattr(runtime.trio, "open_tcp_stream",
-                            failing_async(trio.open_tcp_stream, 1))
+        transport = agents[0]._shell.transport
+        monkeypatch.setattr(transport, "connect", failing_async(transport.connect, 1))
         seed = [f"127.0.0.1:{agents[1].address[1]}"]
         with pytest.raises(swimlib.JoinError):
             await agents[0].join(seed)
@@ -177,22 +179,22 @@ async def test_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
             await gone.join([f"127.0.0.1:{agents[0].address[1]}"])
             await converged([*agents, gone])
         # Its sockets are closed now: probes to it come back unreachable.
-        with trio.fail_after(20):
+        with anyio.fail_after(20):
             while not any(errors(a).get("unreachable") for a in agents):
-                await trio.sleep(0.05)
+                await anyio.sleep(0.05)
         # Without the ICMP shortcut the failure is still found the memberlist way.
-        with trio.fail_after(30):
+        with anyio.fail_after(30):
             while not all({m.name: m.status for m in a.members()}["gone"]
                           == MemberStatus.FAILED for a in agents):
-                await trio.sleep(0.1)
+                await anyio.sleep(0.1)
         agents.sort(key=lambda a: not errors(a).get("unreachable"))
         await healthy_after(agents, "unreachable")
 
 
 async def test_rpc_connection(monkeypatch: pytest.MonkeyPatch) -> None:
-    async with cluster() as agents, trio.open_nursery() as nursery:
+    async with cluster() as agents, anyio.create_task_group() as task_group:
         rpc = ("127.0.0.1", free_port())
-        await start_rpc_server(nursery, agents[0], rpc, "")
+        await start_rpc_server(task_group, agents[0], rpc, "")
         session = rpc_server._Session
         monkeypatch.setattr(session, "_dispatch", failing_async(session._dispatch, 1))
         address = f"{rpc[0]}:{rpc[1]}"
@@ -202,25 +204,25 @@ async def test_rpc_connection(monkeypatch: pytest.MonkeyPatch) -> None:
                 return sorted(m.name for m in client.members())
 
         with pytest.raises(swimlib.SwimError):
-            await trio.to_thread.run_sync(members)
-        assert await trio.to_thread.run_sync(members) == ["a0", "a1", "a2"]
+            await anyio.to_thread.run_sync(members)
+        assert await anyio.to_thread.run_sync(members) == ["a0", "a1", "a2"]
         await healthy_after(agents, "rpc.connection")
-        nursery.cancel_scope.cancel()
+        task_group.cancel_scope.cancel()
 
 
 async def test_handler_run(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with cluster() as agents, trio.open_nursery() as nursery:
+    async with cluster() as agents, anyio.create_task_group() as task_group:
         out = tmp_path / "ran"
         runner = HandlerRunner(parse_handler_specs([f"user=echo $SERF_USER_EVENT >> {out}"]),
                                agents[0].local_member, faults=agents[0].faults)
         monkeypatch.setattr(runner, "_handle", failing_async(runner._handle, 1))
-        send, receive = trio.open_memory_channel[Event](16)
-        nursery.start_soon(runner.run, receive)
+        send, receive = anyio.create_memory_object_stream[Event](16)
+        task_group.start_soon(runner.run, receive)
         for name in ("first", "second"):
             await send.send(UserEvent(1, name, b""))
-        with trio.fail_after(10):
+        with anyio.fail_after(10):
             while not (out.exists() and out.read_text() == "second\n"):
-                await trio.sleep(0.05)
+                await anyio.sleep(0.05)
         await healthy_after(agents, "handler")
         await send.aclose()
 
@@ -236,15 +238,15 @@ class FailingSnapshot:
 
 
 async def test_snapshot_write_and_handlers_still_fed() -> None:
-    async with cluster() as agents, trio.open_nursery() as nursery:
+    async with cluster() as agents, anyio.create_task_group() as task_group:
         agent = agents[0]
         raw = agent.events()
-        handlers_send, handlers_receive = trio.open_memory_channel[Event](64)
-        nursery.start_soon(command._fan_out, agent, raw, handlers_send, FailingSnapshot())
+        handlers_send, handlers_receive = anyio.create_memory_object_stream[Event](64)
+        task_group.start_soon(command._fan_out, agent, raw, handlers_send, FailingSnapshot())
         await agents[1].user_event("through", b"", coalesce=False)
-        with trio.fail_after(10):
+        with anyio.fail_after(10):
             async for event in handlers_receive:
                 if isinstance(event, UserEvent) and event.name == "through":
                     break
         await healthy_after(agents, "snapshot")
-        nursery.cancel_scope.cancel()
+        task_group.cancel_scope.cancel()

@@ -4,7 +4,7 @@ The expected files are what the same scripts wrote under the real Serf agent
 (shared/reference/serf-interface-capture.txt, "handler dump on n0"). When ``/usr/bin/serf`` is
 installed, one test also runs the real agent with the same script and compares byte for byte,
 and one checks that the real agent reads our snapshot file (including the failed-member lines
-it must ignore).
+it must ignore). Every async test runs under asyncio and trio.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+import anyio
 import pytest
-import trio
+from anyio.abc import Process
 
 from swimlib.agent.handlers import HandlerRunner, parse_handler_specs
 from swimlib.agent.snapshot import PreviousNode, Snapshotter, read_snapshot
@@ -31,6 +32,7 @@ from swimlib.cluster.events import (
     UserEvent,
 )
 from swimlib.testing import free_port
+from tests.backends import both_backends  # noqa: F401
 
 N0 = ClusterMember("n0", "127.0.0.1", 17200, {"role": "balancer"})
 N1 = ClusterMember("n1", "127.0.0.1", 17201, {"role": "backend"})
@@ -163,10 +165,10 @@ async def run_through_runner(
     events: Sequence[Event],
     respond: Callable[[QueryEvent, bytes], Awaitable[None]] | None = None,
 ) -> None:
-    send, recv = trio.open_memory_channel[Event](len(events))
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(runner.run, recv, respond)
+    send, recv = anyio.create_memory_object_stream[Event](len(events))
+    with anyio.fail_after(30), recv:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run, recv, respond)
             async with send:
                 for event in events:
                     send.send_nowait(event)
@@ -251,15 +253,15 @@ async def test_a_slow_script_does_not_delay_the_caller_but_keeps_order(tmp_path:
         f'echo "$SERF_USER_EVENT" >> {out}\n',
     )
     runner = HandlerRunner(parse_handler_specs([f"user={script}"]), lambda: N0)
-    send, recv = trio.open_memory_channel[Event](0)
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(runner.run, recv)
-            start = trio.current_time()
+    send, recv = anyio.create_memory_object_stream[Event](0)
+    with anyio.fail_after(30), recv:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run, recv)
+            start = anyio.current_time()
             async with send:
                 for name in ("first", "slow", "after"):
                     await send.send(UserEvent(ltime=1, name=name, payload=b""))
-            assert trio.current_time() - start < 0.5
+            assert anyio.current_time() - start < 0.5
     assert out.read_text().split() == ["first", "slow", "after"]
 
 
@@ -286,9 +288,9 @@ def sort_tags(dump: str) -> str:
 
 
 async def wait_for(cond: Callable[[], bool], limit: float) -> None:
-    with trio.fail_after(limit):
+    with anyio.fail_after(limit):
         while not cond():
-            await trio.sleep(0.05)
+            await anyio.sleep(0.05)
 
 
 class SerfAgent:
@@ -296,22 +298,26 @@ class SerfAgent:
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.args, self.env, self.log_path = args, env, log_path
-        self.proc: trio.Process | None = None
+        self.proc: Process | None = None
 
     async def __aenter__(self) -> SerfAgent:
         assert SERF is not None
         self._log = self.log_path.open("wb")
-        self.proc = await trio.lowlevel.open_process(
-            [SERF, "agent", *self.args], env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+        self.proc = await anyio.open_process(
+            [SERF, "agent", *self.args],
+            env=self.env,
+            stdin=None,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.proc is not None
-        with trio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
             if self.proc.returncode is None:
                 self.proc.send_signal(signal.SIGTERM)
-                with trio.move_on_after(5):
+                with anyio.move_on_after(5):
                     await self.proc.wait()
                 if self.proc.returncode is None:
                     self.proc.kill()
@@ -341,13 +347,10 @@ async def test_real_serf_and_runner_give_the_script_the_same_bytes(tmp_path: Pat
     env = clean_env(DUMP_FILE=str(real_dump))
     async with SerfAgent(args, env, tmp_path / "serf.log"):
         await wait_for(lambda: real_dump.exists() and "--- end" in real_dump.read_text(), 20)
-        await trio.run_process(
-            [SERF, "event", f"-rpc-addr={rpc_addr}", "deploy", "v1.2.3"], capture_stdout=True
-        )
+        await anyio.run_process([SERF, "event", f"-rpc-addr={rpc_addr}", "deploy", "v1.2.3"])
         await wait_for(lambda: real_dump.read_text().count("--- end") >= 2, 20)
-        reply = await trio.run_process(
-            [SERF, "query", f"-rpc-addr={rpc_addr}", "-timeout=3s", "ping", "hello"],
-            capture_stdout=True,
+        reply = await anyio.run_process(
+            [SERF, "query", f"-rpc-addr={rpc_addr}", "-timeout=3s", "ping", "hello"]
         )
         await wait_for(lambda: real_dump.read_text().count("--- end") >= 3, 20)
     assert b"Response from 'n0': pong-from-n0" in reply.stdout

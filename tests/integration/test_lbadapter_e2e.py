@@ -1,5 +1,7 @@
 """End to end: ``lbadapter run`` as a real process, backends joined by real swimlib agents.
 
+Each test runs once per event loop (``SWIMLIB_BACKEND=asyncio`` and ``trio``).
+
 Everything on 127.0.0.1 with free ports; every process (adapter, agents,
 HTTP backends) is started here and stopped here by PID, and HAProxy (the
 adapter's child) must be gone once the adapter exits.
@@ -95,15 +97,21 @@ def _ready(state_dir: Path) -> bool:
         return False
 
 
+#: ``lbadapter run`` on each event loop (``SWIMLIB_BACKEND``).
+LOOPS = pytest.mark.parametrize("loop", ["asyncio", "trio"])
+
+
 @pytest.mark.slow
+@LOOPS
 def test_run_with_two_swimlib_backends(state_dir: Path, procs: Processes,
-                                       agents: Procs) -> None:
+                                       agents: Procs, loop: str) -> None:
     gossip, fe, stats = free_port(), free_port(), ("127.0.0.1", free_port())
     adapter = procs.start("lbadapter", [
         sys.executable, "-m", "lbadapter.cli", "run", "--node", "lb",
         "--bind", f"127.0.0.1:{gossip}", "--listen", f"127.0.0.1:{fe}",
         "--stats", f"127.0.0.1:{stats[1]}", "--state-dir", str(state_dir),
-        "--haproxy", HAPROXY, "--profile", "local", "--log-level", "debug"])
+        "--haproxy", HAPROXY, "--profile", "local", "--log-level", "debug"],
+        env={"SWIMLIB_BACKEND": loop})
 
     def adapter_log() -> str:
         return procs.log("lbadapter")[-4000:]
@@ -114,6 +122,7 @@ def test_run_with_two_swimlib_backends(state_dir: Path, procs: Processes,
         state = json.loads((state_dir / "state.json").read_text())
         master = state["haproxy"]["master_pid"]
         assert master and _alive(master)
+        assert f"event loop: {loop} " in procs.log("lbadapter")
 
         joined_at = time.monotonic()
         http = {}
@@ -163,14 +172,16 @@ def test_run_with_two_swimlib_backends(state_dir: Path, procs: Processes,
     assert "caught SIGTERM" in procs.log("lbadapter")
 
 
-def test_run_start_errors_are_one_clear_line(state_dir: Path) -> None:
+@LOOPS
+def test_run_start_errors_are_one_clear_line(state_dir: Path, loop: str) -> None:
+    env = {**os.environ, "SWIMLIB_BACKEND": loop}
     base = [sys.executable, "-m", "lbadapter.cli", "run", "--listen",
             f"127.0.0.1:{free_port()}", "--stats", f"127.0.0.1:{free_port()}",
             "--state-dir", str(state_dir), "--haproxy", HAPROXY]
     template = state_dir / "t.j2"
     template.write_text("global\n    maxconn {{ nope }}\n")
     out = subprocess.run([*base, "--bind", f"127.0.0.1:{free_port()}", "--template",
-                          str(template)], capture_output=True, text=True, timeout=60)
+                          str(template)], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 1
     assert out.stderr.splitlines()[-1] == (
         f"lbadapter: error: no valid HAProxy config to start with: template {template}:2: "
@@ -181,7 +192,7 @@ def test_run_start_errors_are_one_clear_line(state_dir: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", port))
         out = subprocess.run([*base, "--bind", f"127.0.0.1:{port}"], capture_output=True,
-                             text=True, timeout=60)
+                             text=True, timeout=60, env=env)
     assert out.returncode == 1
     assert out.stderr.splitlines()[-1].startswith(
         f"lbadapter: error: cannot bind the gossip address 127.0.0.1:{port}")

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 
 from lbadapter import Adapter, MemberRecord
@@ -108,6 +109,11 @@ async def test_a_failing_reconcile_step_is_retried_until_haproxy_has_the_servers
         assert adapter.supervisor.starts == 1 and adapter.supervisor.reloads == 0
         assert (await lab.get())[1].strip() == "web-1"
         await wait_until(lambda: _state_shows(adapter, {"reconcile": 3}), 5.0, "state.json")
+
+
+def test_a_failing_reconcile_step_is_retried_under_asyncio(lab: Lab) -> None:
+    anyio.run(test_a_failing_reconcile_step_is_retried_until_haproxy_has_the_servers, lab,
+              backend="asyncio")
 
 
 def _fail(adapter: Adapter, times: int) -> list[int]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import pytest
-import trio
 
 from lbadapter import Adapter, MemberRecord, Settings, settings_from_mapping
 from lbadapter.render import DEFAULT_TEMPLATE
@@ -71,7 +72,7 @@ class Lab:
         return await up_in_stats(self.stats, "app")
 
     async def get(self, path: str = "/") -> tuple[int, str]:
-        return await trio.to_thread.run_sync(fetch, f"http://127.0.0.1:{self.fe}{path}", 10.0)
+        return await anyio.to_thread.run_sync(fetch, f"http://127.0.0.1:{self.fe}{path}", 10.0)
 
 
 @pytest.fixture
@@ -108,9 +109,9 @@ async def test_join_is_up_within_3s_without_a_reload(lab: Lab) -> None:
         lab.set_member("web-1")
         lab.set_member("web-2")
         adapter.poke()
-        start = trio.current_time()
+        start = anyio.current_time()
         await wait_until(lambda: _has(lab.up, {"web-1", "web-2"}), 3.0, "both servers UP")
-        joined_in = trio.current_time() - start
+        joined_in = anyio.current_time() - start
         assert await worker_pids(adapter) == before  # runtime API only: no reload
         assert adapter.supervisor.reloads == 0
         bodies = {(await lab.get())[1].strip() for _ in range(6)}
@@ -133,14 +134,14 @@ async def test_leave_drains_then_maint_then_delete(lab: Lab) -> None:
     lab.set_member("web-1")
     async with adapter_running(lab.adapter()) as adapter:
         await wait_until(lambda: _has(lab.up, {"web-1"}), 5.0, "web-1 UP")
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as tg:
             slow: list[tuple[int, str]] = []
 
             async def slow_request() -> None:
                 slow.append(await lab.get("/slow?s=2"))
 
-            nursery.start_soon(slow_request)
-            await trio.sleep(0.3)  # the slow request is now attached to web-1
+            tg.start_soon(slow_request)
+            await anyio.sleep(0.3)  # the slow request is now attached to web-1
             lab.set_member("web-2")
             lab.set_member("web-1", "left")
             adapter.poke()
@@ -174,14 +175,14 @@ async def test_fail_goes_to_maint_and_rejoin_reuses_the_entry(lab: Lab) -> None:
     async with adapter_running(lab.adapter()) as adapter:
         await wait_until(lambda: _has(lab.up, {"web-1"}), 5.0, "web-1 UP")
         worker = await worker_pids(adapter)
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as tg:
             done: list[tuple[int, str]] = []
 
             async def slow_request() -> None:
                 done.append(await lab.get("/slow?s=3"))
 
-            nursery.start_soon(slow_request)
-            await trio.sleep(0.3)
+            tg.start_soon(slow_request)
+            await anyio.sleep(0.3)
             lab.set_member("web-1", "failed")
             adapter.poke()
             # straight to maint (no drain); the attached session blocks `del server`
@@ -299,3 +300,12 @@ async def test_reload_in_between_reapplies_runtime_state(lab: Lab) -> None:
                          "web-2 removed again by a periodic pass")
         assert await lab.up() <= {"web-1"}
         assert adapter.reconciler.counters["maint"] == 2
+
+
+@pytest.mark.parametrize("scenario", [test_join_is_up_within_3s_without_a_reload,
+                                      test_leave_drains_then_maint_then_delete,
+                                      test_killed_worker_is_restarted_with_all_members],
+                         ids=lambda f: f.__name__.removeprefix("test_"))
+def test_under_asyncio(lab: Lab, scenario: Callable[[Lab], Awaitable[None]]) -> None:
+    """Join, drain and a HAProxy restart with the adapter on asyncio's event loop."""
+    anyio.run(scenario, lab, backend="asyncio")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
 from lbadapter import Adapter, AdapterError, MemberRecord, settings_from_mapping
@@ -101,19 +102,31 @@ async def test_adapter_starts_from_the_previous_good_file(tmp_path: Path) -> Non
     assert broken.settings.config_path.read_text() == before
 
 
-def test_render_command_with_check(tmp_path: Path) -> None:
+def test_render_and_check_under_asyncio(tmp_path: Path) -> None:
+    """``haproxy -c`` as an asyncio subprocess: accepted, rejected, and the adapter's start."""
+    async def main() -> None:
+        await test_default_template_is_valid_with_and_without_servers(tmp_path)
+        await test_writer_with_real_haproxy(tmp_path)
+        await test_adapter_starts_from_the_previous_good_file(tmp_path)
+
+    anyio.run(main, backend="asyncio")
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_render_command_with_check(tmp_path: Path, backend: str) -> None:
+    env = {**os.environ, "SWIMLIB_BACKEND": backend}
     members = tmp_path / "m.json"
     members.write_text(json.dumps({"members": [
         {"name": "web-1", "addr": "127.0.0.1:7946", "port": 7946,
          "tags": {"role": "backend", "port": "8001"}, "status": "alive"}]}))
     cmd = [sys.executable, "-m", "lbadapter.cli", "render", "--members-json", str(members),
            "--haproxy", HAPROXY, "--check", "--state-dir", str(tmp_path)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert "server web-1 127.0.0.1:8001" in out.stdout
     t = tmp_path / "t.j2"
     t.write_text("global\n    bogus-keyword 1\n")
     out = subprocess.run([*cmd, "--template", str(t)], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=60, env=env)
     assert out.returncode == 1
     assert "[ALERT]" in out.stderr and "bogus-keyword" in out.stderr

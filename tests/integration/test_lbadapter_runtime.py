@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import pytest
-import trio
 
 from lbadapter import settings_from_mapping
 from lbadapter.desired import DesiredServer, Want
@@ -61,14 +62,14 @@ async def haproxy(state_dir: Path, servers: list[DesiredServer] | None = None
     settings.config_path.write_text(render_config(settings, servers or []))
     sup = Supervisor(HAPROXY, settings.config_path, settings.master_socket,
                      settings.admin_socket)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sup.run)
-        with trio.fail_after(15):
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        with anyio.fail_after(15):
             await sup.wait_ready()
         try:
             yield sup, RuntimeClient(settings.admin_socket), stats
         finally:
-            nursery.cancel_scope.cancel()
+            tg.cancel_scope.cancel()
     assert sup.master_pid is not None
     await wait_until(lambda: _gone(sup.master_pid), 10, "haproxy master to exit")
 
@@ -110,7 +111,7 @@ async def test_runtime_commands_full_cycle(state_dir: Path, procs: Processes) ->
 
 
 async def _up(stats: tuple[str, int], name: str) -> bool:
-    rows = await trio.to_thread.run_sync(stats_rows, stats)
+    rows = await anyio.to_thread.run_sync(stats_rows, stats)
     return name in up_servers(rows, "app")
 
 
@@ -140,7 +141,7 @@ async def test_config_servers_stats_csv_and_show_proc(state_dir: Path, procs: Pr
         assert (row.name, row.addr, row.port, row.admin_name) == ("web-1", "127.0.0.1", port,
                                                                    "ready")
         await wait_until(lambda: _up(stats, "web-1"), 4, "web-1 UP")
-        rows = await trio.to_thread.run_sync(stats_rows, stats)
+        rows = await anyio.to_thread.run_sync(stats_rows, stats)
         assert {r["pxname"] for r in rows} >= {"fe", "app", "stats"}
         info = await sup.master.show_proc()
         assert info.master_pid == sup.master_pid and len(info.workers) == 1
@@ -158,3 +159,15 @@ async def test_failed_reload_keeps_the_old_worker(state_dir: Path) -> None:
             await sup.reload()
         assert (await sup.master.show_proc()).workers == before
         assert await cli.show_servers_state("app") == []  # the old worker still answers
+
+
+def test_supervisor_and_runtime_api_under_asyncio(state_dir: Path, procs: Processes) -> None:
+    """The tests above on asyncio: HAProxy as an asyncio subprocess (started, reloaded by
+    signal, stopped by SIGTERM when cancelled), both CLIs over asyncio unix sockets."""
+    async def main() -> None:
+        await test_runtime_commands_full_cycle(state_dir, procs)
+        await test_unexpected_answers_are_reported_verbatim(state_dir)
+        await test_config_servers_stats_csv_and_show_proc(state_dir, procs)
+        await test_failed_reload_keeps_the_old_worker(state_dir)
+
+    anyio.run(main, backend="asyncio")

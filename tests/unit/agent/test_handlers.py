@@ -1,7 +1,7 @@
 """Event handlers: Serf's spec syntax, environment, stdin, output capture and the runner.
 
 Expected values come from the real Serf 0.9.4 agent (shared/reference/serf-interface-capture.txt,
-"handler dump on n0") and from Serf's invoke.go.
+"handler dump on n0") and from Serf's invoke.go. Every async test runs under asyncio and trio.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import anyio
 import pytest
-import trio
-import trio.testing
 
 from swimlib.agent.handlers import (
     MAX_OUTPUT,
@@ -37,6 +36,7 @@ from swimlib.cluster.events import (
     UserEvent,
 )
 from swimlib.errors import ConfigError
+from tests.backends import both_backends  # noqa: F401
 
 N0 = ClusterMember("n0", "127.0.0.1", 17200, {"role": "balancer"})
 N1 = ClusterMember("n1", "127.0.0.1", 17201, {"role": "backend"})
@@ -247,7 +247,7 @@ def test_payload_gets_one_trailing_newline_if_missing() -> None:
 async def test_script_sees_env_stdin_and_shares_one_output_buffer() -> None:
     join = MemberEvent(EventType.MEMBER_JOIN, (N0, N1))
     script = 'cat; echo "E=$SERF_EVENT R=$SERF_SELF_ROLE X=$PATH_MARK"; echo err >&2'
-    with trio.fail_after(10):
+    with anyio.fail_after(10):
         result = await invoke_script(script, join, N0, base_env={"PATH_MARK": "m"})
     assert result.ok and result.exit_code == 0 and not result.timed_out
     assert result.output == (
@@ -259,7 +259,7 @@ async def test_script_sees_env_stdin_and_shares_one_output_buffer() -> None:
 
 
 async def test_failure_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    with trio.fail_after(10):
+    with anyio.fail_after(10):
         result = await invoke_script("echo oops; exit 3", user(), N0)
     assert result.exit_code == 3 and not result.ok
     assert result.output == b"oops\n"
@@ -267,7 +267,7 @@ async def test_failure_is_logged_not_raised(caplog: pytest.LogCaptureFixture) ->
 
 
 async def test_unstartable_shell_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    with trio.fail_after(10):
+    with anyio.fail_after(10):
         result = await invoke_script("true", user(), N0, shell="/nonexistent/sh")
     assert result.exit_code is None and not result.ok
     assert "Error invoking script 'true'" in caplog.text
@@ -276,7 +276,7 @@ async def test_unstartable_shell_is_logged_not_raised(caplog: pytest.LogCaptureF
 async def test_output_keeps_the_last_8_kib(caplog: pytest.LogCaptureFixture) -> None:
     # 20000 bytes: "0000\n" .. "3999\n"; Serf's circbuf keeps the newest MAX_OUTPUT bytes.
     script = "i=0; while [ $i -lt 4000 ]; do printf '%04d\\n' $i; i=$((i+1)); done"
-    with trio.fail_after(30):
+    with anyio.fail_after(30):
         result = await invoke_script(script, user(), N0)
     expected = b"".join(b"%04d\n" % i for i in range(4000))[-MAX_OUTPUT:]
     assert result.total_output == 20000
@@ -288,13 +288,13 @@ async def test_script_that_ignores_a_large_stdin_does_not_hang() -> None:
     members = tuple(ClusterMember(f"node-{i}", "10.0.0.1", 1, {"role": "r"}) for i in range(20000))
     event = MemberEvent(EventType.MEMBER_JOIN, members)
     assert len(event_stdin(event)) > 256 * 1024  # more than a pipe buffer
-    with trio.fail_after(10):
+    with anyio.fail_after(10):
         result = await invoke_script("echo ignored", event, N0)
     assert result.ok and result.output == b"ignored\n"
 
 
 async def test_slow_script_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with trio.fail_after(10):
+    with anyio.fail_after(10):
         result = await invoke_script("sleep 1.3", user(), N0)
     assert result.ok and result.duration >= 1.0
     assert "Script 'sleep 1.3' slow, execution exceeding 1s" in caplog.text
@@ -303,20 +303,20 @@ async def test_slow_script_is_logged(caplog: pytest.LogCaptureFixture) -> None:
 async def test_timeout_stops_the_script_and_its_children(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     script = f"sleep 30 & echo $! > {pids}; echo started; wait"
-    with trio.fail_after(10):
+    with anyio.fail_after(10):
         result = await invoke_script(script, user(), N0, timeout=0.5)
     assert result.timed_out and not result.ok
     assert result.output == b"started\n"
     child = int(pids.read_text())
-    with trio.fail_after(5):
+    with anyio.fail_after(5):
         while _alive(child):
-            await trio.sleep(0.02)
+            await anyio.sleep(0.02)
 
 
 async def test_background_child_holding_output_does_not_stall(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with trio.fail_after(10):
+    with anyio.fail_after(10):
         result = await invoke_script("sleep 3 & echo hi", user(), N0, drain_grace=0.2)
     assert result.ok and result.output == b"hi\n" and result.duration < 2
     assert "output is still open" in caplog.text
@@ -344,10 +344,10 @@ async def run_events(
     respond: Callable[[QueryEvent, bytes], Awaitable[None]] | None = None,
     limit: float = 20,
 ) -> None:
-    send, recv = trio.open_memory_channel[Event](0)
-    with trio.fail_after(limit):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(runner.run, recv, respond)
+    send, recv = anyio.create_memory_object_stream[Event](0)
+    with anyio.fail_after(limit), recv:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run, recv, respond)
             async with send:
                 for event in events:
                     await send.send(event)
@@ -389,15 +389,15 @@ async def test_slow_handler_never_blocks_the_sender(tmp_path: Path) -> None:
     runner = HandlerRunner(
         parse_handler_specs([f"sleep 0.3; echo $SERF_USER_LTIME >> {out}"]), lambda: N0
     )
-    send, recv = trio.open_memory_channel[Event](0)
-    with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(runner.run, recv)
-            start = trio.current_time()
+    send, recv = anyio.create_memory_object_stream[Event](0)
+    with anyio.fail_after(20), recv:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run, recv)
+            start = anyio.current_time()
             async with send:
                 for i in range(5):
                     await send.send(user(ltime=i))
-            sent_in = trio.current_time() - start
+            sent_in = anyio.current_time() - start
     assert sent_in < 0.2  # five 0.3 s scripts ran after the sender was long done
     assert out.read_text().split() == ["0", "1", "2", "3", "4"]
 
@@ -460,17 +460,17 @@ async def test_queue_overflow_drops_the_oldest_and_counts(
         f"i=0; while [ ! -e {release} ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done"
     )
     runner = HandlerRunner(parse_handler_specs(["*=" + script]), lambda: N0, max_queue=3)
-    send, recv = trio.open_memory_channel[Event](0)
-    with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(runner.run, recv)
+    send, recv = anyio.create_memory_object_stream[Event](0)
+    with anyio.fail_after(20), recv:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run, recv)
             async with send:
                 await send.send(user(ltime=0))
                 while not started.exists():
-                    await trio.sleep(0.01)
+                    await anyio.sleep(0.01)
                 for i in range(1, 11):
                     await send.send(user(ltime=i))
-                await trio.testing.wait_all_tasks_blocked()
+                await anyio.wait_all_tasks_blocked()
                 assert runner.queued == 3
                 assert runner.dropped == 7
                 release.touch()
@@ -482,14 +482,14 @@ async def test_self_info_is_read_per_event_and_specs_can_be_reloaded(tmp_path: P
     out = tmp_path / "log"
     me = [N0]
     runner = HandlerRunner(parse_handler_specs([f"echo a $SERF_SELF_ROLE >> {out}"]), lambda: me[0])
-    send, recv = trio.open_memory_channel[Event](0)
-    with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(runner.run, recv)
+    send, recv = anyio.create_memory_object_stream[Event](0)
+    with anyio.fail_after(20), recv:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run, recv)
             async with send:
                 await send.send(user())
                 while not out.exists():
-                    await trio.sleep(0.01)
+                    await anyio.sleep(0.01)
                 me[0] = ClusterMember("n0", "127.0.0.1", 1, {"role": "changed"})
                 runner.update_specs(parse_handler_specs([f"echo b $SERF_SELF_ROLE >> {out}"]))
                 await send.send(user())
@@ -501,17 +501,17 @@ async def test_cancelling_the_runner_stops_the_running_script(tmp_path: Path) ->
     runner = HandlerRunner(
         parse_handler_specs([f"echo $$ > {pid_file}; exec sleep 30"]), lambda: N0
     )
-    send, recv = trio.open_memory_channel[Event](1)
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(runner.run, recv)
+    send, recv = anyio.create_memory_object_stream[Event](1)
+    with anyio.fail_after(10), send, recv:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run, recv)
             await send.send(user())
             while not pid_file.exists() or not pid_file.read_text().strip():
-                await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
         pid = int(pid_file.read_text())
         while _alive(pid):
-            await trio.sleep(0.02)
+            await anyio.sleep(0.02)
 
 
 async def test_runner_timeout_counts(tmp_path: Path) -> None:
@@ -551,9 +551,9 @@ async def test_a_failing_self_info_skips_the_event_not_the_runner(tmp_path: Path
 
 async def test_run_is_single_use() -> None:
     runner = HandlerRunner([], lambda: N0)
-    send, recv = trio.open_memory_channel[Event](0)
-    await send.aclose()
-    with trio.fail_after(5):
+    send, recv = anyio.create_memory_object_stream[Event](0)
+    send.close()
+    with anyio.fail_after(5), recv:
         await runner.run(recv)
         with pytest.raises(RuntimeError, match="only be called once"):
             await runner.run(recv)

@@ -2,9 +2,11 @@
 
 import sys
 
+import anyio
 import pytest
 
-from swimlib.agent.memory import release_free_heap
+from swimlib.agent import memory
+from swimlib.agent.memory import release_after_startup, release_free_heap
 
 
 def _rss_kb() -> int:
@@ -27,3 +29,25 @@ def test_fragmented_free_heap_is_returned() -> None:
     after = _rss_kb()
     assert before - after > 10_000, (before, after)
     assert len(keep) == 938
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_release_runs_once_after_the_delay(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    results: list[tuple[float, bool]] = []
+
+    def recording() -> bool:
+        results.append((anyio.current_time(), release_free_heap()))
+        return results[-1][1]
+
+    monkeypatch.setattr(memory, "release_free_heap", recording)
+
+    async def main() -> float:
+        start = anyio.current_time()
+        await release_after_startup(0.05)
+        return start
+
+    start = anyio.run(main, backend=backend)
+    assert len(results) == 1
+    when, trimmed = results[0]
+    assert when - start >= 0.04
+    assert trimmed == sys.platform.startswith("linux")

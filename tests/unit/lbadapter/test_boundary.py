@@ -18,8 +18,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
-import trio
 
 from lbadapter.adapter import RETRY_BACKOFF, Adapter
 from lbadapter.cli import main
@@ -101,11 +102,11 @@ async def looping(lab: Lab, prepared: Callable[[], object] = lambda: None
     adapter._spawned()
     adapter.supervisor.ready = True
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(adapter._loop)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(adapter._loop)
             adapter.poke()  # as the supervisor does once HAProxy answers
             yield adapter
-            nursery.cancel_scope.cancel()
+            tg.cancel_scope.cancel()
     finally:
         adapter.release()
 
@@ -113,11 +114,23 @@ async def looping(lab: Lab, prepared: Callable[[], object] = lambda: None
 async def test_a_failing_reconcile_step_is_retried_until_it_converges(
         tmp_path: Path, caplog: pytest.LogCaptureFixture,
         capsys: pytest.CaptureFixture[str]) -> None:
+    await _retried_until_converged(tmp_path, caplog, capsys)
+
+
+def test_a_failing_reconcile_step_is_retried_under_asyncio(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The same on asyncio: the loop, ``haproxy -c`` as a subprocess, ``status``."""
+    anyio.run(_retried_until_converged, tmp_path, caplog, capsys, backend="asyncio")
+
+
+async def _retried_until_converged(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
     lab = Lab(tmp_path)
     calls = lab.flaky(lab.adapter.reconciler, "reconcile", failures=3)
     async with looping(lab) as adapter:
         # no poke after the first: only the retry backoff wakes the loop
-        with trio.fail_after(3 * sum(RETRY_BACKOFF) + 5):
+        with anyio.fail_after(3 * sum(RETRY_BACKOFF) + 5):
             await wait_until(lab.converged, 10.0, "the servers after 3 failed passes")
         assert len(calls) == 4
         assert adapter.faults.counts == {"reconcile": 3}
@@ -126,11 +139,11 @@ async def test_a_failing_reconcile_step_is_retried_until_it_converges(
         assert tracebacks(caplog, "reconcile") == 1
         assert "reconcile works again after 3 failures in a row" in caplog.text
         await wait_until(lambda: _state_has(adapter, {"reconcile": 3}), 5.0, "state.json")
-    # ``lbadapter status`` (it runs trio itself, so from a thread); HAProxy is not there
+    # ``lbadapter status`` (it runs its own event loop, so from a thread); no HAProxy there
     status = ["--state-dir", str(tmp_path)]
-    assert await trio.to_thread.run_sync(main, ["status", *status, "--json"]) == 0
+    assert await anyio.to_thread.run_sync(main, ["status", *status, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["internal_errors"] == {"reconcile": 3}
-    assert await trio.to_thread.run_sync(main, ["status", *status]) == 0
+    assert await anyio.to_thread.run_sync(main, ["status", *status]) == 0
     assert "internal errors (retried): reconcile=3" in capsys.readouterr().out
 
 

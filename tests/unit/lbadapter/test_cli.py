@@ -107,3 +107,52 @@ def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "lbadapter.cli", "--help"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "render" in out.stdout and "status" in out.stdout
+
+
+def test_backend_comes_from_the_environment(monkeypatch):
+    from lbadapter.cli import async_backend
+    from swimlib.backend import DEFAULT_BACKEND
+
+    monkeypatch.delenv("SWIMLIB_BACKEND", raising=False)
+    assert async_backend() == DEFAULT_BACKEND
+    monkeypatch.setenv("SWIMLIB_BACKEND", "")
+    assert async_backend() == DEFAULT_BACKEND
+    for name in ("asyncio", "trio"):
+        monkeypatch.setenv("SWIMLIB_BACKEND", name)
+        assert async_backend() == name
+
+
+@pytest.mark.parametrize("value", ["gevent", "Trio", "asyncio,trio"])
+def test_unknown_backend_is_a_clear_error(monkeypatch, tmp_path, members_file, capsys, value):
+    monkeypatch.setenv("SWIMLIB_BACKEND", value)
+    for argv in (["status", "--state-dir", str(tmp_path)],
+                 ["render", "--members-json", str(members_file)],
+                 ["run", "--state-dir", str(tmp_path)]):
+        assert main(argv) == 1
+        assert capsys.readouterr().err == (
+            f"lbadapter: error: SWIMLIB_BACKEND={value!r}: must be one of asyncio, trio "
+            "(unset: asyncio)\n")
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_status_runs_on_the_chosen_backend(monkeypatch, tmp_path, capsys, backend):
+    """``status`` asks HAProxy's socket from the event loop ``SWIMLIB_BACKEND`` names."""
+    import asyncio
+
+    from lbadapter import cli
+
+    loops: list[str] = []
+    real = cli._haproxy_servers
+
+    async def spy(*args):
+        try:
+            asyncio.get_running_loop()
+            loops.append("asyncio")
+        except RuntimeError:  # (not in an asyncio loop)
+            loops.append("trio")
+        return await real(*args)
+
+    monkeypatch.setattr(cli, "_haproxy_servers", spy)
+    monkeypatch.setenv("SWIMLIB_BACKEND", backend)
+    test_status_from_state_file_when_haproxy_is_down(tmp_path, capsys)
+    assert loops == [backend, backend]

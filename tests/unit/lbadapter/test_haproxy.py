@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
 
+import anyio
+import anyio.abc
 import pytest
-import trio
 
 from lbadapter.haproxy import (
     CLIUnavailable,
@@ -112,27 +114,26 @@ def test_find_haproxy_missing_everywhere(tmp_path, monkeypatch):
         find_haproxy()
 
 
-async def _serve_once(path: Path, answer: bytes, seen: list[bytes],
-                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def _serve_once(path: Path, answer: bytes, seen: list[bytes], *,
+                      task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                      ) -> None:
     """A unix socket that, like HAProxy's master CLI, answers only after EOF."""
-    sock = trio.socket.socket(trio.socket.AF_UNIX)
-    await sock.bind(str(path))
-    sock.listen(1)
-    task_status.started()
-    conn, _ = await sock.accept()
-    with conn, sock:
-        data = b""
-        while chunk := await conn.recv(4096):
-            data += chunk
-        seen.append(data)
-        await conn.send(answer)
+    async with await anyio.create_unix_listener(path) as listener:
+        task_status.started()
+        async with await listener.accept() as conn:
+            data = b""
+            with contextlib.suppress(anyio.EndOfStream):
+                while True:
+                    data += await conn.receive()
+            seen.append(data)
+            await conn.send(answer)
 
 
 async def test_exchange_half_closes_and_reads_to_eof(tmp_path):
     path = tmp_path / "m.sock"
     seen: list[bytes] = []
-    async with trio.open_nursery() as n:
-        await n.start(_serve_once, path, b"New server registered.\n\n", seen)
+    async with anyio.create_task_group() as tg:
+        await tg.start(_serve_once, path, b"New server registered.\n\n", seen)
         answer = await cli_exchange(path, "add server app/x 1.2.3.4:5")
     assert seen == [b"add server app/x 1.2.3.4:5\n"]
     assert answer == "New server registered.\n\n"
@@ -144,11 +145,19 @@ async def test_exchange_errors(tmp_path):
     with pytest.raises(ValueError, match="newline"):
         await cli_exchange(tmp_path / "none.sock", "show info\nshutdown sessions")
 
-    sock = trio.socket.socket(trio.socket.AF_UNIX)  # accepts, never answers
-    await sock.bind(str(tmp_path / "mute.sock"))
-    sock.listen(1)
-    with sock, pytest.raises(CLIUnavailable, match="no answer"):
-        await cli_exchange(tmp_path / "mute.sock", "show info", timeout=0.2)
+    # accepts (the backlog does), never answers
+    async with await anyio.create_unix_listener(tmp_path / "mute.sock"):
+        with pytest.raises(CLIUnavailable, match="no answer"):
+            await cli_exchange(tmp_path / "mute.sock", "show info", timeout=0.2)
+
+
+def test_exchange_under_asyncio(tmp_path):
+    """The socket exchange, its timeout and its errors on asyncio too."""
+    async def main() -> None:
+        await test_exchange_half_closes_and_reads_to_eof(tmp_path)
+        await test_exchange_errors(tmp_path)
+
+    anyio.run(main, backend="asyncio")
 
 
 async def test_client_rejects_unsafe_tokens():

@@ -12,6 +12,7 @@ and the log records. Real HAProxy: tests/integration/test_lbadapter_hostile.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,9 +21,10 @@ import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import anyio
+import anyio.abc
 import attrs
 import pytest
-import trio
 
 from lbadapter.config import DEFAULT_SERVER_OPTIONS, Settings, settings_from_mapping
 from lbadapter.desired import (
@@ -334,22 +336,21 @@ class RecordingCLI:
         self.fake = FakeHAProxy()
         self.received: list[bytes] = []
 
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                     ) -> None:
-        sock = trio.socket.socket(trio.socket.AF_UNIX)
-        await sock.bind(str(self.path))
-        sock.listen(16)
-        task_status.started()
-        await trio.serve_listeners(self._handle, [trio.SocketListener(sock)])
+        async with await anyio.create_unix_listener(self.path) as listener:
+            task_status.started()
+            await listener.serve(self._handle)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
         async with stream:
             data = b""
-            while chunk := await stream.receive_some(65536):
-                data += chunk
+            with contextlib.suppress(anyio.EndOfStream):
+                while True:
+                    data += await stream.receive()
             self.received.append(data)
             line = data.decode("utf-8", "surrogateescape").removesuffix("\n")
-            await stream.send_all((await self.fake.command(line)).encode())
+            await stream.send((await self.fake.command(line)).encode())
 
 
 def assert_commands_are_plain(received: Iterable[bytes], names: set[str]) -> set[str]:
@@ -367,14 +368,22 @@ def assert_commands_are_plain(received: Iterable[bytes], names: set[str]) -> set
 
 
 async def test_runtime_commands_carry_no_member_syntax() -> None:
+    await _commands_carry_no_member_syntax()
+
+
+def test_runtime_commands_carry_no_member_syntax_under_asyncio() -> None:
+    anyio.run(_commands_carry_no_member_syntax, backend="asyncio")
+
+
+async def _commands_carry_no_member_syntax() -> None:
     state_dir = short_state_dir("lbh")
     cli = RecordingCLI(state_dir / "admin.sock")
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(cli.serve)
+        async with anyio.create_task_group() as tg:
+            await tg.start(cli.serve)
             r = Reconciler(RuntimeClient(cli.path), "app", OPTIONS, 10.0)
             await _join_move_leave_fail(r, cli)
-            nursery.cancel_scope.cancel()
+            tg.cancel_scope.cancel()
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
     used = assert_commands_are_plain(cli.received, served_names())

@@ -1,4 +1,4 @@
-"""Reading and writing one memberlist TCP exchange with trio.
+"""Reading one memberlist TCP message off a byte stream.
 
 A plain stream has no length prefix (the peer waits for our reply on the same
 connection), so the reader parses incrementally with
@@ -9,29 +9,25 @@ What is read goes to the core as it came off the wire: the core's envelope
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import trio
+import anyio
+from anyio.abc import ByteReceiveStream
 
 from swimlib.errors import DecodeError
 from swimlib.wire import codec
-
-if TYPE_CHECKING:  # cryptography is imported only when encryption is on
-    pass
 
 #: Bytes read per receive call.
 _CHUNK = 65536
 
 
-async def read_message(stream: trio.abc.ReceiveStream,
-                       limit: int = codec.MAX_STREAM_SIZE) -> bytes:
+async def read_message(stream: ByteReceiveStream, limit: int = codec.MAX_STREAM_SIZE) -> bytes:
     """Receive exactly one stream message (plain or encrypted frame)."""
     framer = codec.StreamFramer(limit)
     buf = bytearray()
     while True:
-        chunk = await stream.receive_some(_CHUNK)
-        if not chunk:
-            raise DecodeError("truncated", "connection closed mid-message")
+        try:
+            chunk = await stream.receive(_CHUNK)
+        except anyio.EndOfStream:
+            raise DecodeError("truncated", "connection closed mid-message") from None
         buf += chunk
         length = framer.feed(chunk)
         if length is not None and len(buf) >= length:

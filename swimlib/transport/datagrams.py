@@ -1,10 +1,10 @@
 """The gossip UDP socket, read in batches.
 
-trio's socket methods make every ``recvfrom`` and ``sendto`` a scheduling
-point: a datagram costs a trip through trio's run loop even when the kernel
-has it ready. An agent lives on datagrams (two a second at rest, dozens a
+An async framework's socket methods make every ``recvfrom`` and ``sendto`` a
+scheduling point: a datagram costs a trip through the event loop even when
+the kernel has it ready. An agent lives on datagrams (two a second at rest, dozens a
 second per agent while a cluster churns, tens of thousands under a flood),
-so this socket waits with :func:`trio.lowlevel.wait_readable` once and then
+so this socket waits with :func:`anyio.wait_readable` once and then
 drains what the kernel holds, a bounded batch at a time; sends go straight
 to the kernel and wait only if its buffer is full.
 
@@ -15,6 +15,9 @@ to the protocol, which stops waiting for an agent that is gone (see
 ``Node.handle_unreachable``). With ``IP_RECVERR`` the kernel also reports such
 an error once on the next send, whichever its destination, and drops that
 send: :meth:`send` sends again.
+
+It runs under asyncio (a selector loop: the default on Unix, and uvloop) and
+trio alike.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import contextlib
 import socket
 import struct
 import sys
+from collections import Counter
+from typing import Any
 
-import trio
+import anyio
 
 from swimlib.membership.types import Address
 
@@ -46,16 +51,24 @@ _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")  # errno, origin, type, code, pad
 _PORT_UNREACHABLE = {(2, 3, 3), (3, 1, 4)}
 
 
+async def _resolve(host: str, port: int, family: int) -> list[tuple[Any, ...]]:
+    """An address literal is parsed here; only a name costs a resolver thread."""
+    try:
+        return list(socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0,
+                                       socket.AI_NUMERICHOST))
+    except socket.gaierror:
+        return list(await anyio.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM))
+
+
 class DatagramSocket:
     """A non-blocking UDP socket with batched receive; create with :meth:`bind`."""
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self._sock = sock
-        #: Receive errors seen (an ICMP error is also reported once as a failed read).
-        self.recv_errors = 0
-        #: Sends the kernel refused for an earlier datagram's ICMP error (sent again).
-        self.send_retries = 0
+        #: ``udp.recv_error``: receive errors (an ICMP error also fails one read, once);
+        #: ``udp.send_retry``: sends refused for an earlier datagram's ICMP error (resent).
+        self.counters: Counter[str] = Counter()
         self._unreachable: list[tuple[Address, bytes]] = []
         self._errqueue = _LINUX and self._ask_for_icmp_errors(sock)
 
@@ -73,7 +86,7 @@ class DatagramSocket:
     @classmethod
     async def bind(cls, host: str, port: int) -> DatagramSocket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        infos = await trio.socket.getaddrinfo(host or "0.0.0.0", port, family, socket.SOCK_DGRAM)
+        infos = await _resolve(host or "0.0.0.0", port, family)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             with contextlib.suppress(OSError):
@@ -92,7 +105,7 @@ class DatagramSocket:
         """Wait for datagrams, then return every one ready, up to ``limit`` (at least one)."""
         batch: list[tuple[bytes, Address]] = []
         while not batch and not self._unreachable:
-            await trio.lowlevel.wait_readable(self._sock)
+            await anyio.wait_readable(self._sock)
             failed = False
             for _ in range(limit):
                 try:
@@ -100,7 +113,7 @@ class DatagramSocket:
                 except BlockingIOError:
                     break
                 except OSError:
-                    self.recv_errors += 1
+                    self.counters["udp.recv_error"] += 1
                     failed = True
                     continue
                 batch.append((data, (source[0], source[1])))
@@ -122,7 +135,7 @@ class DatagramSocket:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                self.recv_errors += 1
+                self.counters["udp.recv_error"] += 1
                 return
             for _level, _kind, raw in ancillary:
                 if len(raw) < _SOCK_EXTENDED_ERR.size:
@@ -140,11 +153,12 @@ class DatagramSocket:
             except ConnectionRefusedError:
                 # An earlier datagram's "port unreachable", reported here once; ours
                 # was not sent. The details wait in the error queue.
-                self.send_retries += 1
+                self.counters["udp.send_retry"] += 1
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(self._sock)
+                await anyio.wait_writable(self._sock)
         self._sock.sendto(data, dest)
 
     def close(self) -> None:
-        trio.lowlevel.notify_closing(self._sock)
+        if self._sock.fileno() >= 0:
+            anyio.notify_closing(self._sock)
         self._sock.close()
