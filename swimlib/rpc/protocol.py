@@ -21,12 +21,13 @@ import enum
 import functools
 import ipaddress
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Final, Self
+from typing import Any, ClassVar, Final, NamedTuple, Self, TypeVar, cast, dataclass_transform
 
-import attrs
 import msgpack
 
 from swimlib.errors import DecodeError
+
+T = TypeVar("T")
 
 # -- commands and error strings (cmd/serf/command/agent/ipc.go) ---------------
 
@@ -221,8 +222,7 @@ INT = _int(-(1 << 63), (1 << 63) - 1, "int")
 I64 = INT
 
 
-@attrs.frozen
-class _Field:
+class _Field(NamedTuple):
     attr: str
     go: str
     decode: Callable[[Any], Any]
@@ -246,14 +246,89 @@ def _wire_order(fields: tuple[_Field, ...]) -> tuple[_Field, ...]:
     return tuple(sorted(fields, key=lambda f: f.go))
 
 
+class _Factory:
+    """A default made fresh for every instance (see :func:`field`)."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+
+def field(*, factory: Callable[[], T]) -> T:
+    """A mutable default, one per instance (``tags: dict[str, str] = field(factory=dict)``)."""
+    return cast(T, _Factory(factory))
+
+
+@dataclass_transform(eq_default=True, frozen_default=True, field_specifiers=(field,))
 class Body:
     """A Go struct sent as a msgpack map; subclasses list their fields in Go order.
 
     go-msgpack writes struct fields sorted by name, so :meth:`to_wire` does
     too and our bytes equal the Go agent's.
+
+    A body is a frozen record (keyword or positional arguments in the order
+    the class declares its fields, equality, hash, repr), with methods that
+    are generic rather than generated per class: generating them for thirty
+    classes would cost every agent 10 ms of start-up, and RPC bodies are few
+    and far between.
     """
 
     FIELDS: ClassVar[tuple[_Field, ...]] = ()
+    #: Field names in declaration order, and the defaults of those that have one.
+    _names: ClassVar[tuple[str, ...]] = ()
+    _defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("__annotations__", {})  # noqa: RUF063 (own fields only)
+        names = tuple(name for name in declared if not name.isupper())
+        if set(names) != {f.attr for f in cls.FIELDS}:
+            raise TypeError(f"{cls.__name__}: FIELDS and the declared fields differ")
+        cls._names = names
+        cls._defaults = {name: cls.__dict__[name] for name in names if name in cls.__dict__}
+        for name in cls._defaults:  # an instance always has its own value
+            delattr(cls, name)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        names = self._names
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__}() takes {len(names)} arguments")
+        values = dict(zip(names, args, strict=False))
+        for name, value in kwargs.items():
+            if name not in names or name in values:
+                raise TypeError(f"{type(self).__name__}() got an unexpected or repeated "
+                                f"argument {name!r}")
+            values[name] = value
+        for name in names:
+            if name not in values:
+                if name not in self._defaults:
+                    raise TypeError(f"{type(self).__name__}() missing argument {name!r}")
+                default = self._defaults[name]
+                values[name] = default.make() if isinstance(default, _Factory) else default
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen")
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._names)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Body)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._values()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._names)
+        return f"{type(self).__name__}({fields})"
 
     def to_wire(self) -> dict[str, Any]:
         wire = {}
@@ -287,14 +362,12 @@ def _to_wire(value: Any) -> Any:
 # -- headers ---------------------------------------------------------------------
 
 
-@attrs.frozen
 class RequestHeader(Body):
     command: str
     seq: int
     FIELDS = (_f("command", "Command", _str, str), _f("seq", "Seq", U64, int))
 
 
-@attrs.frozen
 class ResponseHeader(Body):
     seq: int
     error: str = ""
@@ -304,25 +377,21 @@ class ResponseHeader(Body):
 # -- request bodies ----------------------------------------------------------------
 
 
-@attrs.frozen
 class HandshakeRequest(Body):
     version: int
     FIELDS = (_f("version", "Version", I32, int),)
 
 
-@attrs.frozen
 class AuthRequest(Body):
     auth_key: str
     FIELDS = (_f("auth_key", "AuthKey", _str, str),)
 
 
-@attrs.frozen
 class CoordinateRequest(Body):
     node: str
     FIELDS = (_f("node", "Node", _str, str),)
 
 
-@attrs.frozen
 class EventRequest(Body):
     name: str
     payload: bytes = b""
@@ -335,23 +404,20 @@ class EventRequest(Body):
 
 
 
-@attrs.frozen
 class ForceLeaveRequest(Body):
     node: str
     prune: bool = False
     FIELDS = (_f("node", "Node", _str, str), _f("prune", "Prune", _bool, bool))
 
 
-@attrs.frozen
 class JoinRequest(Body):
     existing: list[str]
     replay: bool = False
     FIELDS = (_f("existing", "Existing", _str_list, list), _f("replay", "Replay", _bool, bool))
 
 
-@attrs.frozen
 class MembersFilteredRequest(Body):
-    tags: dict[str, str] = attrs.field(factory=dict)
+    tags: dict[str, str] = field(factory=dict)
     status: str = ""
     name: str = ""
     FIELDS = (
@@ -361,46 +427,40 @@ class MembersFilteredRequest(Body):
     )
 
 
-@attrs.frozen
 class KeyRequest(Body):
     key: str
     FIELDS = (_f("key", "Key", _str, str),)
 
 
-@attrs.frozen
 class MonitorRequest(Body):
     log_level: str
     FIELDS = (_f("log_level", "LogLevel", _str, str),)
 
 
-@attrs.frozen
 class StreamRequest(Body):
     type: str
     FIELDS = (_f("type", "Type", _str, str),)
 
 
-@attrs.frozen
 class StopRequest(Body):
     stop: int
     FIELDS = (_f("stop", "Stop", U64, int),)
 
 
-@attrs.frozen
 class TagsRequest(Body):
-    tags: dict[str, str] = attrs.field(factory=dict)
-    delete_tags: list[str] = attrs.field(factory=list)
+    tags: dict[str, str] = field(factory=dict)
+    delete_tags: list[str] = field(factory=list)
     FIELDS = (
         _f("tags", "Tags", _str_map, dict),
         _f("delete_tags", "DeleteTags", _str_list, list, True),
     )
 
 
-@attrs.frozen
 class QueryRequest(Body):
     name: str
     payload: bytes = b""
-    filter_nodes: list[str] = attrs.field(factory=list)
-    filter_tags: dict[str, str] = attrs.field(factory=dict)
+    filter_nodes: list[str] = field(factory=list)
+    filter_tags: dict[str, str] = field(factory=dict)
     request_ack: bool = False
     relay_factor: int = 0
     #: time.Duration: nanoseconds, 0 = the agent's default
@@ -416,7 +476,6 @@ class QueryRequest(Body):
     )
 
 
-@attrs.frozen
 class RespondRequest(Body):
     id: int
     payload: bytes = b""
@@ -426,20 +485,18 @@ class RespondRequest(Body):
 # -- response bodies and stream records ----------------------------------------------
 
 
-@attrs.frozen
 class JoinResponse(Body):
     num: int
     FIELDS = (_f("num", "Num", I32, int),)
 
 
-@attrs.frozen
 class WireMember(Body):
     """``agent.Member``: ``addr`` is the raw IP (4 or 16 bytes), as Go's net.IP."""
 
     name: str
     addr: bytes
     port: int
-    tags: dict[str, str] = attrs.field(factory=dict)
+    tags: dict[str, str] = field(factory=dict)
     status: str = "alive"
     protocol_min: int = 1
     protocol_max: int = 5
@@ -473,16 +530,14 @@ def _members(value: Any) -> list[WireMember]:
     raise _type_error("[]Member", value)
 
 
-@attrs.frozen
 class MembersResponse(Body):
-    members: list[WireMember] = attrs.field(factory=list)
+    members: list[WireMember] = field(factory=list)
     FIELDS = (_f("members", "Members", _members, list),)
 
 
-@attrs.frozen
 class KeyResponse(Body):
-    messages: dict[str, str] = attrs.field(factory=dict)
-    keys: dict[str, int] = attrs.field(factory=dict)
+    messages: dict[str, str] = field(factory=dict)
+    keys: dict[str, int] = field(factory=dict)
     num_nodes: int = 0
     num_err: int = 0
     num_resp: int = 0
@@ -495,7 +550,6 @@ class KeyResponse(Body):
     )
 
 
-@attrs.frozen
 class QueryRecord(Body):
     type: str
     from_node: str = ""
@@ -508,13 +562,11 @@ class QueryRecord(Body):
 
 
 
-@attrs.frozen
 class LogRecord(Body):
     log: str
     FIELDS = (_f("log", "Log", _str, str),)
 
 
-@attrs.frozen
 class UserEventRecord(Body):
     event: str
     ltime: int
@@ -530,7 +582,6 @@ class UserEventRecord(Body):
     )
 
 
-@attrs.frozen
 class QueryEventRecord(Body):
     event: str
     id: int
@@ -546,18 +597,16 @@ class QueryEventRecord(Body):
     )
 
 
-@attrs.frozen
 class MemberEventRecord(Body):
     event: str
-    members: list[WireMember] = attrs.field(factory=list)
+    members: list[WireMember] = field(factory=list)
     FIELDS = (_f("event", "Event", _str, str), _f("members", "Members", _members, list))
 
 
-@attrs.frozen
 class Coordinate(Body):
     """Vivaldi coordinate (``coordinate.Coordinate``); all zero when unknown."""
 
-    vec: list[float] = attrs.field(factory=list)
+    vec: list[float] = field(factory=list)
     error: float = 0.0
     adjustment: float = 0.0
     height: float = 0.0
@@ -574,9 +623,8 @@ def _coordinate(value: Any) -> Coordinate:
     return Coordinate.from_wire(value)
 
 
-@attrs.frozen
 class CoordinateResponse(Body):
-    coord: Coordinate = attrs.field(factory=Coordinate)
+    coord: Coordinate = field(factory=Coordinate)
     ok: bool = False
     FIELDS = (_f("coord", "Coord", _coordinate, Coordinate), _f("ok", "Ok", _bool, bool))
 

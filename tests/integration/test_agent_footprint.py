@@ -24,15 +24,32 @@ def _python(code: str) -> str:
     return out.stdout.strip()
 
 
-def test_trio_imports_without_loading_openssl() -> None:
-    out = _python("""
+@pytest.mark.parametrize("loop", ["trio", "asyncio, anyio._backends._asyncio"])
+def test_the_event_loops_import_without_loading_openssl(loop: str) -> None:
+    out = _python(f"""
         import sys
         from swimlib.agent.deferred_imports import defer_unused_modules
         print(defer_unused_modules())
-        import trio, swimlib.agent.command
+        import {loop}, anyio._core._sockets, anyio.streams.tls, swimlib.agent.command
         print(sorted(m for m in ("_ssl", "_hashlib", "idna.core") if m in sys.modules))
     """)
     assert out.splitlines() == ["['ssl', 'hmac', 'idna']", "[]"]
+
+
+def test_names_bound_from_the_stand_in_are_rebound_when_ssl_loads() -> None:
+    out = _python("""
+        import sys
+        from swimlib.agent.deferred_imports import defer_unused_modules
+        defer_unused_modules()
+        import asyncio.sslproto, anyio.streams.tls
+        early = asyncio.sslproto.SSLAgainErrors
+        import ssl
+        ctx = ssl.create_default_context()        # the real module loads here
+        print(early[0] is ssl.SSLWantReadError,
+              asyncio.sslproto.SSLAgainErrors == (ssl.SSLWantReadError, ssl.SSLSyscallError),
+              anyio.streams.tls.SSLContext is ssl.SSLContext is type(ctx))
+    """)
+    assert out == "False True True"
 
 
 def test_first_use_loads_the_real_module_for_every_importer() -> None:
@@ -70,12 +87,13 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_a_plaintext_agent_maps_neither_cryptography_nor_hashlib(procs: Procs,
+def test_a_plaintext_agent_maps_no_openssl(procs: Procs,
                                                                  backend: str) -> None:
-    """``cryptography`` (AES-GCM) loads only with a key, ``hmac``'s _hashlib only with an
-    RPC token. (anyio's socket module imports :mod:`ssl`, so libssl itself is mapped.)"""
+    """No OpenSSL: ``cryptography`` (AES-GCM) loads only with a key, ``hmac``'s
+    _hashlib only with an RPC token, and ssl never (no TLS anywhere)."""
     agent = procs.swimlib("lean", "--backend", backend)
     wait_for(lambda: "agent running" in agent.output(), 15, what="agent start-up")
     maps = Path(f"/proc/{agent.pid}/maps").read_text()
     assert "_rust.abi3.so" not in maps and "_hashlib" not in maps
+    assert "libssl" not in maps and "libcrypto" not in maps
     assert procs.stop(agent) == 0

@@ -246,3 +246,31 @@ def test_ip_bytes():
     assert p.ip_bytes("10.1.2.3") == b"\x0a\x01\x02\x03"
     assert len(p.ip_bytes("fe80::1%eth0")) == 16
     assert p.ip_bytes("not-an-ip") == b""
+
+
+def test_a_body_is_a_frozen_record_built_without_generated_code():
+    a = p.QueryRequest("deploy", b"v1", request_ack=True)
+    assert a == p.QueryRequest(name="deploy", payload=b"v1", request_ack=True)
+    assert a != p.QueryRequest("deploy")
+    assert (a.filter_nodes, a.filter_tags, a.timeout_ns) == ([], {}, 0)
+    assert repr(p.JoinResponse(3)) == "JoinResponse(num=3)"
+    assert hash(p.JoinResponse(3)) == hash(p.JoinResponse(num=3))
+    assert p.JoinResponse(3) != p.HandshakeRequest(3)  # same values, different struct
+    b = p.QueryRequest("other")
+    b.filter_nodes.append("n1")  # each instance has its own mutable default
+    assert p.QueryRequest("other").filter_nodes == []
+    with pytest.raises(AttributeError, match="frozen"):
+        a.name = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="missing argument 'name'"):
+        p.QueryRequest()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected or repeated"):
+        p.QueryRequest("x", name="y")  # type: ignore[misc]
+    with pytest.raises(TypeError, match="takes 2 arguments"):
+        p.RespondRequest(1, b"", 3)  # type: ignore[call-arg]
+
+
+def test_a_body_whose_fields_and_wire_names_disagree_is_refused_at_definition():
+    with pytest.raises(TypeError, match="FIELDS and the declared fields differ"):
+        class Broken(p.Body):
+            name: str
+            FIELDS = (p._f("other", "Other", p._str, str),)
