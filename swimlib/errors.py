@@ -10,7 +10,7 @@ callers that validate arguments catch it naturally).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from swimlib.cluster.keys import KeyResult
@@ -58,6 +58,23 @@ class KeyQueryError(SwimError):
     def __init__(self, message: str, result: KeyResult) -> None:
         super().__init__(message)
         self.result = result
+
+
+class KeyringError(ConfigError):
+    """A key or keyring operation is invalid (bad size, bad base64, removing the primary)."""
+
+
+class RPCError(SwimError):
+    """The agent answered an RPC with an error (``str`` is its text) or hung up."""
+
+    def __init__(self, message: str, body: Any = None) -> None:
+        super().__init__(message)
+        #: The response body that came with the error, if any (key operations).
+        self.body = body
+
+
+class RPCConnectError(RPCError):
+    """Could not reach the agent's RPC port or complete the handshake / auth."""
 
 
 class AgentCrashed(SwimError):

@@ -43,7 +43,8 @@ def answer_key_query(keyring: Keyring | None, kind: str, payload: bytes,
                      response_limit: int) -> tuple[bytes, bool]:
     """Apply one key query to ``keyring``: our encoded answer (Serf's keyring
     handlers), and whether the keyring changed."""
-    from swimlib.wire.crypto import KeyringError, encode_key
+    from swimlib.errors import KeyringError
+    from swimlib.wire.crypto import encode_key
 
     if keyring is None:
         return sw.encode_serf(sw.KeyResponse(

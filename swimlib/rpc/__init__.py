@@ -10,8 +10,9 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from swimlib.errors import RPCConnectError, RPCError
     from swimlib.rpc.api import AgentAPI, KeyQueryError, KeyResult, LogLine, QueryReply
-    from swimlib.rpc.client import RPCClient, RPCConnectError, RPCError
+    from swimlib.rpc.client import RPCClient
     from swimlib.rpc.server import RPCServer, serve_rpc
 
 __all__ = [
@@ -35,8 +36,8 @@ _HOMES = {
     "LogLine": "swimlib.rpc.api",
     "QueryReply": "swimlib.rpc.api",
     "RPCClient": "swimlib.rpc.client",
-    "RPCConnectError": "swimlib.rpc.client",
-    "RPCError": "swimlib.rpc.client",
+    "RPCConnectError": "swimlib.errors",
+    "RPCError": "swimlib.errors",
     "RPCServer": "swimlib.rpc.server",
     "serve_rpc": "swimlib.rpc.server",
 }

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import attrs
 
-from swimlib.errors import DecodeError, SwimError
+from swimlib.errors import DecodeError, RPCConnectError, RPCError
 from swimlib.rpc import protocol as p
 
 __all__ = [
@@ -31,19 +31,6 @@ DEFAULT_RPC_ADDR: Final = "127.0.0.1:7373"
 #: Go's ``client.DefaultTimeout``: dial and write deadline.
 DEFAULT_TIMEOUT: Final = 10.0
 CLIENT_CLOSED: Final = "client closed"
-
-
-class RPCError(SwimError):
-    """The agent answered with an error (``str`` is the agent's text) or hung up."""
-
-    def __init__(self, message: str, body: Any = None) -> None:
-        super().__init__(message)
-        #: The response body that came with the error, if any (key operations).
-        self.body = body
-
-
-class RPCConnectError(RPCError):
-    """Could not reach the agent or complete the handshake / auth."""
 
 
 def split_host_port(addr: str) -> tuple[str, int]:

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final
 
+from swimlib.errors import RPCError
 from swimlib.rpc import protocol as p
-from swimlib.rpc.client import DEFAULT_RPC_ADDR, RPCClient, RPCError
+from swimlib.rpc.client import DEFAULT_RPC_ADDR, RPCClient
 from swimlib.rpc.goflags import BoolFlag, parse_go_duration
 from swimlib.rpc.output import GoStruct, columnize, go_json, go_repr, stats_text
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from swimlib.errors import ConfigError, DecodeError, DecryptError
+from swimlib.errors import DecodeError, DecryptError, KeyringError
 
 #: Valid key sizes: AES-128, AES-192, AES-256.
 KEY_SIZES = (16, 24, 32)
@@ -49,10 +49,6 @@ VERSIONS = (0, 1)
 #: Where nonces come from: fixed bytes (one encryption), a seeded
 #: ``random.Random``, a callable ``n -> n bytes``, or None for ``os.urandom``.
 NonceSource = bytes | random.Random | Callable[[int], bytes] | None
-
-
-class KeyringError(ConfigError):
-    """A key or keyring operation is invalid (bad size, bad base64, removing the primary)."""
 
 
 def validate_key(key: bytes) -> bytes:
