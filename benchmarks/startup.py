@@ -2,8 +2,8 @@
 
 Why: a cluster's cold start and every restart pay it. An agent is started
 alone (no join) and asked ``members`` over its RPC port as soon as the port
-accepts; at the first answer we read the process's CPU time (utime + stime
-from /proc/PID/stat) and the wall time since exec. Later, after the agent
+accepts; at the first answer we read the process's CPU time (all threads,
+from /proc/PID/task/*/schedstat) and the wall time since exec. Later, after the agent
 settled (``--settle``, past the agent's post-start-up memory release), its
 RSS. Each implementation and backend is started ``--repeat`` times,
 interleaved, so load on the shared machine hits all alike; medians are
@@ -25,17 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.agents import SERF, precompile
+from benchmarks.agents import SERF, cpu_seconds, precompile
+from swimlib.errors import SwimError
 from swimlib.rpc.client import RPCClient
 from swimlib.testing import free_port, stop_process
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 BACKENDS = ("asyncio", "trio")
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def _rss_mb(pid: int) -> float:
@@ -67,12 +62,12 @@ def measure(impl: str, settle: float, timeout: float = 30.0) -> dict[str, float]
                 with RPCClient(f"127.0.0.1:{rpc}", timeout=5) as client:
                     client.members()
                 break
-            except OSError:
+            except (OSError, SwimError):  # not listening yet
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"{impl} agent did not answer RPC") from None
                 time.sleep(0.002)
         wall = time.monotonic() - start
-        cpu = _cpu_s(proc.pid)
+        cpu = cpu_seconds(proc.pid)
         time.sleep(settle)
         return {"cpu_s": cpu, "wall_s": wall, "rss_mb": _rss_mb(proc.pid)}
     finally:

@@ -31,8 +31,9 @@ indices for both. Each cluster goes through:
   time from the last process start until every agent knows all N (and
   per agent, from its own process start). Start-up costs count here, as
   they do when a whole cluster (re)starts.
-* steady state: after a warm-up, a window in which CPU (utime+stime from
-  /proc/PID/stat), RSS (VmRSS) and traffic are measured per agent. Traffic:
+* steady state: after a warm-up, a window in which CPU (every thread's run
+  time from /proc/PID/task/*/schedstat: ns, where /proc/PID/stat counts 10 ms
+  ticks), RSS (VmRSS) and traffic are measured per agent. Traffic:
   ``tcpdump -i lo`` on the cluster's gossip port range when installed (UDP and
   TCP, IP bytes; packets attributed to an agent by source port, TCP from
   ephemeral initiator ports only in the per-agent mean); otherwise system-wide
@@ -75,6 +76,7 @@ from benchmarks.agents import (
     AgentProc,
     Cluster,
     Impl,
+    cpu_seconds,
     precompile,
 )
 
@@ -87,7 +89,6 @@ RSS_LIMIT_KB = 28 * 1024  # 28 MiB; VmRSS is reported in KiB
 COLD_START_LIMIT = 3.0
 IMPLS = (SERF_IMPL, SWIMLIB_IMPL)
 BASE_PORTS = {"serf": 27000, "swimlib": 27200}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # ----------------------------------------------------------------- statistics
 
@@ -345,11 +346,12 @@ class Capture:
                 "bytes": {**summary([mean_b]), "mean": mean_b}}
 
 
-def _read_cpu(agents: Sequence[AgentProc]) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _read_cpu(agents: Sequence[AgentProc]) -> dict[str, float]:
+    """CPU seconds so far per agent (every thread, ns resolution)."""
+    out: dict[str, float] = {}
     for a in agents:
         with contextlib.suppress(OSError, ValueError, AssertionError):
-            out[a.node] = cpu_ticks(Path(f"/proc/{a.pid}/stat").read_text())
+            out[a.node] = cpu_seconds(a.pid)
     return out
 
 
@@ -677,7 +679,7 @@ class ClusterRun:
         finally:
             cap.stop()
         span = m1 - m0
-        cpu = {k: (cpu1[k] - cpu0[k]) / CLK_TCK * 60 / span for k in cpu1 if k in cpu0}
+        cpu = {k: (cpu1[k] - cpu0[k]) * 60 / span for k in cpu1 if k in cpu0}
         self.res["cpu_s_per_min_per_agent"] = cpu
         self.res["rss_kb_per_agent"] = rss
         self.res["rss_anon_kb_per_agent"] = anon
