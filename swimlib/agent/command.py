@@ -131,12 +131,23 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         backend.run(_run_agent, settings, backend=settings.backend)
-    except KeyboardInterrupt:
-        return 1
-    except (ConfigError, SwimError, OSError) as exc:
-        print(f"==> Error: {exc}", file=sys.stderr)
-        return 1
+    except BaseException as exc:
+        # Task groups deliver an error wrapped in an exception group.
+        error = _unwrap(exc)
+        if isinstance(error, KeyboardInterrupt):
+            return 1
+        if isinstance(error, ConfigError | SwimError | OSError):
+            print(f"==> Error: {error}", file=sys.stderr)
+            return 1
+        raise
     return 0
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one error inside (nested) single-member exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class _Settings:

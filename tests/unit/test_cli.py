@@ -1,6 +1,9 @@
 import base64
+import socket
 import subprocess
 import sys
+
+import pytest
 
 from swimlib.cli import main
 
@@ -35,3 +38,32 @@ def test_agent_profile_and_disable_compression_flags_reach_the_config():
     wan = _agent_settings("--profile", "wan", "--disable-compression").config
     assert wan.profile == "wan" and wan.probe_interval == 5.0
     assert not wan.enable_compression
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ports_in_use_are_a_clear_error_not_a_traceback(backend):
+    from swimlib.testing import free_port
+
+    for taken in ("gossip", "rpc"):
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", free_port()))
+            holder.listen()
+            busy = holder.getsockname()[1]
+            gossip = busy if taken == "gossip" else free_port()
+            rpc = busy if taken == "rpc" else free_port()
+            proc = subprocess.run(
+                [sys.executable, "-m", "swimlib.cli", "agent", "--node", "a", "--backend", backend,
+                 "--bind", f"127.0.0.1:{gossip}", "--rpc-addr", f"127.0.0.1:{rpc}"],
+                capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.startswith("==> Error:") and "in use" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_an_unknown_backend_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("SWIMLIB_BACKEND", "gevent")
+    proc = subprocess.run([sys.executable, "-m", "swimlib.cli", "agent", "--node", "a"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == ("==> Error: SWIMLIB_BACKEND='gevent': must be one of asyncio, "
+                           "trio (unset: asyncio)\n")
