@@ -102,6 +102,13 @@ class BlockingAgent:
 
         return self._call(collect)
 
+    def respond(self, query_id: int, payload: bytes) -> None:
+        """Answer a query seen in :meth:`events` (its ``id``)."""
+        self._call(self._agent.respond, query_id, payload)
+
+    def force_leave(self, node: str, prune: bool = False) -> None:
+        self._call(self._agent.force_leave, node, prune)
+
     def wait_member(self, name: str, status: MemberStatus = MemberStatus.ALIVE,
                     timeout: float | None = None) -> ClusterMember:
         """Wait until ``name`` has ``status``; TimeoutError after ``timeout`` seconds."""

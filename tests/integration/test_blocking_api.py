@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 from contextlib import ExitStack
 
 import pytest
@@ -40,8 +41,17 @@ def test_two_blocking_agents_gossip_query_and_leave(backend: str) -> None:
                 break
         else:
             pytest.fail("no member-update for b's tags")
-        replies = a.query("ping", b"", request_ack=True, timeout=1.0)
+        queries = b.events(timeout=10)
+        replies: list[swimlib.QueryReply] = []
+        asked = threading.Thread(target=lambda: replies.extend(
+            a.query("ping", b"", request_ack=True, timeout=2.0)))
+        asked.start()
+        query = next(e for e in queries if isinstance(e, swimlib.QueryEvent))
+        b.respond(query.id, b"pong")
+        asked.join(10)
         assert {r.from_node for r in replies if r.kind == "ack"} == {"a", "b"}
+        assert [(r.from_node, r.payload) for r in replies if r.kind == "response"] == [
+            ("b", b"pong")]
         assert a.statistics().counters["udp.sent"] > 0
 
         b.leave()
