@@ -35,14 +35,24 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 
+#: ``--backend`` of the running command (None: $SWIMLIB_BACKEND or the default).
+_backend_flag: str | None = None
+
+
 def async_backend() -> str:
     """The event loop the commands run on (see :func:`swimlib.backend.choose_backend`)."""
-    return backend.choose_backend()
+    return backend.choose_backend(_backend_flag)
 
 
 def _run(func: Callable[[*Ts], Awaitable[T]], *args: *Ts) -> T:
     """Run ``func`` on :func:`async_backend`'s event loop."""
     return backend.run(func, *args, backend=async_backend())
+
+
+def _backend_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=backend.BACKENDS, default=None,
+                   help=f"event loop (default: ${backend.ENV_VAR}, else "
+                        f"{backend.DEFAULT_BACKEND})")
 
 
 def _settings_flags(p: argparse.ArgumentParser, agent: bool) -> None:
@@ -76,16 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the embedded agent and HAProxy")
     _settings_flags(run, agent=True)
+    _backend_option(run)
     render = sub.add_parser("render", help="print the config that would be written (dry run)")
     _settings_flags(render, agent=False)
     render.add_argument("--members-json", metavar="FILE", required=True,
                         help="`serf members -format=json` output ('-' for stdin)")
     render.add_argument("--check", action="store_true",
                         help="also validate the result with haproxy -c")
+    _backend_option(render)
     status = sub.add_parser("status", help="desired members and HAProxy servers side by side")
     status.add_argument("--state-dir", metavar="DIR")
     status.add_argument("--config", metavar="PATH.toml")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    _backend_option(status)
     return parser
 
 
@@ -105,7 +118,9 @@ def _error(message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global _backend_flag
     args = build_parser().parse_args(argv)
+    _backend_flag = args.backend
     try:
         async_backend()
         settings = load_settings(args)

@@ -156,3 +156,29 @@ def test_status_runs_on_the_chosen_backend(monkeypatch, tmp_path, capsys, backen
     monkeypatch.setenv("SWIMLIB_BACKEND", backend)
     test_status_from_state_file_when_haproxy_is_down(tmp_path, capsys)
     assert loops == [backend, backend]
+
+
+def test_the_backend_flag_wins_over_the_environment(monkeypatch, tmp_path, capsys):
+    import asyncio
+
+    from lbadapter import cli
+
+    loops: list[str] = []
+    real = cli._haproxy_servers
+
+    async def spy(*args):
+        try:
+            asyncio.get_running_loop()
+            loops.append("asyncio")
+        except RuntimeError:  # (not in an asyncio loop)
+            loops.append("trio")
+        return await real(*args)
+
+    monkeypatch.setattr(cli, "_haproxy_servers", spy)
+    (tmp_path / "state.json").write_text(json.dumps({
+        "backend": "app", "desired": [], "haproxy": {"master_pid": None, "workers": []}}))
+    for env, flag in (("asyncio", "trio"), ("trio", "asyncio")):
+        monkeypatch.setenv("SWIMLIB_BACKEND", env)
+        assert main(["status", "--state-dir", str(tmp_path), "--backend", flag]) == 0
+    assert loops == ["trio", "asyncio"]
+    capsys.readouterr()
