@@ -31,6 +31,8 @@ from swimlib.transport.base import Address, StreamHandler
 INBOX_SIZE = 4096
 #: Datagrams handed over per receive, like the socket transport's batch.
 BATCH = 64
+#: Connections waiting to be served before more are refused (a listen backlog).
+BACKLOG = 128
 #: Source ports of outbound streams start here (an ephemeral range of our own).
 _FIRST_STREAM_PORT = 40000
 
@@ -101,7 +103,7 @@ class MemoryNetwork:
         if self._cut(source.local_address[0], dest[0]):
             await anyio.sleep_forever()  # a lost SYN: the caller's timeout ends it
         target = self._hosts.get(dest)
-        if target is None or target._accept is None:
+        if target is None:
             raise ConnectionRefusedError(f"connection refused: {dest[0]}:{dest[1]}")
         if self.latency:
             await anyio.sleep(self.latency)
@@ -125,7 +127,9 @@ class MemoryTransport:
         self._inbox_send, self._inbox = anyio.create_memory_object_stream[_Item](INBOX_SIZE)
         self._held: _Item | None = None
         self._unreachable: list[tuple[Address, bytes]] = []
-        self._accept: MemoryObjectSendStream[tuple[ByteStream, Address]] | None = None
+        # The backlog of a bound listener: connections wait here until served.
+        self._accept, self._backlog = anyio.create_memory_object_stream[
+            tuple[ByteStream, Address]](BACKLOG)
         self._last_stream_port = _FIRST_STREAM_PORT
 
     @property
@@ -160,20 +164,15 @@ class MemoryTransport:
         return await self._network._connect(self, dest)
 
     async def serve_streams(self, handler: StreamHandler) -> None:
-        send, receive = anyio.create_memory_object_stream[tuple[ByteStream, Address]](128)
-        self._accept = send
-        try:
-            async with anyio.create_task_group() as tg, receive:
-                async for stream, peer in receive:
-                    tg.start_soon(handler, stream, peer)
-        finally:
-            self._accept = None
+        async with anyio.create_task_group() as tg:
+            async for stream, peer in self._backlog:
+                tg.start_soon(handler, stream, peer)
 
     async def aclose(self) -> None:
         self._network._close(self._address)
         self._inbox_send.close()
-        if self._accept is not None:
-            self._accept.close()
+        self._accept.close()
+        self._backlog.close()
         await anyio.lowlevel.checkpoint()
 
     def _deliver(self, item: _Item) -> bool:

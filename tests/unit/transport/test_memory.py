@@ -64,10 +64,10 @@ async def test_a_stream_exchange_reaches_the_serving_side_with_the_peer_address(
         async with stream:
             await stream.send((await stream.receive()).upper())
 
+    # Connected before anyone serves: it waits in the backlog, as with a bound listener.
+    stream = await client.connect(server.local_address)
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(server.serve_streams, echo)
-        await anyio.sleep(0)
-        stream = await client.connect(server.local_address)
         await stream.send(b"hello")
         assert await stream.receive() == b"HELLO"
         with pytest.raises(anyio.EndOfStream):
