@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -193,6 +193,14 @@ class _Settings:
 
 
 async def _run_agent(s: _Settings) -> None:
+    # Signals are ours from the first moment of the event loop: a supervisor may
+    # stop the agent right after its banner, and that must be a graceful leave
+    # (queued here until _wait_for_exit reads it), never the default SIGTERM death.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        await _run_agent_until_signalled(s, signals)
+
+
+async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) -> None:
     snapshotter = None
     if s.snapshot:  # imported only when used
         from swimlib.agent.snapshot import Snapshotter
@@ -214,7 +222,7 @@ async def _run_agent(s: _Settings) -> None:
             task_group.start_soon(_fan_out, agent, raw_events, handler_events, snapshotter)
             task_group.start_soon(_join_with_retry, agent, s, snapshotter)
             task_group.start_soon(release_after_startup)
-            await _wait_for_exit(stop_requested)
+            await _wait_for_exit(signals, stop_requested)
             if not agent.has_left:
                 log.info("agent: Gracefully shutting down agent...")
                 if snapshotter is not None:
@@ -320,15 +328,14 @@ async def _join_with_retry(agent: Agent, s: _Settings, snapshotter: Snapshotter 
         await join_with_backoff(agent, s.join, replay=s.replay, logger=log)
 
 
-async def _wait_for_exit(stop_requested: anyio.Event) -> None:
+async def _wait_for_exit(received: AsyncIterator[int], stop_requested: anyio.Event) -> None:
     """Until SIGINT/SIGTERM, or until an RPC client had us leave (``serf leave``)."""
     async with anyio.create_task_group() as task_group:
         async def signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-                async for signum in received:
-                    log.info("agent: Caught signal: %s", signal.Signals(signum).name)
-                    task_group.cancel_scope.cancel()
-                    return
+            async for signum in received:
+                log.info("agent: Caught signal: %s", signal.Signals(signum).name)
+                task_group.cancel_scope.cancel()
+                return
 
         async def left() -> None:
             await stop_requested.wait()

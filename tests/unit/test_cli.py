@@ -67,3 +67,27 @@ def test_an_unknown_backend_is_a_clear_error(monkeypatch):
     assert proc.returncode == 1
     assert proc.stderr == ("==> Error: SWIMLIB_BACKEND='gevent': must be one of asyncio, "
                            "trio (unset: asyncio)\n")
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigterm_right_after_the_banner_is_a_graceful_exit(backend):
+    """The signal receiver is in place before the banner: a supervisor stopping the agent
+    at once gets a leave and exit code 0, not the default SIGTERM death (-15)."""
+    import signal
+
+    from swimlib.testing import free_port, stop_process
+
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "swimlib.cli", "agent", "--node", "a", "--backend", backend,
+             "--bind", f"127.0.0.1:{free_port()}", "--rpc-addr", f"127.0.0.1:{free_port()}"],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # bounded by the process's output
+                if "agent running" in line:
+                    break
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            stop_process(proc, timeout=10)
