@@ -134,10 +134,9 @@ def test_unknown_backend_is_a_clear_error(monkeypatch, tmp_path, members_file, c
             "(unset: asyncio)\n")
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_status_runs_on_the_chosen_backend(monkeypatch, tmp_path, capsys, backend):
-    """``status`` asks HAProxy's socket from the event loop ``SWIMLIB_BACKEND`` names."""
-    import asyncio
+def _record_loops(monkeypatch) -> list[str]:
+    """The event loop each HAProxy query of ``status`` ran on, in order."""
+    import sniffio
 
     from lbadapter import cli
 
@@ -145,36 +144,24 @@ def test_status_runs_on_the_chosen_backend(monkeypatch, tmp_path, capsys, backen
     real = cli._haproxy_servers
 
     async def spy(*args):
-        try:
-            asyncio.get_running_loop()
-            loops.append("asyncio")
-        except RuntimeError:  # (not in an asyncio loop)
-            loops.append("trio")
+        loops.append(sniffio.current_async_library())
         return await real(*args)
 
     monkeypatch.setattr(cli, "_haproxy_servers", spy)
+    return loops
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_status_runs_on_the_chosen_backend(monkeypatch, tmp_path, capsys, backend):
+    """``status`` asks HAProxy's socket from the event loop ``SWIMLIB_BACKEND`` names."""
+    loops = _record_loops(monkeypatch)
     monkeypatch.setenv("SWIMLIB_BACKEND", backend)
     test_status_from_state_file_when_haproxy_is_down(tmp_path, capsys)
     assert loops == [backend, backend]
 
 
 def test_the_backend_flag_wins_over_the_environment(monkeypatch, tmp_path, capsys):
-    import asyncio
-
-    from lbadapter import cli
-
-    loops: list[str] = []
-    real = cli._haproxy_servers
-
-    async def spy(*args):
-        try:
-            asyncio.get_running_loop()
-            loops.append("asyncio")
-        except RuntimeError:  # (not in an asyncio loop)
-            loops.append("trio")
-        return await real(*args)
-
-    monkeypatch.setattr(cli, "_haproxy_servers", spy)
+    loops = _record_loops(monkeypatch)
     (tmp_path / "state.json").write_text(json.dumps({
         "backend": "app", "desired": [], "haproxy": {"master_pid": None, "workers": []}}))
     for env, flag in (("asyncio", "trio"), ("trio", "asyncio")):
