@@ -9,7 +9,7 @@ type's range (an LTime of 2^64-1 is a valid uint64); they are hostile only in
 what they make the receiver do.
 
 For each entry and each implementation (``serf`` = ``/usr/bin/serf agent``,
-``swimlib`` = ``python -m swimlib.cli agent``, both with the LAN profile):
+``swimlib`` = ``swimlib agent``, both with the LAN profile):
 
 1. a fresh cluster a0, a1, a2 on 127.0.0.1 (ports from
    :func:`swimlib.testing.free_port`); a0 is the target, a1 the victim an
@@ -65,7 +65,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -77,7 +76,7 @@ from typing import IO, Any
 
 import msgpack
 
-from benchmarks.agents import SERF, AgentProc, precompile
+from benchmarks.agents import SERF, SWIMLIB_COMMAND, AgentProc, precompile
 from swimlib.errors import DecodeError
 from swimlib.testing import free_port
 from swimlib.wire import codec
@@ -422,7 +421,7 @@ def agent_argv(impl: str, node: str, port: int, rpc: int, tags: dict[str, str],
         if join:
             argv.append(f"-join={join}")
         return argv
-    argv = [sys.executable, "-m", "swimlib.cli", "agent", "--node", node,
+    argv = [*SWIMLIB_COMMAND, "agent", "--node", node,
             "--bind", f"{HOST}:{port}", "--rpc-addr", f"{HOST}:{rpc}", "--log-level", "info",
             "--profile", "lan", "--event-handler", f"user={handler}",
             "--event-handler", f"query={handler}"]

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.agents import precompile
+from benchmarks.agents import SWIMLIB_COMMAND, precompile
 from lbadapter.testing import free_port
 from swimlib.testing import ProcessGroup, send_signal, stop_process
 
@@ -145,7 +145,7 @@ def start_backend(procs: Procs, name: str, join: str, ready_timeout: float = 10.
         raise RuntimeError(f"backend app {name} did not listen on {b.http_port} "
                            f"within {ready_timeout}s (log: {procs.logdir}/{name}-app.log)")
     b.agent = procs.start(f"{name}-agent", [
-        sys.executable, "-m", "swimlib.cli", "agent", "--node", name,
+        *SWIMLIB_COMMAND, "agent", "--node", name,
         "--bind", f"{LOOPBACK}:{b.gossip_port}", "--rpc-addr", f"{LOOPBACK}:{b.rpc_port}",
         "--tag", "role=backend", "--tag", f"port={b.http_port}", "--join", join])
     return b

@@ -9,8 +9,8 @@ RSS. Each implementation and backend is started ``--repeat`` times,
 interleaved, so load on the shared machine hits all alike; medians are
 reported with the ratio to serf's.
 
-swimlib runs as the CLI agent runs (``python -m swimlib.cli agent``, bytecode
-precompiled), on each backend (``--backend``). ``--importtime`` adds the
+swimlib runs as operators run it (the installed ``swimlib agent`` command,
+bytecode precompiled), on each backend (``--backend``). ``--importtime`` adds the
 biggest import costs (``python -X importtime``) of one asyncio start.
 """
 
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.agents import SERF, cpu_seconds, precompile
+from benchmarks.agents import SERF, SWIMLIB_COMMAND, cpu_seconds, precompile
 from swimlib.errors import SwimError
 from swimlib.rpc.client import RPCClient
 from swimlib.testing import free_port, stop_process
@@ -44,7 +44,7 @@ def argv_for(impl: str, port: int, rpc: int) -> list[str]:
     if impl == "serf":
         return [SERF, "agent", "-node=s", f"-bind=127.0.0.1:{port}",
                 f"-rpc-addr=127.0.0.1:{rpc}", "-log-level=warn"]
-    return [sys.executable, "-m", "swimlib.cli", "agent", "--node", "s",
+    return [*SWIMLIB_COMMAND, "agent", "--node", "s",
             "--bind", f"127.0.0.1:{port}", "--rpc-addr", f"127.0.0.1:{rpc}",
             "--log-level", "warn", "--backend", impl]
 

@@ -16,10 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from swimlib.agent.addresses import split_host_port
 from swimlib.errors import ConfigError
+from swimlib.records import field, record
 
 __all__ = ["DEFAULT_SERVER_OPTIONS", "Address", "Settings", "SettingsError", "load_settings",
            "settings_from_mapping"]
@@ -41,12 +40,12 @@ class SettingsError(ValueError):
     """A setting is missing, malformed or inconsistent."""
 
 
-@attrs.frozen
+@record
 class Settings:
     """Everything ``lbadapter run`` needs; durations in seconds."""
 
     #: Embedded agent: node name, gossip bind/advertise, optional Serf RPC address.
-    node: str = attrs.field(factory=lambda: f"{socket.gethostname()}-lb")
+    node: str = field(factory=lambda: f"{socket.gethostname()}-lb")
     bind: Address = ("0.0.0.0", 7946)
     advertise: Address | None = None
     rpc_addr: Address | None = None

@@ -14,10 +14,10 @@ import ipaddress
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-import attrs
+from swimlib.records import field, record
 
 __all__ = ["DesiredServer", "MemberLike", "MemberProblems", "MemberRecord", "Want",
            "desired_servers", "member_label", "members_from_json", "parse_port_tag",
@@ -137,14 +137,14 @@ class MemberLike(Protocol):
     def status_name(self) -> str: ...
 
 
-@attrs.frozen
+@record
 class MemberRecord:
     """A member read from JSON (``lbadapter render --members-json``)."""
 
     name: str
     addr: str
     port: int
-    tags: Mapping[str, str] = attrs.field(factory=dict)
+    tags: Mapping[str, str] = field(factory=dict)
     status: str = "alive"
 
     @property
@@ -156,23 +156,30 @@ class MemberRecord:
         return self.status
 
 
-def _check_name(_: object, __: Any, value: str) -> None:
+def _check_name(_: str, value: str) -> None:
     if not isinstance(value, str) or not _SERVER_NAME.fullmatch(value) \
             or value in _RESERVED_NAMES:
         raise ValueError(f"not a safe HAProxy server name: {value!r}")
 
 
-def _check_addr(_: object, __: Any, value: str) -> None:
+def _check_addr(_: str, value: str) -> None:
     if usable_ip(value)[0] != value:
         raise ValueError(f"not a canonical, usable IP address: {value!r}")
 
 
-def _check_port(_: object, __: Any, value: int) -> None:
+def _check_port(_: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
         raise ValueError(f"not a port: {value!r}")
 
 
-@attrs.frozen
+def _check_type(kind: type) -> Callable[[str, object], None]:
+    def check(name: str, value: object) -> None:
+        if not isinstance(value, kind):
+            raise TypeError(f"{name} must be a {kind.__name__}, got {value!r}")
+    return check
+
+
+@record
 class DesiredServer:
     """One server of the managed backend as membership wants it.
 
@@ -183,11 +190,11 @@ class DesiredServer:
     print (:func:`member_label`).
     """
 
-    name: str = attrs.field(validator=_check_name)
-    member: str = attrs.field(validator=attrs.validators.instance_of(str))
-    addr: str = attrs.field(validator=_check_addr)
-    port: int = attrs.field(validator=_check_port)
-    want: Want = attrs.field(validator=attrs.validators.instance_of(Want))
+    name: str = field(validator=_check_name)
+    member: str = field(validator=_check_type(str))
+    addr: str = field(validator=_check_addr)
+    port: int = field(validator=_check_port)
+    want: Want = field(validator=_check_type(Want))
 
     @property
     def label(self) -> str:

@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 
 import anyio
-import attrs
+
+from swimlib.records import record
 
 __all__ = ["AddResult", "CLIError", "CLIUnavailable", "DelResult", "HAProxyNotFound",
            "MasterClient", "ProcInfo", "RuntimeClient", "ServerState", "UnexpectedAnswer",
@@ -113,7 +114,7 @@ def _token(value: str) -> str:
 
 # ------------------------------------------------------------------ parsing
 
-@attrs.frozen
+@record
 class ServerState:
     """One row of ``show servers state``."""
 
@@ -174,7 +175,7 @@ def up_servers(rows: list[dict[str, str]], backend: str) -> set[str]:
             and r.get("status", "").startswith("UP")}
 
 
-@attrs.frozen
+@record
 class ProcInfo:
     """``show proc`` on the master CLI."""
 

@@ -26,7 +26,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 import anyio
-import attrs
 
 from lbadapter.desired import DesiredServer, Want
 from lbadapter.haproxy import (
@@ -39,6 +38,7 @@ from lbadapter.haproxy import (
     UnexpectedAnswer,
 )
 from swimlib.faults import FaultLog
+from swimlib.records import field, record
 
 __all__ = ["PassResult", "Reconciler", "ReloadScheduler"]
 
@@ -52,14 +52,14 @@ DRAIN_POLL = 0.5
 DRIFT_PASSES = 3
 
 
-@attrs.define
+@record(frozen=False)
 class PassResult:
     """What one pass did; ``reload_reason`` is set when it wants a reload."""
 
-    actions: list[str] = attrs.field(factory=list)
-    errors: list[str] = attrs.field(factory=list)
+    actions: list[str] = field(factory=list)
+    errors: list[str] = field(factory=list)
     reload_reason: str | None = None
-    actual: list[ServerState] = attrs.field(factory=list)
+    actual: list[ServerState] = field(factory=list)
 
     @property
     def clean(self) -> bool:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import attrs
 import jinja2
 
 from lbadapter.config import Settings
 from lbadapter.desired import DesiredServer, Want
+from swimlib.records import record
 
 __all__ = ["DEFAULT_TEMPLATE", "CheckResult", "ConfigCheckError", "ConfigWriter", "RenderError",
            "check_config", "render_config", "render_context"]
@@ -114,7 +114,7 @@ def render_config(settings: Settings, servers: Iterable[DesiredServer],
     return text if text.endswith("\n") else text + "\n"
 
 
-@attrs.frozen
+@record
 class CheckResult:
     ok: bool
     #: HAProxy's stdout and stderr lines (``[ALERT] ...``, ``Configuration file is valid``).

@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import attrs
-
 from simulations import faults
 from simulations.engine import NodeFactory, SimNode, Simulation
 from simulations.metrics import Metrics, ViewTracker, converged, report
@@ -24,6 +22,7 @@ from simulations.network import DEFAULT_LATENCY_S, Network
 from simulations.reconnect import Reconnector
 from swimlib.config import Config
 from swimlib.membership.types import Member, MemberState
+from swimlib.records import record
 
 SCENARIOS = ("steady", "crash", "leave", "partition", "bootstrap", "flaky", "churn")
 
@@ -52,7 +51,7 @@ CHURN_EVERY_S = 5.0
 CHECK_EVERY_S = 0.5
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class Options:
     """One run's parameters (the CLI flags)."""
 

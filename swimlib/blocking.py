@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 import anyio
-import attrs
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -34,11 +33,12 @@ from swimlib.cluster.effects import QueryReply
 from swimlib.cluster.events import ClusterMember, Event, MemberStatus
 from swimlib.cluster.keys import KeyResult
 from swimlib.errors import AgentCrashed
+from swimlib.records import record
 
 T = TypeVar("T")
 
 
-@attrs.frozen
+@record
 class Outcome(Generic[T]):
     """A value, or the error that came instead."""
 

@@ -11,56 +11,55 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
-
 from swimlib.errors import ConfigError
+from swimlib.records import field, record, replace
 
 PROFILES = ("lan", "wan", "local")
 
 
-def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+def _positive(name: str, value: float) -> None:
     if not value > 0:
-        raise ConfigError(f"{attribute.name} must be > 0, got {value!r}")
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
 
 
-def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+def _non_negative(name: str, value: float) -> None:
     if value < 0:
-        raise ConfigError(f"{attribute.name} must be >= 0, got {value!r}")
+        raise ConfigError(f"{name} must be >= 0, got {value!r}")
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class Config:
     """Everything that shapes SWIM + Lifeguard behaviour. Immutable."""
 
     #: How often a node probes one peer (SWIM protocol period T').
-    probe_interval: float = attrs.field(default=1.0, validator=_positive)
+    probe_interval: float = field(default=1.0, validator=_positive)
     #: How long to wait for a direct ack before asking helpers (indirect probe).
-    probe_timeout: float = attrs.field(default=0.5, validator=_positive)
+    probe_timeout: float = field(default=0.5, validator=_positive)
     #: Number of helpers asked to ping a target that missed its direct ack.
-    indirect_checks: int = attrs.field(default=3, validator=_non_negative)
+    indirect_checks: int = field(default=3, validator=_non_negative)
     #: Minimum suspicion timeout = mult * max(1, log10 n) * probe_interval.
-    suspicion_mult: int = attrs.field(default=4, validator=_positive)
+    suspicion_mult: int = field(default=4, validator=_positive)
     #: Maximum suspicion timeout = this * minimum (Lifeguard starts here).
-    suspicion_max_timeout_mult: int = attrs.field(default=6, validator=_positive)
+    suspicion_max_timeout_mult: int = field(default=6, validator=_positive)
     #: Lifeguard local-health score is capped at this - 1.
-    awareness_max_multiplier: int = attrs.field(default=8, validator=_positive)
+    awareness_max_multiplier: int = field(default=8, validator=_positive)
     #: How often queued broadcasts are gossiped (besides piggybacking).
-    gossip_interval: float = attrs.field(default=0.2, validator=_positive)
+    gossip_interval: float = field(default=0.2, validator=_positive)
     #: Peers each gossip round sends to.
-    gossip_nodes: int = attrs.field(default=3, validator=_non_negative)
+    gossip_nodes: int = field(default=3, validator=_non_negative)
     #: Dead nodes keep receiving gossip this long, so they can refute.
-    gossip_to_the_dead_time: float = attrs.field(default=30.0, validator=_non_negative)
+    gossip_to_the_dead_time: float = field(default=30.0, validator=_non_negative)
     #: Each broadcast is sent retransmit_mult * ceil(log10(n + 1)) times.
-    retransmit_mult: int = attrs.field(default=4, validator=_positive)
+    retransmit_mult: int = field(default=4, validator=_positive)
     #: Full-state TCP sync period (scaled up above 32 nodes); 0 disables it.
-    push_pull_interval: float = attrs.field(default=30.0, validator=_non_negative)
+    push_pull_interval: float = field(default=30.0, validator=_non_negative)
     #: Connect + I/O deadline for TCP exchanges (push-pull, fallback ping).
-    tcp_timeout: float = attrs.field(default=10.0, validator=_positive)
+    tcp_timeout: float = field(default=10.0, validator=_positive)
     #: Largest UDP datagram we assemble (piggyback budget).
-    udp_buffer_size: int = attrs.field(default=1400, validator=_positive)
+    udp_buffer_size: int = field(default=1400, validator=_positive)
     #: After this long dead, a node name may be reclaimed by a new address on anyone's
     #: word (0 = never: a dead or left node moves only once its new address answers).
-    dead_node_reclaim_time: float = attrs.field(default=0.0, validator=_non_negative)
+    dead_node_reclaim_time: float = field(default=0.0, validator=_non_negative)
     #: Fall back to a TCP ping when UDP probes fail (memberlist default on).
     tcp_pings: bool = True
     #: LZW-compress TCP streams (push-pull), as memberlist does; off = send plain.
@@ -86,29 +85,29 @@ class Config:
 
     # --- Serf layer (swimlib.cluster); Serf's defaults, the same in every profile.
     #: How long leave, force-leave and tag broadcasts may take to go out.
-    broadcast_timeout: float = attrs.field(default=5.0, validator=_positive)
+    broadcast_timeout: float = field(default=5.0, validator=_positive)
     #: After leaving, keep answering probes this long so peers learn we left.
-    leave_propagate_delay: float = attrs.field(default=1.0, validator=_non_negative)
+    leave_propagate_delay: float = field(default=1.0, validator=_non_negative)
     #: How often failed and left members are checked for reaping.
-    reap_interval: float = attrs.field(default=15.0, validator=_positive)
+    reap_interval: float = field(default=15.0, validator=_positive)
     #: How often we may try to reconnect to a failed member.
-    reconnect_interval: float = attrs.field(default=30.0, validator=_positive)
+    reconnect_interval: float = field(default=30.0, validator=_positive)
     #: Failed members are forgotten (member-reap) after this long.
-    reconnect_timeout: float = attrs.field(default=86400.0, validator=_positive)
+    reconnect_timeout: float = field(default=86400.0, validator=_positive)
     #: Left members are forgotten (member-reap) after this long.
-    tombstone_timeout: float = attrs.field(default=86400.0, validator=_positive)
+    tombstone_timeout: float = field(default=86400.0, validator=_positive)
     #: Intents about not-yet-known members are kept this long.
-    recent_intent_timeout: float = attrs.field(default=300.0, validator=_positive)
+    recent_intent_timeout: float = field(default=300.0, validator=_positive)
     #: Serf's broadcast queues are pruned to this many messages (oldest dropped).
-    max_queue_depth: int = attrs.field(default=4096, validator=_positive)
+    max_queue_depth: int = field(default=4096, validator=_positive)
     #: Default query timeout = gossip_interval * this * ceil(log10(alive + 1)).
-    query_timeout_mult: int = attrs.field(default=16, validator=_positive)
+    query_timeout_mult: int = field(default=16, validator=_positive)
     #: Encoded size limits (bytes) for queries, query responses and user events.
-    query_size_limit: int = attrs.field(default=1024, validator=_positive)
-    query_response_size_limit: int = attrs.field(default=1024, validator=_positive)
-    user_event_size_limit: int = attrs.field(default=512, validator=_positive)
+    query_size_limit: int = field(default=1024, validator=_positive)
+    query_response_size_limit: int = field(default=1024, validator=_positive)
+    user_event_size_limit: int = field(default=512, validator=_positive)
 
-    def __attrs_post_init__(self) -> None:
+    def __post_init__(self) -> None:
         if self.probe_timeout > self.probe_interval:
             raise ConfigError(
                 f"probe_timeout ({self.probe_timeout}) must not exceed "
@@ -168,4 +167,4 @@ class Config:
 
     def evolve(self, **changes: Any) -> Config:
         """A copy with some values changed (validated again)."""
-        return attrs.evolve(self, **changes)
+        return replace(self, **changes)

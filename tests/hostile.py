@@ -60,11 +60,11 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import attrs
 from hypothesis import strategies as st
 
 from swimlib.cluster import domains as _serf_domains
 from swimlib.errors import DecodeError
+from swimlib.records import record
 from swimlib.wire import codec, lzw
 from swimlib.wire import serf as sw
 from swimlib.wire._mp import I64_MAX, I64_MIN, U8, U16, U32, U64
@@ -127,7 +127,7 @@ GOSSIP_SAFE_SIZE = 1300
 # --------------------------------------------------------------------------- the target
 
 
-@attrs.frozen
+@record
 class Cluster:
     """Who is out there: names and addresses of the members, who receives, what to avoid.
 
@@ -169,7 +169,7 @@ class Cluster:
 # --------------------------------------------------------------------------- Go's msgpack, by hand
 
 
-@attrs.frozen
+@record
 class Int:
     """An integer in a chosen msgpack width (``code`` 0xcc-0xd3).
 
@@ -181,21 +181,21 @@ class Int:
     code: int
 
 
-@attrs.frozen
+@record
 class Str8:
     """Bytes as msgpack str8 (``d9``): accepted by Go and swimlib, never sent by Go."""
 
     data: bytes
 
 
-@attrs.frozen
+@record
 class Bin:
     """Bytes as msgpack bin (``c4``-``c6``): swimlib accepts it even in string fields."""
 
     data: bytes
 
 
-@attrs.frozen
+@record
 class Map:
     """A msgpack map with keys in exactly this order (duplicates allowed: last wins)."""
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import gc
 import logging
 import random
 import signal
@@ -30,7 +29,7 @@ from swimlib import backend
 from swimlib.agent.addresses import split_host_port
 from swimlib.agent.handlers import HandlerRunner, HandlerSpec, parse_handler_specs
 from swimlib.agent.join import join_with_backoff
-from swimlib.agent.memory import release_after_startup
+from swimlib.agent.memory import release_after_startup, resume_collector
 from swimlib.agent.rpc_adapter import start_rpc_server
 from swimlib.agent.runtime import Agent, open_agent
 from swimlib.cluster.coalesce import EventCoalescer
@@ -217,7 +216,7 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
         async with anyio.create_task_group() as task_group:
             stop_requested = await _start_rpc(task_group, agent, s)
             _banner(agent, s)
-            gc.enable()  # off since the command line was read (swimlib.cli)
+            resume_collector()  # off since the command line was read (swimlib.cli)
             handler_events = await _start_pipeline(task_group, agent, s, snapshotter)
             task_group.start_soon(_fan_out, agent, raw_events, handler_events, snapshotter)
             task_group.start_soon(_join_with_retry, agent, s, snapshotter)

@@ -43,7 +43,7 @@ Public API::
 
     HANDLER_EVENT_TYPES: frozenset[str]
     MAX_OUTPUT = 8192; SLOW_AFTER = 1.0
-    @attrs.frozen class HandlerSpec(event: str, script: str, name: str = "")
+    @record class HandlerSpec(event: str, script: str, name: str = "")
         .matches(event: Event) -> bool
     parse_handler_spec(spec: str) -> list[HandlerSpec]            # raises ConfigError
     parse_handler_specs(specs: Iterable[str]) -> list[HandlerSpec]
@@ -52,7 +52,7 @@ Public API::
               base_env: Mapping[str, str] | None = None) -> dict[str, str]
     format_member_line(member: ClusterMember) -> str
     event_stdin(event: Event) -> bytes
-    @attrs.frozen class InvocationResult(script, exit_code: int | None, output: bytes,
+    @record class InvocationResult(script, exit_code: int | None, output: bytes,
         total_output: int, duration: float, timed_out: bool)   .ok -> bool
     async invoke_script(script: str, event: Event, self_member: ClusterMember, *,
         base_env=None, timeout=None, shell="/bin/sh", drain_grace=2.0) -> InvocationResult
@@ -83,7 +83,6 @@ import subprocess
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import anyio
-import attrs
 from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 from anyio.streams.memory import MemoryObjectReceiveStream
 
@@ -97,6 +96,7 @@ from swimlib.cluster.events import (
 )
 from swimlib.errors import ConfigError
 from swimlib.faults import FaultLog
+from swimlib.records import record
 
 __all__ = [
     "HANDLER_EVENT_TYPES",
@@ -133,7 +133,7 @@ _DROP_LOG_INTERVAL = 10.0
 # --------------------------------------------------------------------------- specs
 
 
-@attrs.frozen(slots=True)
+@record
 class HandlerSpec:
     """One filter and its script; ``name`` narrows ``user``/``query`` to one event name."""
 
@@ -289,7 +289,7 @@ class _Ring:
         return bytes(self._buf)
 
 
-@attrs.frozen(slots=True)
+@record
 class InvocationResult:
     """Outcome of one script run. ``exit_code`` is negative for a signal, None if not started."""
 

@@ -11,6 +11,12 @@ objects) lives as long as the agent, so it is then frozen out of the
 cyclic garbage collector (:func:`gc.freeze`): every later full collection
 would walk it again for nothing, and an idle agent's CPU is mostly such
 periodic work.
+
+The collector is off while the agent starts (``swimlib.cli``) and comes back
+through :func:`resume_collector`, which freezes first: enabling it over a
+hundred thousand young objects would make the first allocation run a full
+collection (about 5 ms) before the agent answered anything. The few cycles
+of start-up garbage frozen with them are collected at the settle point.
 """
 
 from __future__ import annotations
@@ -24,9 +30,16 @@ import anyio
 SETTLE_SECONDS = 5.0
 
 
+def resume_collector() -> None:
+    """Turn the cyclic collector back on without a full collection now."""
+    gc.freeze()
+    gc.enable()
+
+
 def release_free_heap() -> bool:
-    """Collect garbage, freeze the survivors, ask glibc to unmap free heap pages;
-    True if it could."""
+    """Collect garbage (start-up's too), freeze the survivors, ask glibc to
+    unmap free heap pages; True if it could."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
     if not sys.platform.startswith("linux"):

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
-import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -51,6 +50,7 @@ from swimlib.membership.types import (
     Refuted,
     SuspicionRaised,
 )
+from swimlib.records import record
 from swimlib.transport.base import Transport
 from swimlib.transport.sockets import SocketTransport
 from swimlib.wire import serf as sw
@@ -66,7 +66,7 @@ _LOG_LABELS = {ev.EventType.MEMBER_JOIN: "EventMemberJoin",
                ev.EventType.MEMBER_FAILED: "EventMemberFailed",
                ev.EventType.MEMBER_UPDATE: "EventMemberUpdate",
                ev.EventType.MEMBER_REAP: "EventMemberReap"}
-@attrs.frozen
+@record
 class AgentStatistics:
     """A snapshot of an agent's counters (:meth:`Agent.statistics`)."""
 

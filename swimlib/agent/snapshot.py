@@ -44,8 +44,8 @@ only above ``replay.last_event_clock`` and queries above ``replay.last_query_clo
 Public API::
 
     FLUSH_INTERVAL = 0.5; MIN_COMPACT_SIZE = 128 * 1024; BYTES_PER_NODE = 128; MAX_FAILED = 256
-    @attrs.frozen class PreviousNode(name: str, addr: str)          # addr "ip:port"
-    @attrs.frozen class SnapshotReplay(alive, failed: tuple[PreviousNode, ...], last_clock,
+    @record class PreviousNode(name: str, addr: str)          # addr "ip:port"
+    @record class SnapshotReplay(alive, failed: tuple[PreviousNode, ...], last_clock,
             last_event_clock, last_query_clock, bad_lines: int)
         .rejoin_candidates(rng: random.Random, exclude: Collection[str] = ()) -> list[PreviousNode]
     parse_snapshot(text: str, *, rejoin_after_leave=False, max_failed=MAX_FAILED) -> SnapshotReplay
@@ -79,8 +79,6 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
 
-import attrs
-
 from swimlib.cluster.events import (
     ClusterMember,
     Event,
@@ -89,6 +87,7 @@ from swimlib.cluster.events import (
     QueryEvent,
     UserEvent,
 )
+from swimlib.records import record
 
 __all__ = [
     "BYTES_PER_NODE",
@@ -124,7 +123,7 @@ _MAX_UINT64 = 2**64 - 1
 _LOGGED_BAD_LINES = 5
 
 
-@attrs.frozen(slots=True)
+@record
 class PreviousNode:
     """A remembered member: name and ``ip:port`` to join."""
 
@@ -132,7 +131,7 @@ class PreviousNode:
     addr: str
 
 
-@attrs.frozen(slots=True)
+@record
 class SnapshotReplay:
     """What a snapshot file says: remembered members and the last clocks."""
 

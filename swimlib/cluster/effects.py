@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-import attrs
-
 from swimlib.cluster import events as ev
 from swimlib.membership.types import Address, Effect
+from swimlib.records import record
 
 
-@attrs.frozen(slots=True)
+@record
 class QueryReply:
     """An ack or a response to a query we sent. ``handle`` (what :meth:`Serf.query`
     returned) tells the runtime which query; the RPC and the Python API hand the
@@ -23,24 +22,24 @@ class QueryReply:
     handle: int = 0
 
 
-@attrs.frozen(slots=True)
+@record
 class QueryDone:
     """A query we sent reached its deadline; no more replies will be reported."""
 
     handle: int
 
 
-@attrs.frozen(slots=True)
+@record
 class LeaveFinished:
     """Graceful leave is complete: the runtime may shut the node down."""
 
 
-@attrs.frozen(slots=True)
+@record
 class KeyringChanged:
     """A key-management query changed our keyring: persist it if it has a file."""
 
 
-@attrs.frozen(slots=True)
+@record
 class Emit:
     """A cluster event for the application (handlers, RPC streams, Python API)."""
 

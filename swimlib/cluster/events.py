@@ -11,20 +11,23 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 
-import attrs
-
+from swimlib.records import field, record
 from swimlib.wire.serf import MemberStatus
 
 __all__ = ["ClusterMember", "EventType", "MemberEvent", "MemberStatus", "QueryEvent", "UserEvent"]
 
 
-def _freeze_tags(tags: Mapping[str, str] | Iterable[tuple[str, str]]
+def freeze_tags(tags: Mapping[str, str] | Iterable[tuple[str, str]]
                  ) -> tuple[tuple[str, str], ...]:
+    """Tags as :attr:`ClusterMember.tags` keeps them: sorted (key, value) pairs.
+
+    The field converts whatever it is given at run time; typed callers
+    convert first (mypy does not see converters)."""
     items = tags.items() if isinstance(tags, Mapping) else tags
     return tuple(sorted((str(k), str(v)) for k, v in items))
 
 
-@attrs.frozen(slots=True)
+@record
 class ClusterMember:
     """One member as Serf shows it (``serf members``)."""
 
@@ -32,7 +35,7 @@ class ClusterMember:
     addr: str
     port: int
     #: Tags as sorted (key, value) pairs; see :attr:`tag_map`.
-    tags: tuple[tuple[str, str], ...] = attrs.field(converter=_freeze_tags, default=())
+    tags: tuple[tuple[str, str], ...] = field(converter=freeze_tags, default=())
     status: MemberStatus = MemberStatus.ALIVE
     protocol_min: int = 1
     protocol_max: int = 5
@@ -63,7 +66,7 @@ class EventType(enum.Enum):
     QUERY = "query"
 
 
-@attrs.frozen(slots=True)
+@record
 class MemberEvent:
     """One or more members changed the same way (coalesced like Serf's agent)."""
 
@@ -71,7 +74,7 @@ class MemberEvent:
     members: tuple[ClusterMember, ...]
 
 
-@attrs.frozen(slots=True)
+@record
 class UserEvent:
     """A custom event (``serf event NAME PAYLOAD``)."""
 
@@ -85,7 +88,7 @@ class UserEvent:
         return EventType.USER
 
 
-@attrs.frozen(slots=True)
+@record
 class QueryEvent:
     """A query awaiting (at most) one response before ``deadline`` (local clock)."""
 

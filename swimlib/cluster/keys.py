@@ -14,9 +14,8 @@ import binascii
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-import attrs
-
 from swimlib.errors import DecodeError, SwimError
+from swimlib.records import field, record
 from swimlib.wire import serf as sw
 
 if TYPE_CHECKING:  # cryptography is imported only when encryption is on
@@ -83,7 +82,7 @@ def _frozen_int_map(value: Mapping[str, int]) -> dict[str, int]:
     return dict(value)
 
 
-@attrs.frozen
+@record
 class KeyResult:
     """Outcome of a cluster-wide key query (Serf's ``KeyResponse`` to the RPC).
 
@@ -91,8 +90,8 @@ class KeyResult:
     base64 key to how many nodes have it installed.
     """
 
-    messages: dict[str, str] = attrs.field(factory=dict, converter=_frozen_str_map)
-    keys: dict[str, int] = attrs.field(factory=dict, converter=_frozen_int_map)
+    messages: dict[str, str] = field(factory=dict, converter=_frozen_str_map)
+    keys: dict[str, int] = field(factory=dict, converter=_frozen_int_map)
     num_nodes: int = 0
     num_err: int = 0
     num_resp: int = 0

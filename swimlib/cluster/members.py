@@ -50,8 +50,8 @@ class SerfMember:
         return (v[0], v[1], v[2], v[3], v[4], v[5])
 
     def snapshot(self) -> ev.ClusterMember:
-        return ev.ClusterMember(self.name, self.addr, self.port, self.tags, self.status,
-                                *self.versions())
+        return ev.ClusterMember(self.name, self.addr, self.port, ev.freeze_tags(self.tags),
+                                self.status, *self.versions())
 
 
 def name_problem(config: Config, name: str, what: str) -> str | None:

@@ -29,8 +29,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from swimlib.config import Config
 from swimlib.errors import ConfigError, DecodeError, SwimError
 from swimlib.membership import domains
@@ -44,6 +42,7 @@ from swimlib.membership.sync import StreamPurpose, Sync, UserState
 from swimlib.membership.table import MemberTable, Verdict, name_problem_for
 from swimlib.membership.timers import Timers
 from swimlib.membership.types import Address, Effect, Member, MemberState
+from swimlib.records import record
 from swimlib.wire import codec
 from swimlib.wire.envelope import Envelope
 from swimlib.wire.messages import (
@@ -65,7 +64,7 @@ if TYPE_CHECKING:  # cryptography is imported only when encryption is on
     from swimlib.wire.crypto import Keyring
 
 
-@attrs.frozen(slots=True)
+@record
 class StreamReceived:
     """What an inbound stream gave: our sealed reply (None: close without one),
     and what it carried for the layer above."""

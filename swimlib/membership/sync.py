@@ -18,14 +18,13 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import attrs
-
 from swimlib.config import Config
 from swimlib.membership.delegate import Delegate
 from swimlib.membership.rows import NodeState
 from swimlib.membership.table import MemberTable, Verdict
 from swimlib.membership.timers import Timers
 from swimlib.membership.types import Address, Effect, JoinFinished, MemberState, OpenStream
+from swimlib.records import record
 from swimlib.wire import codec
 from swimlib.wire.envelope import Envelope
 from swimlib.wire.messages import Alive, Dead, PushNodeState, PushPull, Suspect
@@ -55,7 +54,7 @@ class StreamPurpose(enum.Enum):
     TCP_PING = enum.auto()
 
 
-@attrs.frozen(slots=True)
+@record
 class UserState:
     """The layer above's part of a push-pull (Serf's state), handed up to merge."""
 

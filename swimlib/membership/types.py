@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import enum
 
-import attrs
-
+from swimlib.records import record
 from swimlib.wire.messages import DEFAULT_VSN
 from swimlib.wire.messages import MemberState as MemberState  # defined with the wire format
 
 Address = tuple[str, int]
 
 
-@attrs.frozen(slots=True)
+@record
 class Member:
     """An immutable snapshot of one member as this node sees it."""
 
@@ -42,7 +41,7 @@ class EventKind(enum.Enum):
     UPDATE = "update"
 
 
-@attrs.frozen(slots=True)
+@record
 class SendPacket:
     """Send ``data`` as one UDP datagram to ``dest``."""
 
@@ -50,7 +49,7 @@ class SendPacket:
     data: bytes
 
 
-@attrs.frozen(slots=True)
+@record
 class OpenStream:
     """Open a TCP connection to ``dest``, write ``data``, read one reply.
 
@@ -65,7 +64,7 @@ class OpenStream:
     timeout: float
 
 
-@attrs.frozen(slots=True)
+@record
 class NodeEvent:
     """A member joined, left/died (``member.state`` says which) or changed meta."""
 
@@ -73,7 +72,7 @@ class NodeEvent:
     member: Member
 
 
-@attrs.frozen(slots=True)
+@record
 class SuspicionRaised:
     """This node suspected ``node`` after a failed probe (it originated the suspicion)."""
 
@@ -81,7 +80,7 @@ class SuspicionRaised:
     incarnation: int
 
 
-@attrs.frozen(slots=True)
+@record
 class DeathDeclared:
     """This node's suspicion timer for ``node`` expired: it declared it dead."""
 
@@ -90,7 +89,7 @@ class DeathDeclared:
     confirmations: int
 
 
-@attrs.frozen(slots=True)
+@record
 class Refuted:
     """This node out-bid a claim about itself: ``kind`` is the message refuted
     (``"suspect"``, ``"dead"``, or ``"alive"`` for a stale or conflicting copy of
@@ -102,7 +101,7 @@ class Refuted:
     accuser: str = ""
 
 
-@attrs.frozen(slots=True)
+@record
 class JoinFinished:
     """A join attempt ended: how many addresses answered, and the failures."""
 

@@ -13,12 +13,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-import attrs
-
 from swimlib.cluster.effects import QueryReply
 from swimlib.cluster.events import ClusterMember, Event, QueryEvent
 from swimlib.cluster.keys import KeyResult
 from swimlib.errors import KeyQueryError
+from swimlib.records import record
 
 __all__ = [
     "LOG_LEVELS",
@@ -33,7 +32,7 @@ __all__ = [
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERR")
 
 
-@attrs.frozen
+@record
 class LogLine:
     """One agent log line for ``monitor``; ``level`` is one of :data:`LOG_LEVELS`.
 

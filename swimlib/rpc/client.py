@@ -14,9 +14,8 @@ import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
-import attrs
-
 from swimlib.errors import DecodeError, RPCConnectError, RPCError
+from swimlib.records import field, record
 from swimlib.rpc import protocol as p
 
 __all__ = [
@@ -83,17 +82,17 @@ def _dial(addr: str, timeout: float) -> socket.socket:
     raise RPCConnectError(f"dial tcp {target}: connect: {text}")
 
 
-@attrs.define
+@record(frozen=False)
 class _Pending:
     """What we expect for one ``Seq`` (Go's ``seqHandler``)."""
 
     decode: Callable[[Any], Any] | None
     stream: bool = False
     started: bool = False
-    records: collections.deque[tuple[str, Any]] = attrs.field(factory=collections.deque)
+    records: collections.deque[tuple[str, Any]] = field(factory=collections.deque)
 
 
-@attrs.frozen
+@record
 class _Message:
     seq: int
     error: str

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import attrs
-
 from swimlib.cluster.domains import go_text_bytes
 from swimlib.cluster.events import ClusterMember, Event, EventType, QueryEvent, UserEvent
+from swimlib.records import record
 from swimlib.rpc.api import LOG_LEVELS
 
 __all__ = [
@@ -86,7 +85,7 @@ def filter_members(
     return result
 
 
-@attrs.frozen
+@record
 class EventFilter:
     """One ``type`` or ``user:NAME`` / ``query:NAME`` item of a stream filter."""
 

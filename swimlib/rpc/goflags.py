@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-import attrs
+from swimlib.records import record
 
 __all__ = ["BoolFlag", "normalize_bool_flags", "parse_go_bool", "parse_go_duration"]
 
@@ -68,7 +68,7 @@ def parse_go_duration(text: str) -> int:
     return sign * total
 
 
-@attrs.frozen
+@record
 class BoolFlag:
     """How one Go boolean flag maps onto argparse options."""
 

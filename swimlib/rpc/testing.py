@@ -18,7 +18,14 @@ import anyio
 from anyio.abc import SocketAttribute
 from anyio.streams.memory import MemoryObjectSendStream
 
-from swimlib.cluster.events import ClusterMember, Event, MemberStatus, QueryEvent, UserEvent
+from swimlib.cluster.events import (
+    ClusterMember,
+    Event,
+    MemberStatus,
+    QueryEvent,
+    UserEvent,
+    freeze_tags,
+)
 from swimlib.errors import SwimError
 from swimlib.rpc.api import AgentAPI, KeyQueryError, KeyResult, LogLine, QueryReply
 from swimlib.rpc.server import serve_rpc
@@ -31,9 +38,9 @@ _BUFFER = 512
 def default_members() -> list[ClusterMember]:
     """Three members like the captured ``serf members`` listing."""
     return [
-        ClusterMember("n0", "127.0.0.1", 17200, {"role": "balancer"}),
-        ClusterMember("n1", "127.0.0.1", 17201, {"role": "web"}),
-        ClusterMember("n2", "127.0.0.1", 17202, {"role": "web", "weight": "10"},
+        ClusterMember("n0", "127.0.0.1", 17200, freeze_tags({"role": "balancer"})),
+        ClusterMember("n1", "127.0.0.1", 17201, freeze_tags({"role": "web"})),
+        ClusterMember("n2", "127.0.0.1", 17202, freeze_tags({"role": "web", "weight": "10"}),
                       status=MemberStatus.FAILED),
     ]
 
@@ -154,7 +161,7 @@ class FakeAgent:
             tags = {k: v for k, v in me.tag_map.items() if k not in delete}
             tags.update(set)
             self._members[0] = ClusterMember(
-                me.name, me.addr, me.port, tags, status=me.status
+                me.name, me.addr, me.port, freeze_tags(tags), status=me.status
             )
 
     # -- queries ------------------------------------------------------------------------
@@ -293,4 +300,4 @@ class FakeAgent:
 
 
 def _with_status(m: ClusterMember, status: MemberStatus) -> ClusterMember:
-    return ClusterMember(m.name, m.addr, m.port, m.tag_map, status=status)
+    return ClusterMember(m.name, m.addr, m.port, m.tags, status=status)

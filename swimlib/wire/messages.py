@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-import attrs
+from swimlib.records import record
 
 #: What Go Serf advertises: PMin PMax PCur DMin DMax DCur (memberlist 1-5 speaking 2,
 #: Serf 2-5 speaking 5).
@@ -45,7 +45,7 @@ class MemberState(enum.IntEnum):
     LEFT = 3
 
 
-@attrs.frozen(slots=True)
+@record
 class Ping:
     seq_no: int
     node: str
@@ -54,7 +54,7 @@ class Ping:
     source_node: str = ""
 
 
-@attrs.frozen(slots=True)
+@record
 class IndirectPing:
     seq_no: int
     target: str
@@ -66,25 +66,25 @@ class IndirectPing:
     source_node: str = ""
 
 
-@attrs.frozen(slots=True)
+@record
 class Ack:
     seq_no: int
     payload: bytes = b""
 
 
-@attrs.frozen(slots=True)
+@record
 class Nack:
     seq_no: int
 
 
-@attrs.frozen(slots=True)
+@record
 class Suspect:
     incarnation: int
     node: str
     from_: str
 
 
-@attrs.frozen(slots=True)
+@record
 class Alive:
     incarnation: int
     node: str
@@ -94,26 +94,26 @@ class Alive:
     vsn: bytes = DEFAULT_VSN
 
 
-@attrs.frozen(slots=True)
+@record
 class Dead:
     incarnation: int
     node: str
     from_: str
 
 
-@attrs.frozen(slots=True)
+@record
 class UserMsg:
     """Delegate (Serf) bytes; on UDP they follow the type byte raw."""
 
     payload: bytes
 
 
-@attrs.frozen(slots=True)
+@record
 class ErrResp:
     error: str
 
 
-@attrs.frozen(slots=True)
+@record
 class PushNodeState:
     name: str
     addr: str
@@ -124,7 +124,7 @@ class PushNodeState:
     vsn: bytes = DEFAULT_VSN
 
 
-@attrs.frozen(slots=True)
+@record
 class PushPull:
     """A full-state exchange (stream only): header, node states, user state."""
 

@@ -21,10 +21,10 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
 import msgpack
 
 from swimlib.errors import DecodeError
+from swimlib.records import field, record
 from swimlib.wire._mp import (
     MSGPACK_ERRORS,
     U8,
@@ -97,20 +97,20 @@ EVENT_BUFFER_SIZE = 512
 # --------------------------------------------------------------------------- messages
 
 
-@attrs.frozen(slots=True)
+@record
 class JoinIntent:
     ltime: int
     node: str
 
 
-@attrs.frozen(slots=True)
+@record
 class LeaveIntent:
     ltime: int
     node: str
     prune: bool = False
 
 
-@attrs.frozen(slots=True)
+@record
 class EventRecord:
     """One event kept in a push-pull ring slot (Go ``userEvent``)."""
 
@@ -118,7 +118,7 @@ class EventRecord:
     payload: bytes = b""
 
 
-@attrs.frozen(slots=True)
+@record
 class EventSlot:
     """All events seen at one Lamport time (Go ``userEvents``)."""
 
@@ -130,7 +130,7 @@ def _str_int_map(value: Mapping[str, int]) -> dict[str, int]:
     return dict(value)
 
 
-@attrs.frozen(slots=True)
+@record
 class SerfPushPull:
     """Serf's anti-entropy state, carried as memberlist push-pull user state.
 
@@ -138,14 +138,14 @@ class SerfPushPull:
     """
 
     ltime: int
-    status_ltimes: dict[str, int] = attrs.field(factory=dict, converter=_str_int_map)
+    status_ltimes: dict[str, int] = field(factory=dict, converter=_str_int_map)
     left_members: tuple[str, ...] = ()
     event_ltime: int = 0
     events: tuple[EventSlot | None, ...] = ()
     query_ltime: int = 0
 
 
-@attrs.frozen(slots=True)
+@record
 class UserEvent:
     ltime: int
     name: str
@@ -153,14 +153,14 @@ class UserEvent:
     cc: bool = False  # "can coalesce"; the serf CLI sends true
 
 
-@attrs.frozen(slots=True)
+@record
 class NodeFilter:
     """Only the named nodes process the query."""
 
     nodes: tuple[str, ...]
 
 
-@attrs.frozen(slots=True)
+@record
 class TagFilter:
     """Only nodes whose tag ``tag`` matches the (unanchored, RE2) regex ``expr``."""
 
@@ -168,7 +168,7 @@ class TagFilter:
     expr: str
 
 
-@attrs.frozen(slots=True)
+@record
 class UnknownFilter:
     """A filter Go could not use (unknown type or bad body); it never matches."""
 
@@ -178,7 +178,7 @@ class UnknownFilter:
 Filter = NodeFilter | TagFilter | UnknownFilter
 
 
-@attrs.frozen(slots=True)
+@record
 class Query:
     ltime: int
     id: int
@@ -201,7 +201,7 @@ class Query:
         return bool(self.flags & QUERY_FLAG_NO_BROADCAST)
 
 
-@attrs.frozen(slots=True)
+@record
 class QueryResponse:
     ltime: int
     id: int
@@ -218,14 +218,14 @@ def _str_str_map(value: Mapping[str, str]) -> dict[str, str]:
     return dict(value)
 
 
-@attrs.frozen(slots=True)
+@record
 class SerfMember:
     """Serf's ``Member`` struct, as sent in a conflict response."""
 
     name: str
     addr: str
     port: int
-    tags: dict[str, str] = attrs.field(factory=dict, converter=_str_str_map)
+    tags: dict[str, str] = field(factory=dict, converter=_str_str_map)
     status: int = MemberStatus.NONE
     protocol_min: int = 0
     protocol_max: int = 0
@@ -235,21 +235,21 @@ class SerfMember:
     delegate_cur: int = 0
 
 
-@attrs.frozen(slots=True)
+@record
 class ConflictResponse:
     """Answer to ``_serf_conflict``: what we know of the name, or None (``06 c0``)."""
 
     member: SerfMember | None
 
 
-@attrs.frozen(slots=True)
+@record
 class KeyRequest:
     """Payload of the key queries; an empty key (nil) for ``list-keys``."""
 
     key: bytes = b""
 
 
-@attrs.frozen(slots=True)
+@record
 class KeyResponse:
     result: bool
     message: str = ""
@@ -257,7 +257,7 @@ class KeyResponse:
     primary_key: str = ""
 
 
-@attrs.frozen(slots=True)
+@record
 class Relay:
     """Ask a member to forward ``message`` (Serf bytes, ``05 ...``) to a destination."""
 

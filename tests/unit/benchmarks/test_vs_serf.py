@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import cProfile
 import struct
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from benchmarks.agents import SERF_IMPL, AgentProc, Cluster, parse_line, profiled_argv
+from benchmarks.agents import (
+    SERF_IMPL,
+    AgentProc,
+    Cluster,
+    parse_line,
+    profiled_argv,
+    swimlib_argv,
+)
 from benchmarks.vs_serf import (
     RSS_LIMIT_KB,
     aggregate,
@@ -129,10 +137,10 @@ def test_summarize_pstats(tmp_path: Path) -> None:
 
 
 def test_profiled_argv_wraps_swimlib_only() -> None:
-    argv = ["/py", "-m", "swimlib.cli", "agent", "--node", "n1"]
+    argv = swimlib_argv("n1", 7946, 7373, None, {})
     wrapped = profiled_argv(argv, Path("/tmp/x.pstats"))
-    assert wrapped[:2] == ["/py", "-c"] and wrapped[3:] == ["/tmp/x.pstats", "agent", "--node",
-                                                             "n1"]
+    assert wrapped[:2] == [sys.executable, "-c"]
+    assert wrapped[3:6] == ["/tmp/x.pstats", "agent", "--node"] and wrapped[6] == "n1"
     compile(wrapped[2], "<wrapper>", "exec")
     with pytest.raises(AssertionError):
         profiled_argv(["/usr/bin/serf", "agent"], Path("/tmp/x"))

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-import attrs
 import pytest
 
 from lbadapter.config import DEFAULT_SERVER_OPTIONS, Settings, settings_from_mapping
@@ -43,6 +42,7 @@ from lbadapter.haproxy import RuntimeClient, _token, cli_exchange
 from lbadapter.reconcile import Reconciler
 from lbadapter.render import check_config, render_config
 from lbadapter.testing import short_state_dir
+from swimlib.records import replace
 from tests.unit.lbadapter.test_reconcile import FakeHAProxy, FakeServer
 
 TAG = ("role", "backend")
@@ -398,7 +398,7 @@ async def _join_move_leave_fail(r: Reconciler, cli: RecordingCLI) -> None:
     moved = hostile_members(addr="::1", port=9000)
     await r.reconcile(desired_servers(moved, TAG, None))
     assert {(s.addr, s.port) for s in cli.fake.servers.values()} == {("::1", 9000)}
-    gone = [attrs.evolve(m, status="left" if i % 2 else "failed")
+    gone = [replace(m, status="left" if i % 2 else "failed")
             for i, m in enumerate(moved)]
     await r.reconcile(desired_servers(gone, TAG, None))  # drain / maint + del
     await r.reconcile(desired_servers(gone, TAG, None))  # drained (no sessions): maint + del

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import attrs
 import pytest
 
 from lbadapter.desired import DesiredServer, Want
 from lbadapter.haproxy import RuntimeClient
 from lbadapter.reconcile import DEL_BACKOFF, DRIFT_PASSES, Reconciler, ReloadScheduler
+from swimlib.records import record
 
 HEADER = ("# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
           "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
@@ -24,7 +24,7 @@ HEADER = ("# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state
 ADMIN = {"ready": 0, "maint": 1, "drain": 8}
 
 
-@attrs.define
+@record(frozen=False)
 class FakeServer:
     addr: str
     port: int
