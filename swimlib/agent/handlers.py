@@ -79,7 +79,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import anyio
@@ -405,6 +404,8 @@ async def invoke_script(
     stdin_data = event_stdin(event)
     ring = _Ring(MAX_OUTPUT)
     started = anyio.current_time()
+    import subprocess  # here, not at the top: an agent without handlers never needs it
+
     try:
         proc = await anyio.open_process(
             [shell, "-c", script],

@@ -34,6 +34,7 @@ from swimlib.rpc.filters import (
     log_level_passes,
     parse_event_filters,
 )
+from swimlib.transport.sockets import listen_tcp
 
 __all__ = ["RPCServer", "serve_rpc", "wire_member"]
 
@@ -133,7 +134,7 @@ async def serve_rpc(
     one closed meanwhile just stops accepting.
     """
     server = RPCServer(agent, auth_key=auth_key, faults=faults)
-    multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    multi = await listen_tcp(host, port)
     listeners = [lst for lst in multi.listeners if isinstance(lst, SocketListener)]
     async with multi, anyio.create_task_group() as tg:
         for listener in listeners:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 
 import anyio
-from anyio.abc import ByteStream, SocketAttribute, SocketStream
+from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
+from anyio.streams.stapled import MultiListener
 
 from swimlib.errors import SwimError
 from swimlib.transport.base import Address, StreamHandler
@@ -13,6 +15,41 @@ from swimlib.transport.datagrams import DatagramSocket
 
 #: Attempts at a UDP and TCP pair on one free port when asked for port 0.
 _BIND_ATTEMPTS = 20
+#: anyio's listen backlog (the kernel caps it at net.core.somaxconn).
+_BACKLOG = 65536
+
+
+def _literal_family(host: str) -> int | None:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
+
+
+async def listen_tcp(host: str | None, port: int) -> MultiListener[SocketStream]:
+    """``anyio.create_tcp_listener(local_host=host or None, local_port=port)``.
+
+    For an address literal the socket is made here, as anyio makes it:
+    anyio resolves even a literal on a resolver thread, which would start a
+    thread pool in every agent (1-2 ms of its start-up) for nothing.
+    """
+    family = _literal_family(host) if host else None
+    if family is None:
+        return await anyio.create_tcp_listener(local_host=host or None, local_port=port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(_BACKLOG)
+        return MultiListener([await SocketListener.from_socket(sock)])
+    except BaseException:
+        sock.close()
+        raise
 
 
 class SocketTransport:
@@ -30,8 +67,7 @@ class SocketTransport:
             udp = await DatagramSocket.bind(host, port)
             try:
                 chosen = udp.getsockname()[1]
-                listener = await anyio.create_tcp_listener(local_host=host or None,
-                                                           local_port=chosen)
+                listener = await listen_tcp(host, chosen)
                 return cls(udp, listener)
             except OSError:
                 udp.close()

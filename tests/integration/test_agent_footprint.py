@@ -90,10 +90,13 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
 def test_a_plaintext_agent_maps_no_openssl(procs: Procs,
                                                                  backend: str) -> None:
     """No OpenSSL: ``cryptography`` (AES-GCM) loads only with a key, ``hmac``'s
-    _hashlib only with an RPC token, and ssl never (no TLS anywhere)."""
+    _hashlib only with an RPC token, and ssl never (no TLS anywhere); no thread
+    but the main one."""
     agent = procs.swimlib("lean", "--backend", backend)
     wait_for(lambda: "agent running" in agent.output(), 15, what="agent start-up")
     maps = Path(f"/proc/{agent.pid}/maps").read_text()
     assert "_rust.abi3.so" not in maps and "_hashlib" not in maps
     assert "libssl" not in maps and "libcrypto" not in maps
+    # Binding address literals (gossip and RPC) resolves nothing on a thread pool.
+    assert len(list(Path(f"/proc/{agent.pid}/task").iterdir())) == 1
     assert procs.stop(agent) == 0
