@@ -101,6 +101,11 @@ def __init__(self, alive=_D, failed=_D, last_clock=_D, last_event_clock=_D, last
 
 CODE["def __init__(self, alive=_D, failed=_D, last_clock=_D, last_event_clock=_D, last_query_clock=_D, bad_lines=_D):\n    _osa(self, 'alive', alive)\n    _osa(self, 'failed', failed)\n    _osa(self, 'last_clock', last_clock)\n    _osa(self, 'last_event_clock', last_event_clock)\n    _osa(self, 'last_query_clock', last_query_clock)\n    _osa(self, 'bad_lines', bad_lines)\n"] = __init__.__code__
 
+def __init__(self, auth_key):
+    _osa(self, 'auth_key', auth_key)
+
+CODE["def __init__(self, auth_key):\n    _osa(self, 'auth_key', auth_key)\n"] = __init__.__code__
+
 def __init__(self, backend, name, addr, port, op_state, admin_state, weight):
     _osa(self, 'backend', backend)
     _osa(self, 'name', name)
@@ -112,12 +117,25 @@ def __init__(self, backend, name, addr, port, op_state, admin_state, weight):
 
 CODE["def __init__(self, backend, name, addr, port, op_state, admin_state, weight):\n    _osa(self, 'backend', backend)\n    _osa(self, 'name', name)\n    _osa(self, 'addr', addr)\n    _osa(self, 'port', port)\n    _osa(self, 'op_state', op_state)\n    _osa(self, 'admin_state', admin_state)\n    _osa(self, 'weight', weight)\n"] = __init__.__code__
 
+def __init__(self, command, seq):
+    _osa(self, 'command', command)
+    _osa(self, 'seq', seq)
+
+CODE["def __init__(self, command, seq):\n    _osa(self, 'command', command)\n    _osa(self, 'seq', seq)\n"] = __init__.__code__
+
 def __init__(self, contacted, failed, join_id=_D):
     _osa(self, 'contacted', contacted)
     _osa(self, 'failed', failed)
     _osa(self, 'join_id', join_id)
 
 CODE["def __init__(self, contacted, failed, join_id=_D):\n    _osa(self, 'contacted', contacted)\n    _osa(self, 'failed', failed)\n    _osa(self, 'join_id', join_id)\n"] = __init__.__code__
+
+def __init__(self, coord=_D, ok=_D):
+    if coord is _NOTHING: coord = _f_coord()
+    _osa(self, 'coord', coord)
+    _osa(self, 'ok', ok)
+
+CODE["def __init__(self, coord=_D, ok=_D):\n    if coord is _NOTHING: coord = _f_coord()\n    _osa(self, 'coord', coord)\n    _osa(self, 'ok', ok)\n"] = __init__.__code__
 
 def __init__(self, counters, drops, internal_errors):
     _osa(self, 'counters', counters)
@@ -165,6 +183,31 @@ def __init__(self, event):
 
 CODE["def __init__(self, event):\n    _osa(self, 'event', event)\n"] = __init__.__code__
 
+def __init__(self, event, id, ltime, name, payload=_D):
+    _osa(self, 'event', event)
+    _osa(self, 'id', id)
+    _osa(self, 'ltime', ltime)
+    _osa(self, 'name', name)
+    _osa(self, 'payload', payload)
+
+CODE["def __init__(self, event, id, ltime, name, payload=_D):\n    _osa(self, 'event', event)\n    _osa(self, 'id', id)\n    _osa(self, 'ltime', ltime)\n    _osa(self, 'name', name)\n    _osa(self, 'payload', payload)\n"] = __init__.__code__
+
+def __init__(self, event, ltime, name, payload=_D, coalesce=_D):
+    _osa(self, 'event', event)
+    _osa(self, 'ltime', ltime)
+    _osa(self, 'name', name)
+    _osa(self, 'payload', payload)
+    _osa(self, 'coalesce', coalesce)
+
+CODE["def __init__(self, event, ltime, name, payload=_D, coalesce=_D):\n    _osa(self, 'event', event)\n    _osa(self, 'ltime', ltime)\n    _osa(self, 'name', name)\n    _osa(self, 'payload', payload)\n    _osa(self, 'coalesce', coalesce)\n"] = __init__.__code__
+
+def __init__(self, event, members=_D):
+    _osa(self, 'event', event)
+    if members is _NOTHING: members = _f_members()
+    _osa(self, 'members', members)
+
+CODE["def __init__(self, event, members=_D):\n    _osa(self, 'event', event)\n    if members is _NOTHING: members = _f_members()\n    _osa(self, 'members', members)\n"] = __init__.__code__
+
 def __init__(self, event, name=_D):
     _osa(self, 'event', event)
     _osa(self, 'name', name)
@@ -178,10 +221,22 @@ def __init__(self, event, script, name=_D):
 
 CODE["def __init__(self, event, script, name=_D):\n    _osa(self, 'event', event)\n    _osa(self, 'script', script)\n    _osa(self, 'name', name)\n"] = __init__.__code__
 
+def __init__(self, existing, replay=_D):
+    _osa(self, 'existing', existing)
+    _osa(self, 'replay', replay)
+
+CODE["def __init__(self, existing, replay=_D):\n    _osa(self, 'existing', existing)\n    _osa(self, 'replay', replay)\n"] = __init__.__code__
+
 def __init__(self, handle):
     _osa(self, 'handle', handle)
 
 CODE["def __init__(self, handle):\n    _osa(self, 'handle', handle)\n"] = __init__.__code__
+
+def __init__(self, id, payload=_D):
+    _osa(self, 'id', id)
+    _osa(self, 'payload', payload)
+
+CODE["def __init__(self, id, payload=_D):\n    _osa(self, 'id', id)\n    _osa(self, 'payload', payload)\n"] = __init__.__code__
 
 def __init__(self, incarnation, kind=_D, accuser=_D):
     _osa(self, 'incarnation', incarnation)
@@ -214,6 +269,11 @@ def __init__(self, join, nodes, user_state=_D):
 
 CODE["def __init__(self, join, nodes, user_state=_D):\n    _osa(self, 'join', join)\n    _osa(self, 'nodes', nodes)\n    _osa(self, 'user_state', user_state)\n"] = __init__.__code__
 
+def __init__(self, key):
+    _osa(self, 'key', key)
+
+CODE["def __init__(self, key):\n    _osa(self, 'key', key)\n"] = __init__.__code__
+
 def __init__(self, key=_D):
     _osa(self, 'key', key)
 
@@ -238,6 +298,16 @@ def __init__(self, level, line):
     _osa(self, 'line', line)
 
 CODE["def __init__(self, level, line):\n    _osa(self, 'level', level)\n    _osa(self, 'line', line)\n"] = __init__.__code__
+
+def __init__(self, log):
+    _osa(self, 'log', log)
+
+CODE["def __init__(self, log):\n    _osa(self, 'log', log)\n"] = __init__.__code__
+
+def __init__(self, log_level):
+    _osa(self, 'log_level', log_level)
+
+CODE["def __init__(self, log_level):\n    _osa(self, 'log_level', log_level)\n"] = __init__.__code__
 
 def __init__(self, ltime, events=_D):
     _osa(self, 'ltime', ltime)
@@ -333,6 +403,12 @@ def __init__(self, member):
 
 CODE["def __init__(self, member):\n    _osa(self, 'member', member)\n"] = __init__.__code__
 
+def __init__(self, members=_D):
+    if members is _NOTHING: members = _f_members()
+    _osa(self, 'members', members)
+
+CODE["def __init__(self, members=_D):\n    if members is _NOTHING: members = _f_members()\n    _osa(self, 'members', members)\n"] = __init__.__code__
+
 def __init__(self, messages=_D, keys=_D, num_nodes=_D, num_err=_D, num_resp=_D):
     if messages is _NOTHING: messages = _f_messages()
     _osa(self, 'messages', _c_messages(messages))
@@ -343,6 +419,17 @@ def __init__(self, messages=_D, keys=_D, num_nodes=_D, num_err=_D, num_resp=_D):
     _osa(self, 'num_resp', num_resp)
 
 CODE["def __init__(self, messages=_D, keys=_D, num_nodes=_D, num_err=_D, num_resp=_D):\n    if messages is _NOTHING: messages = _f_messages()\n    _osa(self, 'messages', _c_messages(messages))\n    if keys is _NOTHING: keys = _f_keys()\n    _osa(self, 'keys', _c_keys(keys))\n    _osa(self, 'num_nodes', num_nodes)\n    _osa(self, 'num_err', num_err)\n    _osa(self, 'num_resp', num_resp)\n"] = __init__.__code__
+
+def __init__(self, messages=_D, keys=_D, num_nodes=_D, num_err=_D, num_resp=_D):
+    if messages is _NOTHING: messages = _f_messages()
+    _osa(self, 'messages', messages)
+    if keys is _NOTHING: keys = _f_keys()
+    _osa(self, 'keys', keys)
+    _osa(self, 'num_nodes', num_nodes)
+    _osa(self, 'num_err', num_err)
+    _osa(self, 'num_resp', num_resp)
+
+CODE["def __init__(self, messages=_D, keys=_D, num_nodes=_D, num_err=_D, num_resp=_D):\n    if messages is _NOTHING: messages = _f_messages()\n    _osa(self, 'messages', messages)\n    if keys is _NOTHING: keys = _f_keys()\n    _osa(self, 'keys', keys)\n    _osa(self, 'num_nodes', num_nodes)\n    _osa(self, 'num_err', num_err)\n    _osa(self, 'num_resp', num_resp)\n"] = __init__.__code__
 
 def __init__(self, name, addr):
     _osa(self, 'name', name)
@@ -402,6 +489,22 @@ def __init__(self, name, addr, port, tags=_D, status=_D, protocol_min=_D, protoc
 
 CODE["def __init__(self, name, addr, port, tags=_D, status=_D, protocol_min=_D, protocol_max=_D, protocol_cur=_D, delegate_min=_D, delegate_max=_D, delegate_cur=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'addr', addr)\n    _osa(self, 'port', port)\n    if tags is _NOTHING: tags = _f_tags()\n    _osa(self, 'tags', _c_tags(tags))\n    _osa(self, 'status', status)\n    _osa(self, 'protocol_min', protocol_min)\n    _osa(self, 'protocol_max', protocol_max)\n    _osa(self, 'protocol_cur', protocol_cur)\n    _osa(self, 'delegate_min', delegate_min)\n    _osa(self, 'delegate_max', delegate_max)\n    _osa(self, 'delegate_cur', delegate_cur)\n"] = __init__.__code__
 
+def __init__(self, name, addr, port, tags=_D, status=_D, protocol_min=_D, protocol_max=_D, protocol_cur=_D, delegate_min=_D, delegate_max=_D, delegate_cur=_D):
+    _osa(self, 'name', name)
+    _osa(self, 'addr', addr)
+    _osa(self, 'port', port)
+    if tags is _NOTHING: tags = _f_tags()
+    _osa(self, 'tags', tags)
+    _osa(self, 'status', status)
+    _osa(self, 'protocol_min', protocol_min)
+    _osa(self, 'protocol_max', protocol_max)
+    _osa(self, 'protocol_cur', protocol_cur)
+    _osa(self, 'delegate_min', delegate_min)
+    _osa(self, 'delegate_max', delegate_max)
+    _osa(self, 'delegate_cur', delegate_cur)
+
+CODE["def __init__(self, name, addr, port, tags=_D, status=_D, protocol_min=_D, protocol_max=_D, protocol_cur=_D, delegate_min=_D, delegate_max=_D, delegate_cur=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'addr', addr)\n    _osa(self, 'port', port)\n    if tags is _NOTHING: tags = _f_tags()\n    _osa(self, 'tags', tags)\n    _osa(self, 'status', status)\n    _osa(self, 'protocol_min', protocol_min)\n    _osa(self, 'protocol_max', protocol_max)\n    _osa(self, 'protocol_cur', protocol_cur)\n    _osa(self, 'delegate_min', delegate_min)\n    _osa(self, 'delegate_max', delegate_max)\n    _osa(self, 'delegate_cur', delegate_cur)\n"] = __init__.__code__
+
 def __init__(self, name, member, addr, port, want):
     _osa(self, 'name', name)
     _osa(self, 'member', member)
@@ -422,6 +525,31 @@ def __init__(self, name, payload=_D):
 
 CODE["def __init__(self, name, payload=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'payload', payload)\n"] = __init__.__code__
 
+def __init__(self, name, payload=_D, coalesce=_D):
+    _osa(self, 'name', name)
+    _osa(self, 'payload', payload)
+    _osa(self, 'coalesce', coalesce)
+
+CODE["def __init__(self, name, payload=_D, coalesce=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'payload', payload)\n    _osa(self, 'coalesce', coalesce)\n"] = __init__.__code__
+
+def __init__(self, name, payload=_D, filter_nodes=_D, filter_tags=_D, request_ack=_D, relay_factor=_D, timeout_ns=_D):
+    _osa(self, 'name', name)
+    _osa(self, 'payload', payload)
+    if filter_nodes is _NOTHING: filter_nodes = _f_filter_nodes()
+    _osa(self, 'filter_nodes', filter_nodes)
+    if filter_tags is _NOTHING: filter_tags = _f_filter_tags()
+    _osa(self, 'filter_tags', filter_tags)
+    _osa(self, 'request_ack', request_ack)
+    _osa(self, 'relay_factor', relay_factor)
+    _osa(self, 'timeout_ns', timeout_ns)
+
+CODE["def __init__(self, name, payload=_D, filter_nodes=_D, filter_tags=_D, request_ack=_D, relay_factor=_D, timeout_ns=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'payload', payload)\n    if filter_nodes is _NOTHING: filter_nodes = _f_filter_nodes()\n    _osa(self, 'filter_nodes', filter_nodes)\n    if filter_tags is _NOTHING: filter_tags = _f_filter_tags()\n    _osa(self, 'filter_tags', filter_tags)\n    _osa(self, 'request_ack', request_ack)\n    _osa(self, 'relay_factor', relay_factor)\n    _osa(self, 'timeout_ns', timeout_ns)\n"] = __init__.__code__
+
+def __init__(self, node):
+    _osa(self, 'node', node)
+
+CODE["def __init__(self, node):\n    _osa(self, 'node', node)\n"] = __init__.__code__
+
 def __init__(self, node, incarnation):
     _osa(self, 'node', node)
     _osa(self, 'incarnation', incarnation)
@@ -434,6 +562,12 @@ def __init__(self, node, incarnation, confirmations):
     _osa(self, 'confirmations', confirmations)
 
 CODE["def __init__(self, node, incarnation, confirmations):\n    _osa(self, 'node', node)\n    _osa(self, 'incarnation', incarnation)\n    _osa(self, 'confirmations', confirmations)\n"] = __init__.__code__
+
+def __init__(self, node, prune=_D):
+    _osa(self, 'node', node)
+    _osa(self, 'prune', prune)
+
+CODE["def __init__(self, node, prune=_D):\n    _osa(self, 'node', node)\n    _osa(self, 'prune', prune)\n"] = __init__.__code__
 
 def __init__(self, node=_D, bind=_D, advertise=_D, rpc_addr=_D, join=_D, profile=_D, backend_tag=_D, backend_port=_D, listen=_D, stats=_D, template=_D, haproxy=_D, state_dir=_D, log_level=_D, backend_name=_D, balance=_D, server_options=_D, reconcile_interval=_D, drain_grace=_D, reload_min_wait=_D, reload_max_wait=_D, hard_stop_after=_D):
     if node is _NOTHING: node = _f_node()
@@ -466,6 +600,11 @@ def __init__(self, nodes):
     _osa(self, 'nodes', nodes)
 
 CODE["def __init__(self, nodes):\n    _osa(self, 'nodes', nodes)\n"] = __init__.__code__
+
+def __init__(self, num):
+    _osa(self, 'num', num)
+
+CODE["def __init__(self, num):\n    _osa(self, 'num', num)\n"] = __init__.__code__
 
 def __init__(self, ok, lines):
     _osa(self, 'ok', ok)
@@ -525,6 +664,12 @@ def __init__(self, seq, error, body):
 
 CODE["def __init__(self, seq, error, body):\n    _osa(self, 'seq', seq)\n    _osa(self, 'error', error)\n    _osa(self, 'body', body)\n"] = __init__.__code__
 
+def __init__(self, seq, error=_D):
+    _osa(self, 'seq', seq)
+    _osa(self, 'error', error)
+
+CODE["def __init__(self, seq, error=_D):\n    _osa(self, 'seq', seq)\n    _osa(self, 'error', error)\n"] = __init__.__code__
+
 def __init__(self, seq_no):
     _osa(self, 'seq_no', seq_no)
 
@@ -557,11 +702,32 @@ def __init__(self, seq_no, target, port, node, nack=_D, source_addr=_D, source_p
 
 CODE["def __init__(self, seq_no, target, port, node, nack=_D, source_addr=_D, source_port=_D, source_node=_D):\n    _osa(self, 'seq_no', seq_no)\n    _osa(self, 'target', target)\n    _osa(self, 'port', port)\n    _osa(self, 'node', node)\n    _osa(self, 'nack', nack)\n    _osa(self, 'source_addr', source_addr)\n    _osa(self, 'source_port', source_port)\n    _osa(self, 'source_node', source_node)\n"] = __init__.__code__
 
+def __init__(self, stop):
+    _osa(self, 'stop', stop)
+
+CODE["def __init__(self, stop):\n    _osa(self, 'stop', stop)\n"] = __init__.__code__
+
 def __init__(self, tag, expr):
     _osa(self, 'tag', tag)
     _osa(self, 'expr', expr)
 
 CODE["def __init__(self, tag, expr):\n    _osa(self, 'tag', tag)\n    _osa(self, 'expr', expr)\n"] = __init__.__code__
+
+def __init__(self, tags=_D, delete_tags=_D):
+    if tags is _NOTHING: tags = _f_tags()
+    _osa(self, 'tags', tags)
+    if delete_tags is _NOTHING: delete_tags = _f_delete_tags()
+    _osa(self, 'delete_tags', delete_tags)
+
+CODE["def __init__(self, tags=_D, delete_tags=_D):\n    if tags is _NOTHING: tags = _f_tags()\n    _osa(self, 'tags', tags)\n    if delete_tags is _NOTHING: delete_tags = _f_delete_tags()\n    _osa(self, 'delete_tags', delete_tags)\n"] = __init__.__code__
+
+def __init__(self, tags=_D, status=_D, name=_D):
+    if tags is _NOTHING: tags = _f_tags()
+    _osa(self, 'tags', tags)
+    _osa(self, 'status', status)
+    _osa(self, 'name', name)
+
+CODE["def __init__(self, tags=_D, status=_D, name=_D):\n    if tags is _NOTHING: tags = _f_tags()\n    _osa(self, 'tags', tags)\n    _osa(self, 'status', status)\n    _osa(self, 'name', name)\n"] = __init__.__code__
 
 def __init__(self, true_form, false_form=_D, separate_value=_D):
     _osa(self, 'true_form', true_form)
@@ -569,6 +735,18 @@ def __init__(self, true_form, false_form=_D, separate_value=_D):
     _osa(self, 'separate_value', separate_value)
 
 CODE["def __init__(self, true_form, false_form=_D, separate_value=_D):\n    _osa(self, 'true_form', true_form)\n    _osa(self, 'false_form', false_form)\n    _osa(self, 'separate_value', separate_value)\n"] = __init__.__code__
+
+def __init__(self, type):
+    _osa(self, 'type', type)
+
+CODE["def __init__(self, type):\n    _osa(self, 'type', type)\n"] = __init__.__code__
+
+def __init__(self, type, from_node=_D, payload=_D):
+    _osa(self, 'type', type)
+    _osa(self, 'from_node', from_node)
+    _osa(self, 'payload', payload)
+
+CODE["def __init__(self, type, from_node=_D, payload=_D):\n    _osa(self, 'type', type)\n    _osa(self, 'from_node', from_node)\n    _osa(self, 'payload', payload)\n"] = __init__.__code__
 
 def __init__(self, type, members):
     _osa(self, 'type', type)
@@ -581,3 +759,17 @@ def __init__(self, value=_D, error=_D):
     _osa(self, 'error', error)
 
 CODE["def __init__(self, value=_D, error=_D):\n    _osa(self, 'value', value)\n    _osa(self, 'error', error)\n"] = __init__.__code__
+
+def __init__(self, vec=_D, error=_D, adjustment=_D, height=_D):
+    if vec is _NOTHING: vec = _f_vec()
+    _osa(self, 'vec', vec)
+    _osa(self, 'error', error)
+    _osa(self, 'adjustment', adjustment)
+    _osa(self, 'height', height)
+
+CODE["def __init__(self, vec=_D, error=_D, adjustment=_D, height=_D):\n    if vec is _NOTHING: vec = _f_vec()\n    _osa(self, 'vec', vec)\n    _osa(self, 'error', error)\n    _osa(self, 'adjustment', adjustment)\n    _osa(self, 'height', height)\n"] = __init__.__code__
+
+def __init__(self, version):
+    _osa(self, 'version', version)
+
+CODE["def __init__(self, version):\n    _osa(self, 'version', version)\n"] = __init__.__code__

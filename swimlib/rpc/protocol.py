@@ -21,13 +21,12 @@ import enum
 import functools
 import ipaddress
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Final, NamedTuple, Self, TypeVar, cast, dataclass_transform
+from typing import Any, ClassVar, Final, NamedTuple, Self
 
 import msgpack
 
 from swimlib.errors import DecodeError
-
-T = TypeVar("T")
+from swimlib.records import field, record
 
 # -- commands and error strings (cmd/serf/command/agent/ipc.go) ---------------
 
@@ -246,89 +245,24 @@ def _wire_order(fields: tuple[_Field, ...]) -> tuple[_Field, ...]:
     return tuple(sorted(fields, key=lambda f: f.go))
 
 
-class _Factory:
-    """A default made fresh for every instance (see :func:`field`)."""
-
-    __slots__ = ("make",)
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self.make = make
-
-
-def field(*, factory: Callable[[], T]) -> T:
-    """A mutable default, one per instance (``tags: dict[str, str] = field(factory=dict)``)."""
-    return cast(T, _Factory(factory))
-
-
-@dataclass_transform(eq_default=True, frozen_default=True, field_specifiers=(field,))
 class Body:
-    """A Go struct sent as a msgpack map; subclasses list their fields in Go order.
+    """A Go struct sent as a msgpack map; subclasses are records (``@record``)
+    listing their fields in Go order, with ``FIELDS`` mapping each to its Go
+    name and kind.
 
     go-msgpack writes struct fields sorted by name, so :meth:`to_wire` does
     too and our bytes equal the Go agent's.
-
-    A body is a frozen record (keyword or positional arguments in the order
-    the class declares its fields, equality, hash, repr), with methods that
-    are generic rather than generated per class: generating them for thirty
-    classes would cost every agent 10 ms of start-up, and RPC bodies are few
-    and far between.
     """
 
+    __slots__ = ()
     FIELDS: ClassVar[tuple[_Field, ...]] = ()
-    #: Field names in declaration order, and the defaults of those that have one.
-    _names: ClassVar[tuple[str, ...]] = ()
-    _defaults: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         declared = cls.__dict__.get("__annotations__", {})  # noqa: RUF063 (own fields only)
-        names = tuple(name for name in declared if not name.isupper())
-        if set(names) != {f.attr for f in cls.FIELDS}:
+        names = {name for name in declared if not name.isupper()}
+        if names != {f.attr for f in cls.FIELDS}:
             raise TypeError(f"{cls.__name__}: FIELDS and the declared fields differ")
-        cls._names = names
-        cls._defaults = {name: cls.__dict__[name] for name in names if name in cls.__dict__}
-        for name in cls._defaults:  # an instance always has its own value
-            delattr(cls, name)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        names = self._names
-        if len(args) > len(names):
-            raise TypeError(f"{type(self).__name__}() takes {len(names)} arguments")
-        values = dict(zip(names, args, strict=False))
-        for name, value in kwargs.items():
-            if name not in names or name in values:
-                raise TypeError(f"{type(self).__name__}() got an unexpected or repeated "
-                                f"argument {name!r}")
-            values[name] = value
-        for name in names:
-            if name not in values:
-                if name not in self._defaults:
-                    raise TypeError(f"{type(self).__name__}() missing argument {name!r}")
-                default = self._defaults[name]
-                values[name] = default.make() if isinstance(default, _Factory) else default
-            object.__setattr__(self, name, values[name])
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is frozen")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is frozen")
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self._names)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, Body)
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._values()))
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._names)
-        return f"{type(self).__name__}({fields})"
 
     def to_wire(self) -> dict[str, Any]:
         wire = {}
@@ -362,12 +296,14 @@ def _to_wire(value: Any) -> Any:
 # -- headers ---------------------------------------------------------------------
 
 
+@record
 class RequestHeader(Body):
     command: str
     seq: int
     FIELDS = (_f("command", "Command", _str, str), _f("seq", "Seq", U64, int))
 
 
+@record
 class ResponseHeader(Body):
     seq: int
     error: str = ""
@@ -377,21 +313,25 @@ class ResponseHeader(Body):
 # -- request bodies ----------------------------------------------------------------
 
 
+@record
 class HandshakeRequest(Body):
     version: int
     FIELDS = (_f("version", "Version", I32, int),)
 
 
+@record
 class AuthRequest(Body):
     auth_key: str
     FIELDS = (_f("auth_key", "AuthKey", _str, str),)
 
 
+@record
 class CoordinateRequest(Body):
     node: str
     FIELDS = (_f("node", "Node", _str, str),)
 
 
+@record
 class EventRequest(Body):
     name: str
     payload: bytes = b""
@@ -404,18 +344,21 @@ class EventRequest(Body):
 
 
 
+@record
 class ForceLeaveRequest(Body):
     node: str
     prune: bool = False
     FIELDS = (_f("node", "Node", _str, str), _f("prune", "Prune", _bool, bool))
 
 
+@record
 class JoinRequest(Body):
     existing: list[str]
     replay: bool = False
     FIELDS = (_f("existing", "Existing", _str_list, list), _f("replay", "Replay", _bool, bool))
 
 
+@record
 class MembersFilteredRequest(Body):
     tags: dict[str, str] = field(factory=dict)
     status: str = ""
@@ -427,26 +370,31 @@ class MembersFilteredRequest(Body):
     )
 
 
+@record
 class KeyRequest(Body):
     key: str
     FIELDS = (_f("key", "Key", _str, str),)
 
 
+@record
 class MonitorRequest(Body):
     log_level: str
     FIELDS = (_f("log_level", "LogLevel", _str, str),)
 
 
+@record
 class StreamRequest(Body):
     type: str
     FIELDS = (_f("type", "Type", _str, str),)
 
 
+@record
 class StopRequest(Body):
     stop: int
     FIELDS = (_f("stop", "Stop", U64, int),)
 
 
+@record
 class TagsRequest(Body):
     tags: dict[str, str] = field(factory=dict)
     delete_tags: list[str] = field(factory=list)
@@ -456,6 +404,7 @@ class TagsRequest(Body):
     )
 
 
+@record
 class QueryRequest(Body):
     name: str
     payload: bytes = b""
@@ -476,6 +425,7 @@ class QueryRequest(Body):
     )
 
 
+@record
 class RespondRequest(Body):
     id: int
     payload: bytes = b""
@@ -485,11 +435,13 @@ class RespondRequest(Body):
 # -- response bodies and stream records ----------------------------------------------
 
 
+@record
 class JoinResponse(Body):
     num: int
     FIELDS = (_f("num", "Num", I32, int),)
 
 
+@record
 class WireMember(Body):
     """``agent.Member``: ``addr`` is the raw IP (4 or 16 bytes), as Go's net.IP."""
 
@@ -530,11 +482,13 @@ def _members(value: Any) -> list[WireMember]:
     raise _type_error("[]Member", value)
 
 
+@record
 class MembersResponse(Body):
     members: list[WireMember] = field(factory=list)
     FIELDS = (_f("members", "Members", _members, list),)
 
 
+@record
 class KeyResponse(Body):
     messages: dict[str, str] = field(factory=dict)
     keys: dict[str, int] = field(factory=dict)
@@ -550,6 +504,7 @@ class KeyResponse(Body):
     )
 
 
+@record
 class QueryRecord(Body):
     type: str
     from_node: str = ""
@@ -562,11 +517,13 @@ class QueryRecord(Body):
 
 
 
+@record
 class LogRecord(Body):
     log: str
     FIELDS = (_f("log", "Log", _str, str),)
 
 
+@record
 class UserEventRecord(Body):
     event: str
     ltime: int
@@ -582,6 +539,7 @@ class UserEventRecord(Body):
     )
 
 
+@record
 class QueryEventRecord(Body):
     event: str
     id: int
@@ -597,12 +555,14 @@ class QueryEventRecord(Body):
     )
 
 
+@record
 class MemberEventRecord(Body):
     event: str
     members: list[WireMember] = field(factory=list)
     FIELDS = (_f("event", "Event", _str, str), _f("members", "Members", _members, list))
 
 
+@record
 class Coordinate(Body):
     """Vivaldi coordinate (``coordinate.Coordinate``); all zero when unknown."""
 
@@ -623,6 +583,7 @@ def _coordinate(value: Any) -> Coordinate:
     return Coordinate.from_wire(value)
 
 
+@record
 class CoordinateResponse(Body):
     coord: Coordinate = field(factory=Coordinate)
     ok: bool = False
