@@ -97,12 +97,23 @@ def _run_agent(raw: list[str]) -> int:
     from swimlib.agent.deferred_imports import defer_unused_modules
 
     defer_unused_modules()
+    args = parse_agent_args(raw)
+    return int(args.func(args))
+
+
+def parse_agent_args(raw: Sequence[str]) -> argparse.Namespace:
+    """``agent ...`` as the agent reads it: serf's Go spellings too (``-node=a``,
+    ``-replay=false``); a bad flag exits 2 with argparse's message."""
     from swimlib.agent import command as agent_command
+    from swimlib.rpc.goflags import normalize_bool_flags
 
     parser, sub = _parser()
     agent_command.add_parser(sub)
-    args = parser.parse_args(raw)
-    return int(args.func(args))
+    try:
+        argv = normalize_bool_flags(raw, {"agent": agent_command.BOOL_FLAGS})
+    except ValueError as exc:
+        parser.error(str(exc))
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -28,7 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from swimlib import backend
 from swimlib.agent.addresses import split_host_port
 from swimlib.agent.handlers import HandlerRunner, HandlerSpec, parse_handler_specs
-from swimlib.agent.join import join_with_backoff
+from swimlib.agent.join import join_with_backoff, retry_join
 from swimlib.agent.memory import release_after_startup, resume_collector
 from swimlib.agent.rpc_adapter import start_rpc_server
 from swimlib.agent.runtime import Agent, open_agent
@@ -36,6 +36,7 @@ from swimlib.cluster.coalesce import EventCoalescer
 from swimlib.cluster.events import Event, QueryEvent
 from swimlib.config import PROFILES, Config
 from swimlib.errors import ConfigError, JoinError, SwimError
+from swimlib.rpc.goflags import BoolFlag, go_flag, parse_go_duration
 
 if TYPE_CHECKING:
     from swimlib.agent.snapshot import Snapshotter
@@ -59,29 +60,68 @@ class SerfLogFormatter(logging.Formatter):
         return f"    {stamp} [{level}] {record.getMessage()}"
 
 
+#: The agent's Go boolean flags, for :func:`goflags.normalize_bool_flags`
+#: (``-replay=false`` after ``-replay`` turns it off again: the last one wins, as in Go).
+BOOL_FLAGS: Final = {
+    "replay": BoolFlag("--replay", "--no-replay"),
+    "disable-compression": BoolFlag("--disable-compression", "--no-disable-compression"),
+}
+
+
 def add_parser(sub: Any) -> None:
+    """``swimlib agent``: every option also in Go's spelling (``-node=web-1``), as serf's."""
     p = sub.add_parser("agent", help="run a swimlib agent (drop-in for serf agent)")
-    p.add_argument("--node", help="node name (default: hostname)")
-    p.add_argument("--bind", default="0.0.0.0:7946", help="gossip address (UDP and TCP)")
-    p.add_argument("--advertise", help="address peers use to reach us")
-    p.add_argument("--join", action="append", default=[], metavar="ADDR",
+    p.add_argument(*go_flag("node"), help="node name (default: hostname)")
+    p.add_argument(*go_flag("bind"), default="0.0.0.0:7946", help="gossip address (UDP and TCP)")
+    p.add_argument(*go_flag("advertise"), help="address peers use to reach us")
+    p.add_argument(*go_flag("join"), action="append", default=[], metavar="ADDR",
                    help="join through ADDR (retried with backoff until it succeeds)")
-    p.add_argument("--replay", action="store_true", help="replay old user events on join")
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--rpc-addr", default="127.0.0.1:7373", help="RPC address")
-    p.add_argument("--rpc-auth", default="", help="RPC auth token")
-    p.add_argument("--event-handler", action="append", default=[], metavar="[FILTER=]SCRIPT")
-    p.add_argument("--encrypt", metavar="BASE64KEY", help="gossip encryption key")
-    p.add_argument("--keyring-file", metavar="PATH", help="JSON keyring (first key primary)")
-    p.add_argument("--snapshot", metavar="PATH", help="snapshot file for rejoin after restart")
-    p.add_argument("--profile", choices=PROFILES, default="lan")
-    p.add_argument("--disable-compression", action="store_true",
+    p.add_argument(*go_flag("retry-join"), action="append", default=[], metavar="ADDR",
+                   help="join through ADDR, retried every --retry-interval; the agent exits "
+                        "after --retry-max failed attempts (0: never)")
+    p.add_argument(*go_flag("retry-interval"), default="30s", metavar="DURATION",
+                   help="wait between --retry-join attempts (Go duration, default 30s)")
+    p.add_argument(*go_flag("retry-max"), type=int, default=0, metavar="N",
+                   help="--retry-join attempts before giving up (default 0: unlimited)")
+    p.add_argument(*go_flag("replay"), action="store_true",
+                   help="replay old user events on join")
+    p.add_argument("--no-replay", dest="replay", action="store_false", help=argparse.SUPPRESS)
+    p.add_argument(*go_flag("tag"), action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(*go_flag("role"), default="",
+                   help="sets the tag role (serf's deprecated form of --tag role=...)")
+    p.add_argument(*go_flag("rpc-addr"), default="127.0.0.1:7373", help="RPC address")
+    p.add_argument(*go_flag("rpc-auth"), default="", help="RPC auth token")
+    p.add_argument(*go_flag("event-handler"), action="append", default=[],
+                   metavar="[FILTER=]SCRIPT")
+    p.add_argument(*go_flag("encrypt"), metavar="BASE64KEY", help="gossip encryption key")
+    p.add_argument(*go_flag("keyring-file"), metavar="PATH",
+                   help="JSON keyring (first key primary)")
+    p.add_argument(*go_flag("snapshot"), metavar="PATH",
+                   help="snapshot file for rejoin after restart")
+    p.add_argument(*go_flag("profile"), choices=PROFILES, default="lan")
+    p.add_argument(*go_flag("broadcast-timeout"), default="5s", metavar="DURATION",
+                   help="how long a leave waits for its broadcast (Go duration, default 5s)")
+    p.add_argument(*go_flag("disable-compression"), action="store_true",
                    help="send push-pull streams uncompressed (as serf -disable-compression)")
-    p.add_argument("--log-level", default="info", choices=sorted(_LEVELS))
-    p.add_argument("--backend", choices=backend.BACKENDS, default=None,
+    p.add_argument("--no-disable-compression", dest="disable_compression",
+                   action="store_false", help=argparse.SUPPRESS)
+    p.add_argument(*go_flag("log-level"), default="info", choices=sorted(_LEVELS))
+    p.add_argument(*go_flag("backend"), choices=backend.BACKENDS, default=None,
                    help=f"event loop (default: ${backend.ENV_VAR}, else "
                         f"{backend.DEFAULT_BACKEND})")
     p.set_defaults(func=run)
+
+
+def _duration(flag: str, text: str) -> float:
+    """A Go duration flag in seconds, > 0."""
+    try:
+        seconds = parse_go_duration(text) / 1e9
+    except ValueError:
+        raise ConfigError(f"-{flag}: invalid duration {text!r} (Go syntax: 30s, 1m30s, 500ms)"
+                          ) from None
+    if seconds <= 0:
+        raise ConfigError(f"-{flag}: must be positive, got {text!r}")
+    return seconds
 
 
 def parse_tags(items: Sequence[str]) -> dict[str, str]:
@@ -159,6 +199,9 @@ class _Settings:
         self.rpc: tuple[str, int] = ("127.0.0.1", 7373)
         self.rpc_auth = ""
         self.join: list[str] = []
+        self.retry_join: list[str] = []
+        self.retry_interval = 30.0
+        self.retry_max = 0
         self.replay = False
         self.tags: dict[str, str] = {}
         self.handlers: list[HandlerSpec] = []
@@ -178,13 +221,21 @@ class _Settings:
         s.rpc = split_host_port(args.rpc_addr, 7373)
         s.rpc_auth = args.rpc_auth
         s.join = list(args.join)
+        s.retry_join = list(args.retry_join)
+        s.retry_interval = _duration("retry-interval", args.retry_interval)
+        if args.retry_max < 0:
+            raise ConfigError(f"-retry-max: must be >= 0, got {args.retry_max}")
+        s.retry_max = args.retry_max
         s.replay = args.replay
         s.tags = parse_tags(args.tag)
+        if args.role:
+            s.tags["role"] = args.role
         s.handlers = parse_handler_specs(args.event_handler)
         s.keyring = load_keyring(args.encrypt, args.keyring_file)
         s.keyring_file = args.keyring_file
         s.snapshot = args.snapshot
-        s.config = Config.for_profile(args.profile)
+        s.config = Config.for_profile(args.profile).evolve(
+            broadcast_timeout=_duration("broadcast-timeout", args.broadcast_timeout))
         s.backend = backend.choose_backend(args.backend)
         if args.disable_compression:
             s.config = s.config.evolve(enable_compression=False)
@@ -206,30 +257,37 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
 
         snapshotter = Snapshotter.open(s.snapshot)
     print("==> Starting swimlib agent...", flush=True)
-    async with open_agent(s.name, bind=s.bind, advertise=s.advertise, config=s.config,
-                          tags=s.tags, keyring=s.keyring,
-                          keyring_file=s.keyring_file) as agent:
-        raw_events = agent.events()  # before any checkpoint: our own member-join included
+    agent: Agent | None = None
+    try:
+        async with open_agent(s.name, bind=s.bind, advertise=s.advertise, config=s.config,
+                              tags=s.tags, keyring=s.keyring,
+                              keyring_file=s.keyring_file) as agent:
+            raw_events = agent.events()  # before any checkpoint: our own member-join included
+            if snapshotter is not None:
+                r = snapshotter.replay
+                agent.restore_clocks(r.last_clock, r.last_event_clock, r.last_query_clock)
+            async with anyio.create_task_group() as task_group:
+                stop_requested = await _start_rpc(task_group, agent, s)
+                _banner(agent, s)
+                resume_collector()  # off since the command line was read (swimlib.cli)
+                handler_events = await _start_pipeline(task_group, agent, s, snapshotter)
+                task_group.start_soon(_fan_out, agent, raw_events, handler_events, snapshotter)
+                task_group.start_soon(_join_with_retry, agent, s, snapshotter)
+                if s.retry_join:
+                    task_group.start_soon(_retry_join, agent, s)
+                task_group.start_soon(release_after_startup)
+                await _wait_for_exit(signals, stop_requested)
+                if not agent.has_left:
+                    log.info("agent: Gracefully shutting down agent...")
+                    if snapshotter is not None:
+                        snapshotter.leave(anyio.current_time())
+                    await agent.leave()
+                task_group.cancel_scope.cancel()
+    finally:
+        # Also when the agent gives up (-retry-max) or fails: what it saw is kept.
         if snapshotter is not None:
-            r = snapshotter.replay
-            agent.restore_clocks(r.last_clock, r.last_event_clock, r.last_query_clock)
-        async with anyio.create_task_group() as task_group:
-            stop_requested = await _start_rpc(task_group, agent, s)
-            _banner(agent, s)
-            resume_collector()  # off since the command line was read (swimlib.cli)
-            handler_events = await _start_pipeline(task_group, agent, s, snapshotter)
-            task_group.start_soon(_fan_out, agent, raw_events, handler_events, snapshotter)
-            task_group.start_soon(_join_with_retry, agent, s, snapshotter)
-            task_group.start_soon(release_after_startup)
-            await _wait_for_exit(signals, stop_requested)
-            if not agent.has_left:
-                log.info("agent: Gracefully shutting down agent...")
-                if snapshotter is not None:
-                    snapshotter.leave(anyio.current_time())
-                await agent.leave()
-            task_group.cancel_scope.cancel()
-    if snapshotter is not None:
-        snapshotter.close(anyio.current_time(), agent.member_time())
+            snapshotter.close(anyio.current_time(),
+                              agent.member_time() if agent is not None else None)
     log.info("agent: shutdown complete")
 
 
@@ -325,6 +383,11 @@ async def _join_with_retry(agent: Agent, s: _Settings, snapshotter: Snapshotter 
         return
     if s.join:
         await join_with_backoff(agent, s.join, replay=s.replay, logger=log)
+
+
+async def _retry_join(agent: Agent, s: _Settings) -> None:
+    await retry_join(agent, s.retry_join, interval=s.retry_interval, max_retries=s.retry_max,
+                     replay=s.replay, logger=log)
 
 
 async def _wait_for_exit(received: AsyncIterator[int], stop_requested: anyio.Event) -> None:

@@ -1,10 +1,15 @@
-"""Joining a cluster until it works: the agent's ``--join`` and lbadapter's.
+"""Joining a cluster until it works: the agent's ``--join`` and lbadapter's,
+and serf's ``-retry-join``.
 
 The seed may not be up yet (containers start in any order, a balancer may
 boot before its backends), so a join that reaches nobody is retried with
 exponential backoff, forever, until one answers or the caller is cancelled.
 An unexpected error is recorded at the agent's ``join`` boundary and retried
 like a refusal: one bad start must not leave a member alone for good.
+
+``-retry-join`` keeps serf's contract instead, for unit files written for
+it: a fixed interval, and with ``-retry-max N`` the agent gives up (exit 1,
+no leave) after N retries, N+1 attempts in all, logging serf's lines.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from swimlib.errors import ConfigError, JoinError
+from swimlib.errors import ConfigError, JoinError, SwimError
+from swimlib.rpc.goflags import format_go_duration
 
 if TYPE_CHECKING:
     from swimlib.agent.runtime import Agent
@@ -43,3 +49,34 @@ async def join_with_backoff(agent: Agent, addrs: Sequence[str], *, replay: bool 
             agent.faults.record("join", exc)
         await anyio.sleep(delay)
         delay = min(ceiling, delay * factor)
+
+
+class RetryJoinExhausted(SwimError):
+    """``-retry-max`` attempts of ``-retry-join`` all failed: the agent exits."""
+
+
+async def retry_join(agent: Agent, addrs: Sequence[str], *, interval: float, max_retries: int,
+                     replay: bool = False, logger: logging.Logger | None = None) -> int:
+    """serf's ``retryJoin``: returns how many answered, or raises
+    :class:`RetryJoinExhausted` after ``max_retries`` retries (0: never)."""
+    out = logger or log
+    attempt = 0
+    while True:
+        out.info("agent: Joining cluster...(replay: %s)", str(replay).lower())
+        error: Exception
+        try:
+            n = await agent.join(list(addrs), replay=replay)
+            out.info("agent: Join completed. Synced with %d initial agents", n)
+            return n
+        except (JoinError, ConfigError) as exc:
+            error = exc
+        except Exception as exc:
+            agent.faults.record("join", exc)
+            error = exc
+        attempt += 1
+        if max_retries > 0 and attempt > max_retries:
+            out.error("agent: maximum retry join attempts made, exiting")
+            raise RetryJoinExhausted("maximum retry join attempts made")
+        out.warning("agent: Join failed: %s, retrying in %s", error,
+                    format_go_duration(interval))
+        await anyio.sleep(interval)

@@ -20,7 +20,7 @@ from typing import Final
 from swimlib.errors import RPCError
 from swimlib.rpc import protocol as p
 from swimlib.rpc.client import DEFAULT_RPC_ADDR, RPCClient
-from swimlib.rpc.goflags import BoolFlag, parse_go_duration
+from swimlib.rpc.goflags import BoolFlag, go_flag, parse_go_duration
 from swimlib.rpc.output import GoStruct, columnize, go_json, go_repr, stats_text
 
 __all__ = ["BOOL_FLAGS", "register"]
@@ -74,21 +74,16 @@ def err(text: str = "") -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _opt(name: str) -> tuple[str, str]:
-    """``--name`` plus Go's ``-name``."""
-    return f"--{name}", f"-{name}"
-
-
 def _rpc_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
-        *_opt("rpc-addr"),
+        *go_flag("rpc-addr"),
         dest="rpc_addr",
         metavar="HOST:PORT",
         help=f"agent RPC address (env SWIMLIB_RPC_ADDR / SERF_RPC_ADDR; {DEFAULT_RPC_ADDR})",
     )
     parent.add_argument(
-        *_opt("rpc-auth"),
+        *go_flag("rpc-auth"),
         dest="rpc_auth",
         metavar="TOKEN",
         help="RPC auth token (env SWIMLIB_RPC_AUTH / SERF_RPC_AUTH)",
@@ -444,28 +439,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fmt = {"choices": ("text", "json"), "default": "text", "help": "output format"}
 
     members = add("members", cmd_members, "list the members of the cluster")
-    members.add_argument(*_opt("format"), **fmt)  # type: ignore[arg-type]
-    members.add_argument(*_opt("status"), default="", metavar="RE", help="status regexp")
-    members.add_argument(*_opt("name"), default="", metavar="RE", help="node name regexp")
-    members.add_argument(*_opt("role"), default="", metavar="RE", help=argparse.SUPPRESS)
-    members.add_argument(*_opt("tag"), action="append", default=[], metavar="KEY=RE",
+    members.add_argument(*go_flag("format"), **fmt)  # type: ignore[arg-type]
+    members.add_argument(*go_flag("status"), default="", metavar="RE", help="status regexp")
+    members.add_argument(*go_flag("name"), default="", metavar="RE", help="node name regexp")
+    members.add_argument(*go_flag("role"), default="", metavar="RE", help=argparse.SUPPRESS)
+    members.add_argument(*go_flag("tag"), action="append", default=[], metavar="KEY=RE",
                          help="tag filter (repeatable; anchored regexp)")
-    members.add_argument(*_opt("detailed"), action="store_true", help="show protocol versions")
+    members.add_argument(*go_flag("detailed"), action="store_true", help="show protocol versions")
 
     join = add("join", cmd_join, "tell the agent to join a cluster")
     join.add_argument("addrs", nargs="+", metavar="ADDR")
-    join.add_argument(*_opt("replay"), action="store_true", help="replay past user events")
+    join.add_argument(*go_flag("replay"), action="store_true", help="replay past user events")
 
     add("leave", cmd_leave, "gracefully leave the cluster and shut the agent down")
 
     force = add("force-leave", cmd_force_leave, "force a failed member into the left state")
     force.add_argument("node", metavar="NAME")
-    force.add_argument(*_opt("prune"), action="store_true", help="forget the member at once")
+    force.add_argument(*go_flag("prune"), action="store_true", help="forget the member at once")
 
     event = add("event", cmd_event, "send a custom event through the cluster")
     event.add_argument("name", metavar="NAME")
     event.add_argument("payload", nargs="?", metavar="PAYLOAD")
-    event.add_argument(*_opt("coalesce"), dest="coalesce", action="store_true", default=True,
+    event.add_argument(*go_flag("coalesce"), dest="coalesce", action="store_true", default=True,
                        help="allow coalescing (default; --coalesce=false to disable)")
     event.add_argument("--no-coalesce", dest="coalesce", action="store_false",
                        help=argparse.SUPPRESS)
@@ -473,37 +468,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     query = add("query", cmd_query, "send a query to the cluster and print the replies")
     query.add_argument("name", metavar="NAME")
     query.add_argument("payload", nargs="?", metavar="PAYLOAD")
-    query.add_argument(*_opt("node"), action="append", default=[], metavar="NAME",
+    query.add_argument(*go_flag("node"), action="append", default=[], metavar="NAME",
                        help="only ask this node (repeatable)")
-    query.add_argument(*_opt("tag"), action="append", default=[], metavar="KEY=RE",
+    query.add_argument(*go_flag("tag"), action="append", default=[], metavar="KEY=RE",
                        help="only ask nodes whose tag matches (repeatable)")
-    query.add_argument(*_opt("timeout"), type=_duration, default=0, metavar="DURATION",
+    query.add_argument(*go_flag("timeout"), type=_duration, default=0, metavar="DURATION",
                        help="query timeout, e.g. 15s (default: the agent's)")
-    query.add_argument(*_opt("no-ack"), dest="no_ack", action="store_true",
+    query.add_argument(*go_flag("no-ack"), dest="no_ack", action="store_true",
                        help="do not request acks")
-    query.add_argument(*_opt("relay-factor"), dest="relay_factor", type=int, default=0,
+    query.add_argument(*go_flag("relay-factor"), dest="relay_factor", type=int, default=0,
                        metavar="N", help="relay responses through N extra nodes (0-255)")
-    query.add_argument(*_opt("format"), **fmt)  # type: ignore[arg-type]
+    query.add_argument(*go_flag("format"), **fmt)  # type: ignore[arg-type]
 
     tags = add("tags", cmd_tags, "modify the tags of the agent")
-    tags.add_argument(*_opt("set"), action="append", default=[], metavar="KEY=VALUE")
-    tags.add_argument(*_opt("delete"), action="append", default=[], metavar="KEY")
+    tags.add_argument(*go_flag("set"), action="append", default=[], metavar="KEY=VALUE")
+    tags.add_argument(*go_flag("delete"), action="append", default=[], metavar="KEY")
 
     keys = add("keys", cmd_keys, "manage the cluster's encryption keyring")
-    keys.add_argument(*_opt("install"), default="", metavar="KEY")
-    keys.add_argument(*_opt("use"), default="", metavar="KEY")
-    keys.add_argument(*_opt("remove"), default="", metavar="KEY")
-    keys.add_argument(*_opt("list"), action="store_true")
+    keys.add_argument(*go_flag("install"), default="", metavar="KEY")
+    keys.add_argument(*go_flag("use"), default="", metavar="KEY")
+    keys.add_argument(*go_flag("remove"), default="", metavar="KEY")
+    keys.add_argument(*go_flag("list"), action="store_true")
 
     monitor = add("monitor", cmd_monitor, "stream the agent's logs and events")
-    monitor.add_argument(*_opt("log-level"), dest="log_level", default="INFO", metavar="LEVEL",
+    monitor.add_argument(*go_flag("log-level"), dest="log_level", default="INFO", metavar="LEVEL",
                          help="TRACE, DEBUG, INFO, WARN or ERR")
 
     info = add("info", cmd_info, "print debugging information about the agent")
-    info.add_argument(*_opt("format"), **fmt)  # type: ignore[arg-type]
+    info.add_argument(*go_flag("format"), **fmt)  # type: ignore[arg-type]
 
     reach = add("reachability", cmd_reachability, "check that every live member answers")
-    reach.add_argument(*_opt("verbose"), action="store_true")
+    reach.add_argument(*go_flag("verbose"), action="store_true")
 
 
 def run(func: Handler, args: argparse.Namespace) -> int:

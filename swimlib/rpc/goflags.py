@@ -13,10 +13,23 @@ from collections.abc import Mapping, Sequence
 
 from swimlib.records import record
 
-__all__ = ["BoolFlag", "normalize_bool_flags", "parse_go_bool", "parse_go_duration"]
+__all__ = [
+    "BoolFlag",
+    "format_go_duration",
+    "go_flag",
+    "normalize_bool_flags",
+    "parse_go_bool",
+    "parse_go_duration",
+]
 
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def go_flag(name: str) -> tuple[str, str]:
+    """An option's spellings: ``--name`` plus Go's ``-name`` (argparse then
+    takes ``-name=value``, ``-name value`` and ``--name`` alike)."""
+    return f"--{name}", f"-{name}"
 
 
 def parse_go_bool(text: str) -> bool:
@@ -66,6 +79,22 @@ def parse_go_duration(text: str) -> int:
     if total >= 1 << 63:
         raise ValueError(f"invalid duration {text!r}")
     return sign * total
+
+
+def format_go_duration(seconds: float) -> str:
+    """``time.Duration.String()`` for whole milliseconds and up (``30s``, ``1m30s``, ``500ms``)."""
+    ms = round(seconds * 1000)
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    text = f"{secs}s"
+    if hours:
+        return f"{hours}h{minutes}m{text}"
+    return f"{minutes}m{text}" if minutes else text
 
 
 @record

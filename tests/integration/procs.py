@@ -96,6 +96,16 @@ class Procs:
             wait_for(lambda: self.rpc_ready(proc), 15, what=f"swimlib agent {name} RPC")
         return proc
 
+    def swimlib_flags(self, name: str, *flags: str, port: int, rpc_port: int,
+                      wait: bool = True) -> Proc:
+        """``swimlib agent`` with exactly ``flags`` (a unit file's command line);
+        ``port`` and ``rpc_port`` are the ones the flags bind."""
+        argv = [sys.executable, "-m", "swimlib.cli", "agent", *flags]
+        proc = self._spawn(name, argv, f"127.0.0.1:{rpc_port}", f"127.0.0.1:{port}")
+        if wait:
+            wait_for(lambda: self.rpc_ready(proc), 15, what=f"swimlib agent {name} RPC")
+        return proc
+
     def rpc_ready(self, proc: Proc) -> bool:
         if not proc.alive():
             raise AssertionError(f"{proc.name} exited:\n{proc.output()[-3000:]}")

@@ -40,6 +40,53 @@ def test_agent_profile_and_disable_compression_flags_reach_the_config():
     assert not wan.enable_compression
 
 
+def _go_settings(*flags: str):
+    from swimlib.agent.command import _Settings
+    from swimlib.cli import parse_agent_args
+
+    return _Settings.from_args(parse_agent_args(["agent", *flags]))
+
+
+def test_serf_command_lines_parse_in_go_spelling():
+    """A command line from serf's documentation, unchanged."""
+    s = _go_settings("-node=web-1", "-bind=127.0.0.1:7946", "-join=ha", "-join", "ha2:7946",
+                     "-rpc-addr=127.0.0.1:7373", "-tag", "dc=east", "-tag=zone=a", "-role=web",
+                     "-replay", "-disable-compression=true", "-broadcast-timeout=2500ms",
+                     "-profile=wan", "-event-handler=member-join=join.sh",
+                     "-retry-join=10.0.0.1", "-retry-interval=1m30s", "-retry-max=3")
+    assert (s.name, s.bind, s.rpc) == ("web-1", ("127.0.0.1", 7946), ("127.0.0.1", 7373))
+    assert s.join == ["ha", "ha2:7946"] and s.replay
+    assert s.tags == {"dc": "east", "zone": "a", "role": "web"}
+    assert s.config.profile == "wan" and not s.config.enable_compression
+    assert s.config.broadcast_timeout == 2.5
+    assert [h.event for h in s.handlers] == ["member-join"]
+    assert (s.retry_join, s.retry_interval, s.retry_max) == (["10.0.0.1"], 90.0, 3)
+    # The GNU spellings still work, and Go's explicit false turns a switch off.
+    s = _go_settings("--node", "a", "--replay", "-replay=false")
+    assert not s.replay and s.config.broadcast_timeout == 5.0 and s.retry_interval == 30.0
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["-retry-interval=soon"], "-retry-interval: invalid duration 'soon'"),
+    (["-broadcast-timeout=0s"], "-broadcast-timeout: must be positive"),
+    (["-retry-max=-1"], "-retry-max: must be >= 0"),
+])
+def test_bad_go_flag_values_are_clear_errors(flags, message):
+    from swimlib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _go_settings("-node=a", *flags)
+
+
+def test_a_bad_go_boolean_or_unknown_flag_is_a_usage_error():
+    for flags, expected in ((["-replay=maybe"], 'invalid boolean value "maybe" for -replay'),
+                            (["-no-such-flag=1"], "unrecognized arguments")):
+        proc = subprocess.run([sys.executable, "-m", "swimlib.cli", "agent", "-node=a", *flags],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_ports_in_use_are_a_clear_error_not_a_traceback(backend):
     from swimlib.testing import free_port

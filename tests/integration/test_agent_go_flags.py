@@ -1,0 +1,77 @@
+"""``swimlib agent`` started with command lines written for ``serf agent``.
+
+Real processes on loopback: a serf agent as the seed, swimlib agents given
+Go-style flags exactly as a unit file for serf would give them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swimlib.testing import free_port
+
+from .procs import Procs, needs_serf, wait_for
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    p = Procs(tmp_path)
+    yield p
+    p.stop_all()
+
+
+def _alive(procs: Procs, observer: Any, name: str) -> dict[str, Any] | None:
+    member = procs.members(observer).get(name)
+    return member if member is not None and member["status"] == "alive" else None
+
+
+@needs_serf
+def test_a_serf_command_line_starts_swimlib_unchanged(procs: Procs) -> None:
+    seed = procs.serf("seed")
+    port, rpc = free_port(), free_port()
+    web = procs.swimlib_flags(
+        "web-1", "-node=web-1", f"-bind=127.0.0.1:{port}", f"-rpc-addr=127.0.0.1:{rpc}",
+        f"-join={seed.gossip}", "-role=web", "-tag", "dc=east", "-replay=false",
+        "-broadcast-timeout=2s", "-log-level=info", port=port, rpc_port=rpc)
+    seen = wait_for(lambda: _alive(procs, seed, "web-1"), 20, what="serf sees web-1")
+    assert seen["tags"] == {"role": "web", "dc": "east"}
+    assert seen["addr"] == f"127.0.0.1:{port}"
+    # And serf's CLI against the swimlib agent sees the serf seed.
+    wait_for(lambda: _alive(procs, web, "seed"), 20, what="web-1 sees the seed")
+    assert procs.stop(web) == 0
+
+
+def test_retry_join_gives_up_after_retry_max_as_serf_does(procs: Procs) -> None:
+    port, rpc, nobody = free_port(), free_port(), free_port()
+    lonely = procs.swimlib_flags(
+        "lonely", "-node=lonely", f"-bind=127.0.0.1:{port}", f"-rpc-addr=127.0.0.1:{rpc}",
+        f"-retry-join=127.0.0.1:{nobody}", "-retry-interval=100ms", "-retry-max=2",
+        port=port, rpc_port=rpc, wait=False)
+    wait_for(lambda: not lonely.alive(), 30, what="the agent to give up")
+    out = lonely.output()
+    assert lonely.popen.returncode == 1, out
+    # serf's retryJoin: N retries after the first attempt, then exit 1 without a leave.
+    assert out.count("agent: Joining cluster...(replay: false)") == 3, out
+    assert out.count("agent: Join failed:") == 2 and "retrying in 100ms" in out, out
+    assert "[ERR] agent: maximum retry join attempts made, exiting" in out
+    assert "Gracefully shutting down" not in out and "Traceback" not in out
+
+
+@needs_serf
+def test_retry_join_keeps_trying_until_the_seed_is_up(procs: Procs) -> None:
+    seed_port = free_port()
+    port, rpc = free_port(), free_port()
+    agent = procs.swimlib_flags(
+        "late", "-node=late", f"-bind=127.0.0.1:{port}", f"-rpc-addr=127.0.0.1:{rpc}",
+        f"-retry-join=127.0.0.1:{seed_port}", "-retry-interval=200ms",
+        port=port, rpc_port=rpc)
+    wait_for(lambda: "agent: Join failed:" in agent.output(), 15, what="a failed attempt")
+    seed = procs.serf("seed", port=seed_port)
+    wait_for(lambda: _alive(procs, seed, "late"), 20, what="the seed sees the agent")
+    wait_for(lambda: "agent: Join completed. Synced with 1 initial agents" in agent.output(),
+             10, what="the join completed")
+    assert agent.alive()
