@@ -36,7 +36,7 @@ from swimlib.cluster.coalesce import EventCoalescer
 from swimlib.cluster.events import Event, QueryEvent
 from swimlib.config import PROFILES, Config
 from swimlib.errors import ConfigError, JoinError, SwimError
-from swimlib.rpc.goflags import BoolFlag, go_flag, parse_go_duration
+from swimlib.rpc.goflags import BoolFlag, format_go_duration, go_flag, parse_go_duration
 
 if TYPE_CHECKING:
     from swimlib.agent.snapshot import Snapshotter
@@ -80,9 +80,10 @@ def add_parser(sub: Any) -> None:
                    help="join through ADDR, retried every --retry-interval; the agent exits "
                         "after --retry-max failed attempts (0: never)")
     p.add_argument(*go_flag("retry-interval"), default="30s", metavar="DURATION",
-                   help="wait between --retry-join attempts (Go duration, default 30s)")
+                   help="wait between --retry-join attempts (Go duration, default 30s, "
+                        "at least 1s)")
     p.add_argument(*go_flag("retry-max"), type=int, default=0, metavar="N",
-                   help="--retry-join attempts before giving up (default 0: unlimited)")
+                   help="--retry-join retries before giving up (default 0: unlimited)")
     p.add_argument(*go_flag("replay"), action="store_true",
                    help="replay old user events on join")
     p.add_argument("--no-replay", dest="replay", action="store_false", help=argparse.SUPPRESS)
@@ -100,7 +101,8 @@ def add_parser(sub: Any) -> None:
                    help="snapshot file for rejoin after restart")
     p.add_argument(*go_flag("profile"), choices=PROFILES, default="lan")
     p.add_argument(*go_flag("broadcast-timeout"), default="5s", metavar="DURATION",
-                   help="how long a leave waits for its broadcast (Go duration, default 5s)")
+                   help="how long a leave waits for its broadcast (Go duration, default 5s, "
+                        "at least 1s)")
     p.add_argument(*go_flag("disable-compression"), action="store_true",
                    help="send push-pull streams uncompressed (as serf -disable-compression)")
     p.add_argument("--no-disable-compression", dest="disable_compression",
@@ -112,16 +114,28 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+#: serf's floors for -retry-interval and -broadcast-timeout (lower values are raised, with
+#: a warning).
+MIN_RETRY_INTERVAL: Final = 1.0
+MIN_BROADCAST_TIMEOUT: Final = 1.0
+
+
 def _duration(flag: str, text: str) -> float:
-    """A Go duration flag in seconds, > 0."""
+    """A Go duration flag, in seconds."""
     try:
-        seconds = parse_go_duration(text) / 1e9
+        return parse_go_duration(text) / 1e9
     except ValueError:
         raise ConfigError(f"-{flag}: invalid duration {text!r} (Go syntax: 30s, 1m30s, 500ms)"
                           ) from None
-    if seconds <= 0:
-        raise ConfigError(f"-{flag}: must be positive, got {text!r}")
-    return seconds
+
+
+def _at_least(value: float, floor: float, serf_name: str) -> float:
+    """serf's rule: a value below the floor is raised to it, and the operator told."""
+    if value >= floor:
+        return value
+    print(f"==> Warning: '{serf_name}' is too low. Setting to {format_go_duration(floor)}",
+          flush=True)
+    return floor
 
 
 def parse_tags(items: Sequence[str]) -> dict[str, str]:
@@ -222,10 +236,9 @@ class _Settings:
         s.rpc_auth = args.rpc_auth
         s.join = list(args.join)
         s.retry_join = list(args.retry_join)
-        s.retry_interval = _duration("retry-interval", args.retry_interval)
-        if args.retry_max < 0:
-            raise ConfigError(f"-retry-max: must be >= 0, got {args.retry_max}")
-        s.retry_max = args.retry_max
+        s.retry_interval = _at_least(_duration("retry-interval", args.retry_interval),
+                                     MIN_RETRY_INTERVAL, "RetryInterval")
+        s.retry_max = max(0, args.retry_max)  # serf: not positive means unlimited
         s.replay = args.replay
         s.tags = parse_tags(args.tag)
         if args.role:
@@ -234,8 +247,9 @@ class _Settings:
         s.keyring = load_keyring(args.encrypt, args.keyring_file)
         s.keyring_file = args.keyring_file
         s.snapshot = args.snapshot
-        s.config = Config.for_profile(args.profile).evolve(
-            broadcast_timeout=_duration("broadcast-timeout", args.broadcast_timeout))
+        broadcast_timeout = _at_least(_duration("broadcast-timeout", args.broadcast_timeout),
+                                      MIN_BROADCAST_TIMEOUT, "BroadcastTimeout")
+        s.config = Config.for_profile(args.profile).evolve(broadcast_timeout=broadcast_timeout)
         s.backend = backend.choose_backend(args.backend)
         if args.disable_compression:
             s.config = s.config.evolve(enable_compression=False)

@@ -66,16 +66,22 @@ def test_serf_command_lines_parse_in_go_spelling():
     assert not s.replay and s.config.broadcast_timeout == 5.0 and s.retry_interval == 30.0
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["-retry-interval=soon"], "-retry-interval: invalid duration 'soon'"),
-    (["-broadcast-timeout=0s"], "-broadcast-timeout: must be positive"),
-    (["-retry-max=-1"], "-retry-max: must be >= 0"),
-])
-def test_bad_go_flag_values_are_clear_errors(flags, message):
+@pytest.mark.parametrize("flag", ["-retry-interval=soon", "-broadcast-timeout=5 s"])
+def test_a_bad_duration_is_a_clear_error(flag):
     from swimlib.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=message):
-        _go_settings("-node=a", *flags)
+    name, _, value = flag.partition("=")
+    with pytest.raises(ConfigError, match=f"{name}: invalid duration {value!r}"):
+        _go_settings("-node=a", flag)
+
+
+def test_durations_below_serfs_floor_are_raised_with_a_warning(capsys):
+    s = _go_settings("-node=a", "-retry-interval=100ms", "-broadcast-timeout=0s",
+                     "-retry-max=-1")
+    assert (s.retry_interval, s.config.broadcast_timeout, s.retry_max) == (1.0, 1.0, 0)
+    out = capsys.readouterr().out
+    assert "==> Warning: 'RetryInterval' is too low. Setting to 1s" in out
+    assert "==> Warning: 'BroadcastTimeout' is too low. Setting to 1s" in out
 
 
 def test_a_bad_go_boolean_or_unknown_flag_is_a_usage_error():
