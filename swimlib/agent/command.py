@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from swimlib import backend
+from swimlib.agent import serf_config
 from swimlib.agent.addresses import split_host_port
 from swimlib.agent.handlers import HandlerRunner, HandlerSpec, parse_handler_specs
 from swimlib.agent.join import join_with_backoff, retry_join
@@ -71,27 +72,31 @@ BOOL_FLAGS: Final = {
 def add_parser(sub: Any) -> None:
     """``swimlib agent``: every option also in Go's spelling (``-node=web-1``), as serf's."""
     p = sub.add_parser("agent", help="run a swimlib agent (drop-in for serf agent)")
+    p.add_argument(*go_flag("config-file"), *go_flag("config-dir"), dest="config_paths",
+                   action="append", default=[], metavar="PATH",
+                   help="serf JSON configuration file, or directory of *.json files read in "
+                        "lexical order (repeatable; the command line wins)")
     p.add_argument(*go_flag("node"), help="node name (default: hostname)")
-    p.add_argument(*go_flag("bind"), default="0.0.0.0:7946", help="gossip address (UDP and TCP)")
+    p.add_argument(*go_flag("bind"), help="gossip address (UDP and TCP; default 0.0.0.0:7946)")
     p.add_argument(*go_flag("advertise"), help="address peers use to reach us")
     p.add_argument(*go_flag("join"), action="append", default=[], metavar="ADDR",
                    help="join through ADDR (retried with backoff until it succeeds)")
     p.add_argument(*go_flag("retry-join"), action="append", default=[], metavar="ADDR",
                    help="join through ADDR, retried every --retry-interval; the agent exits "
                         "after --retry-max failed attempts (0: never)")
-    p.add_argument(*go_flag("retry-interval"), default="30s", metavar="DURATION",
+    p.add_argument(*go_flag("retry-interval"), metavar="DURATION",
                    help="wait between --retry-join attempts (Go duration, default 30s, "
                         "at least 1s)")
-    p.add_argument(*go_flag("retry-max"), type=int, default=0, metavar="N",
+    p.add_argument(*go_flag("retry-max"), type=int, metavar="N",
                    help="--retry-join retries before giving up (default 0: unlimited)")
     p.add_argument(*go_flag("replay"), action="store_true",
                    help="replay old user events on join")
     p.add_argument("--no-replay", dest="replay", action="store_false", help=argparse.SUPPRESS)
     p.add_argument(*go_flag("tag"), action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument(*go_flag("role"), default="",
+    p.add_argument(*go_flag("role"),
                    help="sets the tag role (serf's deprecated form of --tag role=...)")
-    p.add_argument(*go_flag("rpc-addr"), default="127.0.0.1:7373", help="RPC address")
-    p.add_argument(*go_flag("rpc-auth"), default="", help="RPC auth token")
+    p.add_argument(*go_flag("rpc-addr"), help="RPC address (default 127.0.0.1:7373)")
+    p.add_argument(*go_flag("rpc-auth"), help="RPC auth token")
     p.add_argument(*go_flag("event-handler"), action="append", default=[],
                    metavar="[FILTER=]SCRIPT")
     p.add_argument(*go_flag("encrypt"), metavar="BASE64KEY", help="gossip encryption key")
@@ -99,15 +104,17 @@ def add_parser(sub: Any) -> None:
                    help="JSON keyring (first key primary)")
     p.add_argument(*go_flag("snapshot"), metavar="PATH",
                    help="snapshot file for rejoin after restart")
-    p.add_argument(*go_flag("profile"), choices=PROFILES, default="lan")
-    p.add_argument(*go_flag("broadcast-timeout"), default="5s", metavar="DURATION",
+    p.add_argument(*go_flag("profile"), help=f"timing profile: {', '.join(PROFILES)} "
+                                             "(default lan)")
+    p.add_argument(*go_flag("broadcast-timeout"), metavar="DURATION",
                    help="how long a leave waits for its broadcast (Go duration, default 5s, "
                         "at least 1s)")
     p.add_argument(*go_flag("disable-compression"), action="store_true",
                    help="send push-pull streams uncompressed (as serf -disable-compression)")
     p.add_argument("--no-disable-compression", dest="disable_compression",
                    action="store_false", help=argparse.SUPPRESS)
-    p.add_argument(*go_flag("log-level"), default="info", choices=sorted(_LEVELS))
+    p.add_argument(*go_flag("log-level"),
+                   help=f"{', '.join(sorted(_LEVELS))} (any case; default info)")
     p.add_argument(*go_flag("backend"), choices=backend.BACKENDS, default=None,
                    help=f"event loop (default: ${backend.ENV_VAR}, else "
                         f"{backend.DEFAULT_BACKEND})")
@@ -133,8 +140,7 @@ def _at_least(value: float, floor: float, serf_name: str) -> float:
     """serf's rule: a value below the floor is raised to it, and the operator told."""
     if value >= floor:
         return value
-    print(f"==> Warning: '{serf_name}' is too low. Setting to {format_go_duration(floor)}",
-          flush=True)
+    _warn(f"'{serf_name}' is too low. Setting to {format_go_duration(floor)}")
     return floor
 
 
@@ -175,13 +181,13 @@ def run(args: argparse.Namespace) -> int:
     handler.setFormatter(SerfLogFormatter())
     root = logging.getLogger("swimlib")
     root.handlers[:] = [handler]
-    root.setLevel(_LEVELS[args.log_level])
     root.propagate = False
     try:
         settings = _Settings.from_args(args)
     except (ConfigError, SwimError) as exc:
         print(f"==> Error: {exc}", file=sys.stderr)
         return 1
+    root.setLevel(_LEVELS[settings.log_level])
     try:
         backend.run(_run_agent, settings, backend=settings.backend)
     except BaseException as exc:
@@ -223,37 +229,90 @@ class _Settings:
         self.keyring_file: str | None = None
         self.snapshot: str | None = None
         self.config = Config.lan()
+        self.log_level = "info"
         self.backend = backend.DEFAULT_BACKEND
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> _Settings:
+        """Defaults, then the configuration files, then the command line (serf's order)."""
+        files = serf_config.read_paths(args.config_paths, warn=_warn)
+        return cls.from_config(serf_config.merge(serf_config.merge(DEFAULTS, files),
+                                                 _command_line_config(args)), args)
+
+    @classmethod
+    def from_config(cls, c: serf_config.FileConfig, args: argparse.Namespace) -> _Settings:
         s = cls()
-        s.name = args.node or socket.gethostname()
-        s.bind = split_host_port(args.bind, 7946)
-        if args.advertise:
-            s.advertise = split_host_port(args.advertise, s.bind[1])
-        s.rpc = split_host_port(args.rpc_addr, 7373)
-        s.rpc_auth = args.rpc_auth
-        s.join = list(args.join)
-        s.retry_join = list(args.retry_join)
-        s.retry_interval = _at_least(_duration("retry-interval", args.retry_interval),
-                                     MIN_RETRY_INTERVAL, "RetryInterval")
-        s.retry_max = max(0, args.retry_max)  # serf: not positive means unlimited
-        s.replay = args.replay
-        s.tags = parse_tags(args.tag)
-        if args.role:
-            s.tags["role"] = args.role
-        s.handlers = parse_handler_specs(args.event_handler)
-        s.keyring = load_keyring(args.encrypt, args.keyring_file)
-        s.keyring_file = args.keyring_file
-        s.snapshot = args.snapshot
-        broadcast_timeout = _at_least(_duration("broadcast-timeout", args.broadcast_timeout),
-                                      MIN_BROADCAST_TIMEOUT, "BroadcastTimeout")
-        s.config = Config.for_profile(args.profile).evolve(broadcast_timeout=broadcast_timeout)
+        s.name = c.get("node_name") or socket.gethostname()
+        s.bind = split_host_port(c["bind"], 7946)
+        if c.get("advertise"):
+            s.advertise = split_host_port(c["advertise"], s.bind[1])
+        s.rpc = split_host_port(c["rpc_addr"], 7373)
+        s.rpc_auth = c.get("rpc_auth", "")
+        s.log_level = c["log_level"].lower()
+        if s.log_level not in _LEVELS:
+            raise ConfigError(f"Invalid log level: {c['log_level']}. Valid log levels are: "
+                              f"{', '.join(sorted(_LEVELS))}")
+        s.join = list(c.get("start_join", []))
+        s.retry_join = list(c.get("retry_join", []))
+        s.retry_interval = _at_least(c["retry_interval"], MIN_RETRY_INTERVAL, "RetryInterval")
+        s.retry_max = max(0, c.get("retry_max_attempts", 0))  # serf: <= 0 is unlimited
+        s.replay = bool(c.get("replay_on_join"))
+        s.tags = dict(c.get("tags", {}))
+        if c.get("role"):
+            s.tags["role"] = c["role"]
+        s.handlers = parse_handler_specs(c.get("event_handlers", []))
+        s.keyring = load_keyring(c.get("encrypt_key"), c.get("keyring_file"))
+        s.keyring_file = c.get("keyring_file")
+        s.snapshot = c.get("snapshot_path")
+        if c["profile"] not in PROFILES:
+            raise ConfigError(f"Unknown profile: {c['profile']}")
+        limits = {key: c[key] for key in ("query_size_limit", "query_response_size_limit",
+                                          "reconnect_interval", "reconnect_timeout",
+                                          "tombstone_timeout") if key in c}
+        s.config = Config.for_profile(c["profile"]).evolve(
+            broadcast_timeout=_at_least(c["broadcast_timeout"], MIN_BROADCAST_TIMEOUT,
+                                        "BroadcastTimeout"), **limits)
         s.backend = backend.choose_backend(args.backend)
         if args.disable_compression:
             s.config = s.config.evolve(enable_compression=False)
         return s
+
+
+#: serf's ``DefaultConfig()``, for the keys that have a default.
+DEFAULTS: Final[serf_config.FileConfig] = {
+    "bind": "0.0.0.0:7946",
+    "rpc_addr": "127.0.0.1:7373",
+    "log_level": "info",
+    "profile": "lan",
+    "retry_interval": 30.0,
+    "broadcast_timeout": 5.0,
+    "query_size_limit": 1024,
+    "query_response_size_limit": 1024,
+}
+
+
+def _command_line_config(args: argparse.Namespace) -> serf_config.FileConfig:
+    """The flags given, under serf's configuration keys (merged over the files)."""
+    given = {"node_name": args.node, "bind": args.bind, "advertise": args.advertise,
+             "rpc_addr": args.rpc_addr, "rpc_auth": args.rpc_auth, "encrypt_key": args.encrypt,
+             "keyring_file": args.keyring_file, "snapshot_path": args.snapshot,
+             "profile": args.profile, "log_level": args.log_level, "role": args.role,
+             "retry_max_attempts": args.retry_max}
+    config: serf_config.FileConfig = {key: value for key, value in given.items()
+                                      if value is not None}
+    config.update(replay_on_join=args.replay, start_join=list(args.join),
+                  retry_join=list(args.retry_join), event_handlers=list(args.event_handler))
+    if args.tag:
+        config["tags"] = parse_tags(args.tag)
+    if args.retry_interval is not None:
+        config["retry_interval"] = _duration("retry-interval", args.retry_interval)
+    if args.broadcast_timeout is not None:
+        config["broadcast_timeout"] = _duration("broadcast-timeout", args.broadcast_timeout)
+    return config
+
+
+def _warn(text: str) -> None:
+    print(f"==> Warning: {text}", flush=True)
 
 
 async def _run_agent(s: _Settings) -> None:

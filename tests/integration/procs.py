@@ -106,6 +106,13 @@ class Procs:
             wait_for(lambda: self.rpc_ready(proc), 15, what=f"swimlib agent {name} RPC")
         return proc
 
+    def serf_flags(self, name: str, *flags: str, port: int, rpc_port: int) -> Proc:
+        """``serf agent`` with exactly ``flags``, as :meth:`swimlib_flags`."""
+        proc = self._spawn(name, [SERF, "agent", *flags], f"127.0.0.1:{rpc_port}",
+                           f"127.0.0.1:{port}")
+        wait_for(lambda: self.rpc_ready(proc), 10, what=f"serf agent {name} RPC")
+        return proc
+
     def rpc_ready(self, proc: Proc) -> bool:
         if not proc.alive():
             raise AssertionError(f"{proc.name} exited:\n{proc.output()[-3000:]}")

@@ -6,6 +6,9 @@ Go-style flags exactly as a unit file for serf would give them.
 
 from __future__ import annotations
 
+import base64
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ import pytest
 
 from swimlib.testing import free_port
 
-from .procs import Procs, needs_serf, wait_for
+from .procs import SERF, Procs, needs_serf, wait_for
 
 
 @pytest.fixture
@@ -75,3 +78,48 @@ def test_retry_join_keeps_trying_until_the_seed_is_up(procs: Procs) -> None:
     wait_for(lambda: "agent: Join completed. Synced with 1 initial agents" in agent.output(),
              10, what="the join completed")
     assert agent.alive()
+
+
+def _info(proc: Any) -> dict[str, Any]:
+    out = subprocess.run([SERF, "info", f"-rpc-addr={proc.rpc}", "-format=json"],
+                         capture_output=True, text=True, timeout=20, check=True).stdout
+    return dict(json.loads(out))
+
+
+@needs_serf
+def test_a_serf_config_directory_starts_swimlib_as_it_starts_serf(procs: Procs,
+                                                                   tmp_path: Path) -> None:
+    """The same directory and unit-file command line for both implementations."""
+    key = base64.b64encode(bytes(range(32))).decode()
+    seed = procs.serf("seed", f"-encrypt={key}")
+    out = tmp_path / "deploys"
+    conf = tmp_path / "serf.d"
+    conf.mkdir()
+    (conf / "00-agent.json").write_text(json.dumps({
+        "tags": {"role": "web", "dc": "east"}, "encrypt_key": key,
+        "retry_join": [seed.gossip], "retry_interval": "1s", "log_level": "INFO",
+        "event_handlers": [f"user:deploy=echo $SERF_SELF_NAME >> {out}"],
+        "enable_syslog": False}))
+    (conf / "10-site.json").write_text(json.dumps({"tags": {"dc": "west"}}))
+    agents = {}
+    for impl in ("serf", "swimlib"):
+        port, rpc = free_port(), free_port()
+        flags = [f"-config-dir={conf}", f"-node={impl}-1", f"-bind=127.0.0.1:{port}",
+                 f"-rpc-addr=127.0.0.1:{rpc}", f"-snapshot={tmp_path / impl}.snapshot"]
+        if impl == "serf":
+            agents[impl] = procs.serf_flags(f"{impl}-1", *flags, port=port, rpc_port=rpc)
+        else:
+            agents[impl] = procs.swimlib_flags(f"{impl}-1", *flags, port=port, rpc_port=rpc)
+    for impl in agents:
+        seen = wait_for(lambda i=impl: _alive(procs, seed, f"{i}-1"), 30, what=f"{impl} joined")
+        assert seen["tags"] == {"role": "web", "dc": "west"}
+    infos = {impl: _info(proc) for impl, proc in agents.items()}
+    for info in infos.values():
+        assert info["tags"] == {"role": "web", "dc": "west"}
+        assert info["serf"]["encrypted"] == "true"
+    assert {info["agent"]["name"] for info in infos.values()} == {"serf-1", "swimlib-1"}
+    subprocess.run([SERF, "event", f"-rpc-addr={seed.rpc}", "deploy", "v2"], check=True,
+                   capture_output=True, timeout=20)
+    wait_for(lambda: out.exists() and sorted(out.read_text().split()) == ["serf-1",
+                                                                          "swimlib-1"],
+             30, what="both handlers ran")

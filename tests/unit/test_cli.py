@@ -76,9 +76,11 @@ def test_a_bad_duration_is_a_clear_error(flag):
 
 
 def test_durations_below_serfs_floor_are_raised_with_a_warning(capsys):
-    s = _go_settings("-node=a", "-retry-interval=100ms", "-broadcast-timeout=0s",
+    s = _go_settings("-node=a", "-retry-interval=100ms", "-broadcast-timeout=500ms",
                      "-retry-max=-1")
     assert (s.retry_interval, s.config.broadcast_timeout, s.retry_max) == (1.0, 1.0, 0)
+    # A zero is "not set" in serf's merge: the default stays.
+    assert _go_settings("-node=a", "-broadcast-timeout=0s").config.broadcast_timeout == 5.0
     out = capsys.readouterr().out
     assert "==> Warning: 'RetryInterval' is too low. Setting to 1s" in out
     assert "==> Warning: 'BroadcastTimeout' is too low. Setting to 1s" in out
