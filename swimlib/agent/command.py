@@ -33,6 +33,7 @@ from swimlib.agent.join import join_with_backoff, retry_join
 from swimlib.agent.memory import release_after_startup, resume_collector
 from swimlib.agent.rpc_adapter import start_rpc_server
 from swimlib.agent.runtime import Agent, open_agent
+from swimlib.agent.tags_file import load_tags_file
 from swimlib.cluster.coalesce import EventCoalescer
 from swimlib.cluster.events import Event, QueryEvent
 from swimlib.config import PROFILES, Config
@@ -93,6 +94,8 @@ def add_parser(sub: Any) -> None:
                    help="replay old user events on join")
     p.add_argument("--no-replay", dest="replay", action="store_false", help=argparse.SUPPRESS)
     p.add_argument(*go_flag("tag"), action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(*go_flag("tags-file"), metavar="PATH",
+                   help="keep the tags in PATH across restarts (not with --tag or --role)")
     p.add_argument(*go_flag("role"),
                    help="sets the tag role (serf's deprecated form of --tag role=...)")
     p.add_argument(*go_flag("rpc-addr"), help="RPC address (default 127.0.0.1:7373)")
@@ -224,6 +227,9 @@ class _Settings:
         self.retry_max = 0
         self.replay = False
         self.tags: dict[str, str] = {}
+        self.tags_file: str | None = None
+        #: How many tags came from the tags file (None: no file read).
+        self.restored_tags: int | None = None
         self.handlers: list[HandlerSpec] = []
         self.keyring: Keyring | None = None
         self.keyring_file: str | None = None
@@ -260,6 +266,13 @@ class _Settings:
         s.tags = dict(c.get("tags", {}))
         if c.get("role"):
             s.tags["role"] = c["role"]
+        s.tags_file = c.get("tags_file") or None
+        if s.tags_file is not None:
+            if s.tags:
+                raise ConfigError("Tags config not allowed while using tag files")
+            restored = load_tags_file(s.tags_file)
+            if restored is not None:
+                s.tags, s.restored_tags = restored, len(restored)
         s.handlers = parse_handler_specs(c.get("event_handlers", []))
         s.keyring = load_keyring(c.get("encrypt_key"), c.get("keyring_file"))
         s.keyring_file = c.get("keyring_file")
@@ -297,6 +310,7 @@ def _command_line_config(args: argparse.Namespace) -> serf_config.FileConfig:
              "rpc_addr": args.rpc_addr, "rpc_auth": args.rpc_auth, "encrypt_key": args.encrypt,
              "keyring_file": args.keyring_file, "snapshot_path": args.snapshot,
              "profile": args.profile, "log_level": args.log_level, "role": args.role,
+             "tags_file": args.tags_file,
              "retry_max_attempts": args.retry_max}
     config: serf_config.FileConfig = {key: value for key, value in given.items()
                                       if value is not None}
@@ -334,7 +348,9 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
     try:
         async with open_agent(s.name, bind=s.bind, advertise=s.advertise, config=s.config,
                               tags=s.tags, keyring=s.keyring,
-                              keyring_file=s.keyring_file) as agent:
+                              keyring_file=s.keyring_file, tags_file=s.tags_file) as agent:
+            if s.restored_tags is not None:
+                log.info("agent: Restored %d tag(s) from %s", s.restored_tags, s.tags_file)
             raw_events = agent.events()  # before any checkpoint: our own member-join included
             if snapshotter is not None:
                 r = snapshotter.replay

@@ -13,6 +13,7 @@ and leaves finished, the keyring file rewritten. A full subscriber drops
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -98,11 +99,13 @@ class Agent:
     """A running swimlib agent. Create with :func:`open_agent`."""
 
     def __init__(self, serf: Serf, transport: Transport, task_group: TaskGroup,
-                 keyring_file: str | None = None) -> None:
+                 keyring_file: str | None = None, tags_file: str | None = None) -> None:
         self.serf = serf
         self.config = serf.config
         #: Rewritten whenever a key query changes the keyring (as Serf does).
         self.keyring_file = keyring_file
+        #: Rewritten before every change of our tags (:mod:`swimlib.agent.tags_file`).
+        self.tags_file = tags_file
         #: Failures caught at the boundaries of single inputs (see :mod:`swimlib.faults`).
         self.faults = FaultLog()
         self._shell = CoreShell(serf, transport, task_group, tcp_timeout=self.config.tcp_timeout,
@@ -235,15 +238,30 @@ class Agent:
     async def set_tags(self, tags: Mapping[str, str] | None = None,
                        delete: Sequence[str] = ()) -> None:
         """Merge ``tags`` into ours and drop ``delete``; announced as member-update."""
-        merged = self.serf.tags
+        before = self.serf.tags
+        merged = dict(before)
         merged.update(tags or {})
         for key in delete:
             merged.pop(key, None)
+        self._keep_tags(merged)  # first: a change the file cannot keep is not made
         try:
             self.serf.set_tags(merged, self._shell.now())
         except ValueError as exc:
+            with contextlib.suppress(SwimError):
+                self._keep_tags(before)
             raise SwimError(str(exc)) from None
         await self._shell.drive()
+
+    def _keep_tags(self, tags: Mapping[str, str]) -> None:
+        if self.tags_file is None:
+            return
+        from swimlib.agent.tags_file import write_tags_file
+
+        try:
+            write_tags_file(self.tags_file, tags)
+        except OSError as exc:
+            raise SwimError(f"failed to write tags file {self.tags_file}: "
+                            f"{exc.strerror or exc}") from None
 
     async def force_leave(self, node: str, prune: bool = False) -> None:
         self.serf.force_leave(node, prune, self._shell.now())
@@ -443,13 +461,15 @@ async def open_agent(name: str | None = None, *, bind: Address = ("0.0.0.0", 794
                      join: Sequence[str] = (), replay: bool = False,
                      rng: random.Random | None = None,
                      keyring_file: str | None = None,
+                     tags_file: str | None = None,
                      transport: Transport | None = None) -> AsyncIterator[Agent]:
     """Run an agent for the duration of the ``async with`` block.
 
     It binds UDP and TCP on ``bind`` unless given a ``transport`` (say, from a
     :class:`~swimlib.transport.memory.MemoryNetwork`), which it then owns and
     closes. Leaving the block shuts the agent down without a graceful leave;
-    call ``await agent.leave()`` first to leave gracefully.
+    call ``await agent.leave()`` first to leave gracefully. ``keyring_file`` and
+    ``tags_file`` are rewritten when the keyring or the tags change.
     """
     config = config or Config.lan()
     if transport is None:
@@ -464,7 +484,7 @@ async def open_agent(name: str | None = None, *, bind: Address = ("0.0.0.0", 794
                     rng or random.Random(), anyio.current_time(), tags=tags, keyring=keyring)
         with _single_errors_unwrapped():
             async with anyio.create_task_group() as task_group:
-                agent = Agent(serf, transport, task_group, keyring_file)
+                agent = Agent(serf, transport, task_group, keyring_file, tags_file)
                 # Effects so far (our own member-join) go out on the timer loop's first
                 # pass, after the caller had a chance to subscribe with agent.events().
                 agent._shell.start()

@@ -43,6 +43,7 @@ KEYS: Final[dict[str, Kind]] = {
     "node_name": Kind.STRING,
     "role": Kind.STRING,
     "tags": Kind.STRING_MAP,
+    "tags_file": Kind.STRING,
     "bind": Kind.STRING,
     "advertise": Kind.STRING,
     "encrypt_key": Kind.STRING,
@@ -69,7 +70,6 @@ KEYS: Final[dict[str, Kind]] = {
 #: serf's keys not implemented here yet: accepted (type-checked), warned about, ignored.
 NOT_YET: Final[dict[str, Kind]] = {
     "disable_coordinates": Kind.BOOL,
-    "tags_file": Kind.STRING,
     "protocol": Kind.INT,
     "leave_on_terminate": Kind.BOOL,
     "skip_leave_on_interrupt": Kind.BOOL,

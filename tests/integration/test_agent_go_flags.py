@@ -123,3 +123,27 @@ def test_a_serf_config_directory_starts_swimlib_as_it_starts_serf(procs: Procs,
     wait_for(lambda: out.exists() and sorted(out.read_text().split()) == ["serf-1",
                                                                           "swimlib-1"],
              30, what="both handlers ran")
+
+
+@needs_serf
+def test_tags_set_over_rpc_survive_a_restart_through_the_tags_file(procs: Procs,
+                                                                     tmp_path: Path) -> None:
+    seed = procs.serf("seed")
+    tags_file = tmp_path / "tags.json"
+    port, rpc = free_port(), free_port()
+    flags = ["-node=db-1", f"-bind=127.0.0.1:{port}", f"-rpc-addr=127.0.0.1:{rpc}",
+             f"-join={seed.gossip}", f"-tags-file={tags_file}"]
+    agent = procs.swimlib_flags("db-1", *flags, port=port, rpc_port=rpc)
+    wait_for(lambda: _alive(procs, seed, "db-1"), 20, what="db-1 joined")
+    subprocess.run([SERF, "tags", f"-rpc-addr={agent.rpc}", "-set", "role=db", "-set",
+                    "shard=2"], check=True, capture_output=True, timeout=20)
+    assert json.loads(tags_file.read_text()) == {"role": "db", "shard": "2"}
+    wait_for(lambda: (_alive(procs, seed, "db-1") or {}).get("tags") == {"role": "db",
+                                                                          "shard": "2"},
+             20, what="the seed sees the new tags")
+    assert procs.stop(agent) == 0
+    again = procs.swimlib_flags("db-1", *flags, port=port, rpc_port=rpc)
+    wait_for(lambda: "agent: Restored 2 tag(s) from" in again.output(), 10,
+             what="the tags restored")
+    info = _info(again)
+    assert info["tags"] == {"role": "db", "shard": "2"}
