@@ -66,6 +66,7 @@ class SerfLogFormatter(logging.Formatter):
 #: (``-replay=false`` after ``-replay`` turns it off again: the last one wins, as in Go).
 BOOL_FLAGS: Final = {
     "replay": BoolFlag("--replay", "--no-replay"),
+    "rejoin": BoolFlag("--rejoin", "--no-rejoin"),
     "disable-compression": BoolFlag("--disable-compression", "--no-disable-compression"),
 }
 
@@ -107,6 +108,9 @@ def add_parser(sub: Any) -> None:
                    help="JSON keyring (first key primary)")
     p.add_argument(*go_flag("snapshot"), metavar="PATH",
                    help="snapshot file for rejoin after restart")
+    p.add_argument(*go_flag("rejoin"), action="store_true",
+                   help="with --snapshot: rejoin the cluster on start even after a leave")
+    p.add_argument("--no-rejoin", dest="rejoin", action="store_false", help=argparse.SUPPRESS)
     p.add_argument(*go_flag("profile"), help=f"timing profile: {', '.join(PROFILES)} "
                                              "(default lan)")
     p.add_argument(*go_flag("broadcast-timeout"), metavar="DURATION",
@@ -234,6 +238,7 @@ class _Settings:
         self.keyring: Keyring | None = None
         self.keyring_file: str | None = None
         self.snapshot: str | None = None
+        self.rejoin = False
         self.config = Config.lan()
         self.log_level = "info"
         self.backend = backend.DEFAULT_BACKEND
@@ -277,6 +282,9 @@ class _Settings:
         s.keyring = load_keyring(c.get("encrypt_key"), c.get("keyring_file"))
         s.keyring_file = c.get("keyring_file")
         s.snapshot = c.get("snapshot_path")
+        s.rejoin = bool(c.get("rejoin_after_leave"))
+        if s.rejoin and not s.snapshot:
+            _warn("'RejoinAfterLeave' enabled without snapshot file")
         if c["profile"] not in PROFILES:
             raise ConfigError(f"Unknown profile: {c['profile']}")
         limits = {key: c[key] for key in ("query_size_limit", "query_response_size_limit",
@@ -314,7 +322,8 @@ def _command_line_config(args: argparse.Namespace) -> serf_config.FileConfig:
              "retry_max_attempts": args.retry_max}
     config: serf_config.FileConfig = {key: value for key, value in given.items()
                                       if value is not None}
-    config.update(replay_on_join=args.replay, start_join=list(args.join),
+    config.update(replay_on_join=args.replay, rejoin_after_leave=args.rejoin,
+                  start_join=list(args.join),
                   retry_join=list(args.retry_join), event_handlers=list(args.event_handler))
     if args.tag:
         config["tags"] = parse_tags(args.tag)
@@ -342,7 +351,7 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
     if s.snapshot:  # imported only when used
         from swimlib.agent.snapshot import Snapshotter
 
-        snapshotter = Snapshotter.open(s.snapshot)
+        snapshotter = Snapshotter.open(s.snapshot, rejoin_after_leave=s.rejoin)
     print("==> Starting swimlib agent...", flush=True)
     agent: Agent | None = None
     try:

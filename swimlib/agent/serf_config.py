@@ -58,6 +58,7 @@ KEYS: Final[dict[str, Kind]] = {
     "event_handlers": Kind.STRINGS,
     "profile": Kind.STRING,
     "snapshot_path": Kind.STRING,
+    "rejoin_after_leave": Kind.BOOL,
     "reconnect_interval": Kind.DURATION,
     "reconnect_timeout": Kind.DURATION,
     "tombstone_timeout": Kind.DURATION,
@@ -78,7 +79,6 @@ NOT_YET: Final[dict[str, Kind]] = {
     "disable_name_resolution": Kind.BOOL,
     "enable_syslog": Kind.BOOL,
     "syslog_facility": Kind.STRING,
-    "rejoin_after_leave": Kind.BOOL,
     "enable_compression": Kind.BOOL,  # serf lets the command line decide it anyway
     "statsite_addr": Kind.STRING,
     "statsd_addr": Kind.STRING,

@@ -147,3 +147,20 @@ def test_tags_set_over_rpc_survive_a_restart_through_the_tags_file(procs: Procs,
              what="the tags restored")
     info = _info(again)
     assert info["tags"] == {"role": "db", "shard": "2"}
+
+
+@needs_serf
+def test_rejoin_brings_a_member_back_after_a_graceful_leave(procs: Procs,
+                                                           tmp_path: Path) -> None:
+    seed = procs.serf("seed")
+    port, rpc = free_port(), free_port()
+    base = ["-node=r-1", f"-bind=127.0.0.1:{port}", f"-rpc-addr=127.0.0.1:{rpc}",
+            f"-snapshot={tmp_path / 'r-1.snapshot'}"]
+    first = procs.swimlib_flags("r-1", *base, f"-join={seed.gossip}", port=port, rpc_port=rpc)
+    wait_for(lambda: _alive(procs, seed, "r-1"), 20, what="r-1 joined")
+    assert procs.stop(first) == 0  # SIGTERM: a graceful leave, recorded in the snapshot
+    wait_for(lambda: procs.members(seed).get("r-1", {}).get("status") == "left", 20,
+             what="the seed saw r-1 leave")
+    again = procs.swimlib_flags("r-1", *base, "-rejoin", port=port, rpc_port=rpc)
+    wait_for(lambda: _alive(procs, seed, "r-1"), 20, what="r-1 rejoined from its snapshot")
+    assert "rejoined through snapshot member seed" in again.output()

@@ -62,8 +62,9 @@ def test_serf_command_lines_parse_in_go_spelling():
     assert [h.event for h in s.handlers] == ["member-join"]
     assert (s.retry_join, s.retry_interval, s.retry_max) == (["10.0.0.1"], 90.0, 3)
     # The GNU spellings still work, and Go's explicit false turns a switch off.
-    s = _go_settings("--node", "a", "--replay", "-replay=false")
+    s = _go_settings("--node", "a", "--replay", "-replay=false", "-rejoin", "-snapshot=s")
     assert not s.replay and s.config.broadcast_timeout == 5.0 and s.retry_interval == 30.0
+    assert s.rejoin and s.snapshot == "s"
 
 
 @pytest.mark.parametrize("flag", ["-retry-interval=soon", "-broadcast-timeout=5 s"])
