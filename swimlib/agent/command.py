@@ -80,6 +80,9 @@ def add_parser(sub: Any) -> None:
                         "lexical order (repeatable; the command line wins)")
     p.add_argument(*go_flag("node"), help="node name (default: hostname)")
     p.add_argument(*go_flag("bind"), help="gossip address (UDP and TCP; default 0.0.0.0:7946)")
+    p.add_argument(*go_flag("iface"),
+                   help="network interface to bind to (its first usable address with a "
+                        "wildcard --bind; else --bind must be one of its addresses)")
     p.add_argument(*go_flag("advertise"), help="address peers use to reach us")
     p.add_argument(*go_flag("join"), action="append", default=[], metavar="ADDR",
                    help="join through ADDR (retried with backoff until it succeeds)")
@@ -255,6 +258,13 @@ class _Settings:
         s = cls()
         s.name = c.get("node_name") or socket.gethostname()
         s.bind = split_host_port(c["bind"], 7946)
+        if c.get("interface"):
+            from swimlib.agent.interfaces import bind_on_interface
+
+            host = bind_on_interface(c["interface"], s.bind[0])
+            if host != s.bind[0]:
+                print(f"==> Using interface '{c['interface']}' address '{host}'", flush=True)
+            s.bind = (host, s.bind[1])
         if c.get("advertise"):
             s.advertise = split_host_port(c["advertise"], s.bind[1])
         s.rpc = split_host_port(c["rpc_addr"], 7373)
@@ -315,6 +325,7 @@ DEFAULTS: Final[serf_config.FileConfig] = {
 def _command_line_config(args: argparse.Namespace) -> serf_config.FileConfig:
     """The flags given, under serf's configuration keys (merged over the files)."""
     given = {"node_name": args.node, "bind": args.bind, "advertise": args.advertise,
+             "interface": args.iface,
              "rpc_addr": args.rpc_addr, "rpc_auth": args.rpc_auth, "encrypt_key": args.encrypt,
              "keyring_file": args.keyring_file, "snapshot_path": args.snapshot,
              "profile": args.profile, "log_level": args.log_level, "role": args.role,

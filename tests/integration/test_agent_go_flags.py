@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,15 @@ def test_rejoin_brings_a_member_back_after_a_graceful_leave(procs: Procs,
     again = procs.swimlib_flags("r-1", *base, "-rejoin", port=port, rpc_port=rpc)
     wait_for(lambda: _alive(procs, seed, "r-1"), 20, what="r-1 rejoined from its snapshot")
     assert "rejoined through snapshot member seed" in again.output()
+
+
+@needs_serf
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="-iface reads Linux interfaces")
+def test_iface_binds_the_interface_address(procs: Procs) -> None:
+    seed = procs.serf("seed")
+    port, rpc = free_port(), free_port()
+    procs.swimlib_flags("lo-1", "-node=lo-1", "-iface=lo", f"-bind=0.0.0.0:{port}",
+                        f"-rpc-addr=127.0.0.1:{rpc}", f"-join={seed.gossip}",
+                        port=port, rpc_port=rpc)
+    seen = wait_for(lambda: _alive(procs, seed, "lo-1"), 20, what="lo-1 joined")
+    assert seen["addr"] == f"127.0.0.1:{port}"
