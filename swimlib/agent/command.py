@@ -67,6 +67,7 @@ class SerfLogFormatter(logging.Formatter):
 BOOL_FLAGS: Final = {
     "replay": BoolFlag("--replay", "--no-replay"),
     "rejoin": BoolFlag("--rejoin", "--no-rejoin"),
+    "syslog": BoolFlag("--syslog", "--no-syslog"),
     "disable-compression": BoolFlag("--disable-compression", "--no-disable-compression"),
 }
 
@@ -125,6 +126,10 @@ def add_parser(sub: Any) -> None:
                    action="store_false", help=argparse.SUPPRESS)
     p.add_argument(*go_flag("log-level"),
                    help=f"{', '.join(sorted(_LEVELS))} (any case; default info)")
+    p.add_argument(*go_flag("syslog"), action="store_true",
+                   help="also send the log to the local syslog (facility: syslog_facility "
+                        "in a config file, default LOCAL0)")
+    p.add_argument("--no-syslog", dest="syslog", action="store_false", help=argparse.SUPPRESS)
     p.add_argument(*go_flag("backend"), choices=backend.BACKENDS, default=None,
                    help=f"event loop (default: ${backend.ENV_VAR}, else "
                         f"{backend.DEFAULT_BACKEND})")
@@ -198,6 +203,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"==> Error: {exc}", file=sys.stderr)
         return 1
     root.setLevel(_LEVELS[settings.log_level])
+    if settings.syslog_facility is not None:
+        from swimlib.agent.syslog import open_syslog_handler
+
+        try:
+            root.addHandler(open_syslog_handler(settings.syslog_facility, SerfLogFormatter()))
+        except ConfigError as exc:
+            print(f"==> Error: {exc}", file=sys.stderr)
+            return 1
     try:
         backend.run(_run_agent, settings, backend=settings.backend)
     except BaseException as exc:
@@ -244,6 +257,8 @@ class _Settings:
         self.rejoin = False
         self.config = Config.lan()
         self.log_level = "info"
+        #: Log to the local syslog too, with this facility (None: not at all).
+        self.syslog_facility: str | None = None
         self.backend = backend.DEFAULT_BACKEND
 
     @classmethod
@@ -269,6 +284,11 @@ class _Settings:
             s.advertise = split_host_port(c["advertise"], s.bind[1])
         s.rpc = split_host_port(c["rpc_addr"], 7373)
         s.rpc_auth = c.get("rpc_auth", "")
+        if c.get("enable_syslog"):
+            from swimlib.agent.syslog import facility_code
+
+            facility_code(c["syslog_facility"])  # a bad name stops us before anything binds
+            s.syslog_facility = c["syslog_facility"]
         s.log_level = c["log_level"].lower()
         if s.log_level not in _LEVELS:
             raise ConfigError(f"Invalid log level: {c['log_level']}. Valid log levels are: "
@@ -319,6 +339,7 @@ DEFAULTS: Final[serf_config.FileConfig] = {
     "broadcast_timeout": 5.0,
     "query_size_limit": 1024,
     "query_response_size_limit": 1024,
+    "syslog_facility": "LOCAL0",
 }
 
 
@@ -334,6 +355,7 @@ def _command_line_config(args: argparse.Namespace) -> serf_config.FileConfig:
     config: serf_config.FileConfig = {key: value for key, value in given.items()
                                       if value is not None}
     config.update(replay_on_join=args.replay, rejoin_after_leave=args.rejoin,
+                  enable_syslog=args.syslog,
                   start_join=list(args.join),
                   retry_join=list(args.retry_join), event_handlers=list(args.event_handler))
     if args.tag:

@@ -50,6 +50,8 @@ KEYS: Final[dict[str, Kind]] = {
     "encrypt_key": Kind.STRING,
     "keyring_file": Kind.STRING,
     "log_level": Kind.STRING,
+    "enable_syslog": Kind.BOOL,
+    "syslog_facility": Kind.STRING,
     "rpc_addr": Kind.STRING,
     "rpc_auth": Kind.STRING,
     "replay_on_join": Kind.BOOL,
@@ -77,8 +79,6 @@ NOT_YET: Final[dict[str, Kind]] = {
     "skip_leave_on_interrupt": Kind.BOOL,
     "discover": Kind.STRING,
     "disable_name_resolution": Kind.BOOL,
-    "enable_syslog": Kind.BOOL,
-    "syslog_facility": Kind.STRING,
     "enable_compression": Kind.BOOL,  # serf lets the command line decide it anyway
     "statsite_addr": Kind.STRING,
     "statsd_addr": Kind.STRING,
