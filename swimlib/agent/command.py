@@ -89,7 +89,7 @@ def add_parser(sub: Any) -> None:
                    help="join through ADDR (retried with backoff until it succeeds)")
     p.add_argument(*go_flag("retry-join"), action="append", default=[], metavar="ADDR",
                    help="join through ADDR, retried every --retry-interval; the agent exits "
-                        "after --retry-max failed attempts (0: never)")
+                        "after --retry-max failed retries (0: never)")
     p.add_argument(*go_flag("retry-interval"), metavar="DURATION",
                    help="wait between --retry-join attempts (Go duration, default 30s, "
                         "at least 1s)")
