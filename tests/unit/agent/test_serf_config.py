@@ -63,6 +63,7 @@ def test_a_directory_is_read_in_lexical_order_json_files_only(tmp_path: Path) ->
     ({"retry_interval": "soon"}, r"bad\.json: retry_interval: invalid duration 'soon'"),
     ({"node-name": "a"}, r"bad\.json: unknown key 'node-name'"),
     ({"enable_syslog": "yes"}, r"bad\.json: enable_syslog: expected a boolean"),
+    ({"statsd_addr": 8125}, r"bad\.json: statsd_addr: expected a string"),
     ("[" * 100_000, r"bad\.json: (JSON nested too deeply|invalid JSON)"),
 ])
 def test_a_bad_file_names_the_file_the_key_and_the_reason(tmp_path: Path, content: Any,
@@ -82,11 +83,11 @@ def test_unreadable_paths_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_keys_not_implemented_yet_are_warned_about_and_ignored(tmp_path: Path) -> None:
-    f = _write(tmp_path / "a.json", {"node_name": "a", "enable_syslog": True,
+    f = _write(tmp_path / "a.json", {"node_name": "a", "statsd_addr": "127.0.0.1:8125",
                                      "leave_on_terminate": True})
     warnings: list[str] = []
     assert sc.read_paths([str(f)], warn=warnings.append) == {"node_name": "a"}
-    assert warnings == [f"{f}: not supported yet, ignored: enable_syslog, leave_on_terminate"]
+    assert warnings == [f"{f}: not supported yet, ignored: leave_on_terminate, statsd_addr"]
 
 
 def test_files_reach_the_agent_and_the_command_line_wins(tmp_path: Path) -> None:
