@@ -16,10 +16,9 @@ import random
 import signal
 import socket
 import sys
-import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -30,6 +29,7 @@ from swimlib.agent import serf_config
 from swimlib.agent.addresses import split_host_port
 from swimlib.agent.handlers import HandlerRunner, HandlerSpec, parse_handler_specs
 from swimlib.agent.join import join_with_backoff, retry_join
+from swimlib.agent.logs import Console, JsonLogFormatter, SerfLogFormatter
 from swimlib.agent.memory import release_after_startup, resume_collector
 from swimlib.agent.rpc_adapter import start_rpc_server
 from swimlib.agent.runtime import Agent, open_agent
@@ -51,23 +51,13 @@ _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
            "error": logging.ERROR}
 
 
-class SerfLogFormatter(logging.Formatter):
-    """``    2026/11/25 01:10:35 [INFO] serf: EventMemberJoin: n2 127.0.0.1`` (Serf's layout)."""
-
-    _NAMES: ClassVar[dict[str, str]] = {"WARNING": "WARN", "ERROR": "ERR", "CRITICAL": "ERR"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
-        level = self._NAMES.get(record.levelname, record.levelname)
-        return f"    {stamp} [{level}] {record.getMessage()}"
-
-
 #: The agent's Go boolean flags, for :func:`goflags.normalize_bool_flags`
 #: (``-replay=false`` after ``-replay`` turns it off again: the last one wins, as in Go).
 BOOL_FLAGS: Final = {
     "replay": BoolFlag("--replay", "--no-replay"),
     "rejoin": BoolFlag("--rejoin", "--no-rejoin"),
     "syslog": BoolFlag("--syslog", "--no-syslog"),
+    "log-json": BoolFlag("--log-json", "--no-log-json"),
     "disable-compression": BoolFlag("--disable-compression", "--no-disable-compression"),
 }
 
@@ -126,6 +116,10 @@ def add_parser(sub: Any) -> None:
                    action="store_false", help=argparse.SUPPRESS)
     p.add_argument(*go_flag("log-level"),
                    help=f"{', '.join(sorted(_LEVELS))} (any case; default info)")
+    p.add_argument(*go_flag("log-json"), action="store_true",
+                   help="write every line on stdout as one JSON object (for log shippers)")
+    p.add_argument("--no-log-json", dest="log_json", action="store_false",
+                   help=argparse.SUPPRESS)
     p.add_argument(*go_flag("syslog"), action="store_true",
                    help="also send the log to the local syslog (facility: syslog_facility "
                         "in a config file, default LOCAL0)")
@@ -192,24 +186,26 @@ def load_keyring(encrypt: str | None, keyring_file: str | None) -> Keyring | Non
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``swimlib agent``; returns the process exit code."""
+    Console.json_lines = args.log_json
+    formatter = JsonLogFormatter() if args.log_json else SerfLogFormatter()
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(SerfLogFormatter())
+    handler.setFormatter(formatter)
     root = logging.getLogger("swimlib")
     root.handlers[:] = [handler]
     root.propagate = False
     try:
         settings = _Settings.from_args(args)
     except (ConfigError, SwimError) as exc:
-        print(f"==> Error: {exc}", file=sys.stderr)
+        Console.error(str(exc))
         return 1
     root.setLevel(_LEVELS[settings.log_level])
     if settings.syslog_facility is not None:
         from swimlib.agent.syslog import open_syslog_handler
 
         try:
-            root.addHandler(open_syslog_handler(settings.syslog_facility, SerfLogFormatter()))
+            root.addHandler(open_syslog_handler(settings.syslog_facility, formatter))
         except ConfigError as exc:
-            print(f"==> Error: {exc}", file=sys.stderr)
+            Console.error(str(exc))
             return 1
     try:
         backend.run(_run_agent, settings, backend=settings.backend)
@@ -219,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(error, KeyboardInterrupt):
             return 1
         if isinstance(error, ConfigError | SwimError | OSError):
-            print(f"==> Error: {error}", file=sys.stderr)
+            Console.error(str(error))
             return 1
         raise
     return 0
@@ -278,7 +274,7 @@ class _Settings:
 
             host = bind_on_interface(c["interface"], s.bind[0])
             if host != s.bind[0]:
-                print(f"==> Using interface '{c['interface']}' address '{host}'", flush=True)
+                Console.say(f"Using interface '{c['interface']}' address '{host}'")
             s.bind = (host, s.bind[1])
         if c.get("advertise"):
             s.advertise = split_host_port(c["advertise"], s.bind[1])
@@ -368,7 +364,7 @@ def _command_line_config(args: argparse.Namespace) -> serf_config.FileConfig:
 
 
 def _warn(text: str) -> None:
-    print(f"==> Warning: {text}", flush=True)
+    Console.say(text, "warn")
 
 
 async def _run_agent(s: _Settings) -> None:
@@ -385,7 +381,7 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
         from swimlib.agent.snapshot import Snapshotter
 
         snapshotter = Snapshotter.open(s.snapshot, rejoin_after_leave=s.rejoin)
-    print("==> Starting swimlib agent...", flush=True)
+    Console.say("Starting swimlib agent...")
     agent: Agent | None = None
     try:
         async with open_agent(s.name, bind=s.bind, advertise=s.advertise, config=s.config,
@@ -423,9 +419,15 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
 
 
 def _banner(agent: Agent, s: _Settings) -> None:
+    bind = f"{s.bind[0]}:{agent.address[1]}"
+    if Console.json_lines:
+        Console.say("swimlib agent running", node=agent.name, bind=bind,
+                    rpc=f"{s.rpc[0]}:{s.rpc[1]}", encrypted=agent.keyring is not None,
+                    snapshot=bool(s.snapshot), profile=s.config.profile)
+        return
     lines = ["==> swimlib agent running!",
              f"         Node name: '{agent.name}'",
-             f"         Bind addr: '{s.bind[0]}:{agent.address[1]}'",
+             f"         Bind addr: '{bind}'",
              f"          RPC addr: '{s.rpc[0]}:{s.rpc[1]}'",
              f"         Encrypted: {str(agent.keyring is not None).lower()}",
              f"          Snapshot: {str(bool(s.snapshot)).lower()}",

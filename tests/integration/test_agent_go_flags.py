@@ -177,3 +177,20 @@ def test_iface_binds_the_interface_address(procs: Procs) -> None:
                         port=port, rpc_port=rpc)
     seen = wait_for(lambda: _alive(procs, seed, "lo-1"), 20, what="lo-1 joined")
     assert seen["addr"] == f"127.0.0.1:{port}"
+
+
+@needs_serf
+def test_log_json_writes_only_json_records(procs: Procs) -> None:
+    seed = procs.serf("seed")
+    port, rpc = free_port(), free_port()
+    agent = procs.swimlib_flags("j-1", "-node=j-1", f"-bind=127.0.0.1:{port}",
+                                f"-rpc-addr=127.0.0.1:{rpc}", f"-join={seed.gossip}",
+                                "-log-json", port=port, rpc_port=rpc)
+    wait_for(lambda: '"@message": "EventMemberJoin: seed 127.0.0.1"' in agent.output(), 20,
+             what="the join logged as JSON")
+    assert procs.stop(agent) == 0
+    records = [json.loads(line) for line in agent.output().splitlines() if line.strip()]
+    assert records[0]["@message"] == "Starting swimlib agent..."
+    running = next(r for r in records if r["@message"] == "swimlib agent running")
+    assert running["node"] == "j-1" and running["bind"] == f"127.0.0.1:{port}"
+    assert {r["@module"] for r in records} >= {"agent", "serf"}

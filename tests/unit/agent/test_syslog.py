@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from swimlib.agent.command import SerfLogFormatter
+from swimlib.agent.logs import SerfLogFormatter
 from swimlib.agent.syslog import open_syslog_handler
 from swimlib.errors import ConfigError
 from swimlib.testing import free_port
