@@ -169,9 +169,13 @@ def _make_init(cls: type, names: list[str], specs: dict[str, Field], frozen: boo
             namespace[f"_c_{name}"] = spec.converter
         if spec.validator is not None:
             namespace[f"_v_{name}"] = spec.validator
-        if _has_default(spec):
-            default = NOTHING if spec.factory is not None else spec.default
-            (keyword.__setitem__(name, default) if kw_only else positional.append(default))
+        if not _has_default(spec):
+            continue
+        default = NOTHING if spec.factory is not None else spec.default
+        if kw_only:
+            keyword[name] = default
+        else:
+            positional.append(default)
     init = types.FunctionType(code, namespace, "__init__", tuple(positional) or None)
     init.__kwdefaults__ = keyword or None
     init.__qualname__ = f"{cls.__qualname__}.__init__"
@@ -216,11 +220,14 @@ def _build(cls: C, frozen: bool, kw_only: bool) -> C:
     annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063 (own fields only)
     names = [name for name, ann in annotations.items() if not _is_classvar(ann)]
     specs: dict[str, Field] = {}
+    defaulted = False  # a field before this one has a default
     for name in names:
         value = cls.__dict__.get(name, NOTHING)
         spec = (_REQUIRED if value is NOTHING
                 else value if isinstance(value, Field) else Field(value, None, None, None))
-        if not kw_only and not _has_default(spec) and any(map(_has_default, specs.values())):
+        if _has_default(spec):
+            defaulted = True
+        elif defaulted and not kw_only:
             raise TypeError(f"{cls.__qualname__}.{name} has no default, but a field before it has")
         specs[name] = spec
     body = {key: value for key, value in cls.__dict__.items()

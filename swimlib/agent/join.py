@@ -32,6 +32,18 @@ log = logging.getLogger(__name__)
 JOIN_BACKOFF = (1.0, 2.0, 30.0)
 
 
+async def _join_once(agent: Agent, addrs: Sequence[str], replay: bool) -> int | Exception:
+    """One join: how many answered, or why not. A refusal (JoinError, ConfigError)
+    is expected; anything else is also recorded at the agent's ``join`` boundary."""
+    try:
+        return await agent.join(list(addrs), replay=replay)
+    except (JoinError, ConfigError) as exc:
+        return exc
+    except Exception as exc:
+        agent.faults.record("join", exc)
+        return exc
+
+
 async def join_with_backoff(agent: Agent, addrs: Sequence[str], *, replay: bool = False,
                             backoff: tuple[float, float, float] = JOIN_BACKOFF,
                             logger: logging.Logger | None = None) -> int:
@@ -39,14 +51,12 @@ async def join_with_backoff(agent: Agent, addrs: Sequence[str], *, replay: bool 
     out = logger or log
     delay, factor, ceiling = backoff
     while True:
-        try:
-            n = await agent.join(list(addrs), replay=replay)
-            out.info("agent: joined: %d nodes", n)
-            return n
-        except (JoinError, ConfigError) as exc:
-            out.warning("agent: join failed: %s; retrying in %.0fs", exc, delay)
-        except Exception as exc:
-            agent.faults.record("join", exc)
+        result = await _join_once(agent, addrs, replay)
+        if not isinstance(result, Exception):
+            out.info("agent: joined: %d nodes", result)
+            return result
+        if isinstance(result, JoinError | ConfigError):
+            out.warning("agent: join failed: %s; retrying in %.0fs", result, delay)
         await anyio.sleep(delay)
         delay = min(ceiling, delay * factor)
 
@@ -63,20 +73,14 @@ async def retry_join(agent: Agent, addrs: Sequence[str], *, interval: float, max
     attempt = 0
     while True:
         out.info("agent: Joining cluster...(replay: %s)", str(replay).lower())
-        error: Exception
-        try:
-            n = await agent.join(list(addrs), replay=replay)
-            out.info("agent: Join completed. Synced with %d initial agents", n)
-            return n
-        except (JoinError, ConfigError) as exc:
-            error = exc
-        except Exception as exc:
-            agent.faults.record("join", exc)
-            error = exc
+        result = await _join_once(agent, addrs, replay)
+        if not isinstance(result, Exception):
+            out.info("agent: Join completed. Synced with %d initial agents", result)
+            return result
         attempt += 1
         if max_retries > 0 and attempt > max_retries:
             out.error("agent: maximum retry join attempts made, exiting")
             raise RetryJoinExhausted("maximum retry join attempts made")
-        out.warning("agent: Join failed: %s, retrying in %s", error,
+        out.warning("agent: Join failed: %s, retrying in %s", result,
                     format_go_duration(interval))
         await anyio.sleep(interval)
