@@ -39,6 +39,7 @@ from swimlib.cluster.events import Event, QueryEvent
 from swimlib.config import PROFILES, Config
 from swimlib.errors import ConfigError, JoinError, SwimError
 from swimlib.rpc.goflags import BoolFlag, format_go_duration, go_flag, parse_go_duration
+from swimlib.wire.serf import encode_tags
 
 if TYPE_CHECKING:
     from swimlib.agent.snapshot import Snapshotter
@@ -304,6 +305,10 @@ class _Settings:
             restored = load_tags_file(s.tags_file)
             if restored is not None:
                 s.tags, s.restored_tags = restored, len(restored)
+        try:  # whichever source they came from, they must fit in the node meta
+            encode_tags(s.tags)
+        except ValueError as exc:
+            raise ConfigError(f"tags: {exc}") from None
         s.handlers = parse_handler_specs(c.get("event_handlers", []))
         s.keyring = load_keyring(c.get("encrypt_key"), c.get("keyring_file"))
         s.keyring_file = c.get("keyring_file")

@@ -105,8 +105,9 @@ def _check(path: str, key: str, kind: Kind, value: Any) -> Any:
             raise wrong()
         return value
     if kind is Kind.INT:
+        # The range first: JSON's NaN and Infinity parse as floats, and int() of them raises.
         if isinstance(value, bool) or not isinstance(value, int | float) \
-                or value != int(value) or not -(1 << 63) <= value < (1 << 63):
+                or not -(1 << 63) <= value < (1 << 63) or value != int(value):
             raise wrong()
         return int(value)
     if kind is Kind.DURATION:

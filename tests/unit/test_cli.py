@@ -67,6 +67,15 @@ def test_serf_command_lines_parse_in_go_spelling():
     assert s.rejoin and s.snapshot == "s"
 
 
+def test_tags_too_big_for_the_node_meta_are_a_clear_error_not_a_traceback():
+    proc = subprocess.run([sys.executable, "-m", "swimlib.cli", "agent", "-node=a",
+                           "-tag", "big=" + "x" * 2000],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("==> Error: tags: encoded tags are 2009 bytes; the limit is 512")
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("flag", ["-retry-interval=soon", "-broadcast-timeout=5 s"])
 def test_a_bad_duration_is_a_clear_error(flag):
     from swimlib.errors import ConfigError
