@@ -28,9 +28,10 @@ from swimlib import backend
 from swimlib.agent import serf_config
 from swimlib.agent.addresses import split_host_port
 from swimlib.agent.handlers import HandlerRunner, HandlerSpec, parse_handler_specs
-from swimlib.agent.join import join_with_backoff, retry_join
+from swimlib.agent.join import join_with_backoff, keep_rejoining, retry_join
 from swimlib.agent.logs import Console, JsonLogFormatter, SerfLogFormatter
 from swimlib.agent.memory import release_after_startup, resume_collector
+from swimlib.agent.rejoin import Rejoiner
 from swimlib.agent.rpc_adapter import start_rpc_server
 from swimlib.agent.runtime import Agent, open_agent
 from swimlib.agent.tags_file import load_tags_file
@@ -503,24 +504,31 @@ async def _fan_out(agent: Agent, raw: MemoryObjectReceiveStream[Event],
 
 
 async def _join_with_retry(agent: Agent, s: _Settings, snapshotter: Snapshotter | None) -> None:
-    """``--join`` retried with backoff; without it, rejoin what the snapshot remembers."""
+    """``--join`` retried with backoff, or the snapshot's members tried once each;
+    then never strand (:mod:`swimlib.agent.rejoin`): rejoin whatever goes missing."""
+    rng = random.Random()
     if not s.join and snapshotter is not None:
-        candidates = snapshotter.replay.rejoin_candidates(random.Random(), exclude={agent.name})
+        candidates = snapshotter.replay.rejoin_candidates(rng, exclude={agent.name})
         for candidate in candidates:
             try:
                 n = await agent.join([f"{candidate.addr}"], replay=s.replay)
                 log.info("agent: rejoined through snapshot member %s (%d)", candidate.name, n)
-                return
+                break
             except (JoinError, ConfigError):
                 continue
             except Exception as exc:
                 agent.faults.record("join", exc)
                 continue
-        if candidates:
-            log.warning("agent: no snapshot member answered; waiting to be joined")
-        return
+        else:
+            if candidates:
+                log.warning("agent: no snapshot member answered; will keep trying them")
     if s.join:
         await join_with_backoff(agent, s.join, replay=s.replay, logger=log)
+    rejoiner = Rejoiner(agent.name, rng, seeds=[*s.join, *s.retry_join])
+    if snapshotter is not None:
+        for node in (*snapshotter.replay.alive, *snapshotter.replay.failed):
+            rejoiner.remember(node.name, node.addr)
+    await keep_rejoining(agent, rejoiner, replay=s.replay, logger=log)
 
 
 async def _retry_join(agent: Agent, s: _Settings) -> None:

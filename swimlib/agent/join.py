@@ -15,6 +15,7 @@ no leave) after N retries, N+1 attempts in all, logging serf's lines.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from swimlib.errors import ConfigError, JoinError, SwimError
 from swimlib.rpc.goflags import format_go_duration
 
 if TYPE_CHECKING:
+    from swimlib.agent.rejoin import Rejoiner
     from swimlib.agent.runtime import Agent
 
 log = logging.getLogger(__name__)
@@ -84,3 +86,24 @@ async def retry_join(agent: Agent, addrs: Sequence[str], *, interval: float, max
         out.warning("agent: Join failed: %s, retrying in %s", result,
                     format_go_duration(interval))
         await anyio.sleep(interval)
+
+
+async def keep_rejoining(agent: Agent, rejoiner: Rejoiner, *, replay: bool = False,
+                         logger: logging.Logger | None = None) -> None:
+    """Never strand (:mod:`swimlib.agent.rejoin`): rejoin gaps until cancelled."""
+    out = logger or log
+    while not agent.has_left:
+        changed = agent.members_changed
+        now = anyio.current_time()
+        rejoiner.observe(agent.members(), now)
+        targets = rejoiner.targets(now)
+        if targets:
+            result = await _join_once(agent, targets, replay)
+            if isinstance(result, Exception):
+                out.debug("agent: rejoin of %s failed: %s", ", ".join(targets), result)
+            else:
+                out.info("agent: rejoined through %d of %s", result, ", ".join(targets))
+            continue
+        deadline = rejoiner.next_deadline()
+        with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+            await changed.wait()

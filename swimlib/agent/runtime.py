@@ -163,6 +163,15 @@ class Agent:
         self._subscribers.append(send)
         return receive
 
+    @property
+    def members_changed(self) -> anyio.Event:
+        """Set at the next member event (join, leave, failure, update, reap).
+
+        Take it *before* reading :meth:`members`, then wait on it: a change in
+        between is not missed.
+        """
+        return self._members_changed
+
     async def wait_member(self, name: str,
                           status: ev.MemberStatus = ev.MemberStatus.ALIVE) -> ev.ClusterMember:
         """Wait until ``name`` is a member with ``status``; returns it.

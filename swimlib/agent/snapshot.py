@@ -439,6 +439,13 @@ class Snapshotter:
                 self._alive[name] = addr
                 self._failed.pop(name, None)
                 self._append(f"alive: {name} {addr}\n", now)
+            elif event.type is EventType.MEMBER_UPDATE and name in self._alive:
+                # Serf ignores updates; a member that moved (restarted elsewhere)
+                # is rejoined at its new address, so record it (a later line wins).
+                addr = _member_addr(member)
+                if self._alive[name] != addr:
+                    self._alive[name] = addr
+                    self._append(f"alive: {name} {addr}\n", now)
             elif event.type is EventType.MEMBER_LEAVE:
                 self._alive.pop(name, None)
                 self._failed.pop(name, None)

@@ -114,6 +114,7 @@ class Node:
                           stats=stats, effects=effects, timers=timers)
         self._prober = Prober(config, self._table, self._packets, self._sync, self.awareness,
                               delegate, stats=stats, effects=effects, timers=timers)
+        self._sync.check_holder = self._prober.check_holder
         self._handlers: dict[type, Callable[[Any, Address, float], None]] = {
             Ping: self._prober.on_ping,
             IndirectPing: self._prober.on_indirect_ping,
@@ -370,8 +371,8 @@ class Node:
 
     def _on_alive_msg(self, msg: Alive, source: Address, now: float) -> None:
         verdict = self._table.apply_alive(msg, now)
-        if verdict is Verdict.RECHECK or verdict is Verdict.CHECK_ADDRESS:
-            self._sync.follow(verdict, msg.node, (msg.addr, msg.port), now)
+        if verdict is not Verdict.IGNORED and verdict is not Verdict.APPLIED:
+            self._sync.follow(verdict, msg.node, (msg.addr, msg.port), now, msg)
 
     def _on_suspect_msg(self, msg: Suspect, source: Address, now: float) -> None:
         if (not self._table.refused_name(msg.from_, "suspect_from")

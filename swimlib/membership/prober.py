@@ -25,11 +25,14 @@ from swimlib.membership.table import MemberTable, Verdict
 from swimlib.membership.timers import TimerEntry, Timers
 from swimlib.membership.types import Address, Effect, MemberState, SuspicionRaised
 from swimlib.wire import codec
-from swimlib.wire.messages import Ack, IndirectPing, Nack, Ping, Suspect
+from swimlib.wire.messages import Ack, Alive, IndirectPing, Nack, Ping, Suspect
 
 #: Indirect probes we run for others at once; more are refused (each costs a
 #: ping to an address the requester chose and a timer).
 MAX_PENDING_RELAYS = 1024
+#: Old addresses of moved members we ping at once (each a claim that a member
+#: restarted elsewhere: see MemberTable._may_move); more wait for a later claim.
+MAX_HOLDER_CHECKS = 16
 
 
 class _Probe:
@@ -68,6 +71,17 @@ class _Relay:
         self.requester_is_member = requester_is_member
 
 
+class _HolderCheck:
+    """Is anyone still at a member's old address? (A claim moved it elsewhere.)"""
+
+    __slots__ = ("addr", "claim", "seq")
+
+    def __init__(self, seq: int, addr: Address, claim: Alive) -> None:
+        self.seq = seq
+        self.addr = addr
+        self.claim = claim
+
+
 class Prober:
     """Our probes of others, and the indirect probes we run for them."""
 
@@ -89,8 +103,10 @@ class Prober:
         self._probe: _Probe | None = None
         #: A probe tick came while a probe was in flight (Go's ticker buffers one).
         self._probe_pending = False
-        self._ack_handlers: dict[int, _Probe | _Relay] = {}
+        self._ack_handlers: dict[int, _Probe | _Relay | _HolderCheck] = {}
         self._relays = 0
+        #: Member name -> its pending holder check.
+        self._holder_checks: dict[str, _HolderCheck] = {}
 
     def start(self, now: float, first_delay: float) -> None:
         self._timers.schedule(now + first_delay, self._probe_tick)
@@ -301,6 +317,11 @@ class Prober:
         if handler is None:
             self._stats["ack.unexpected"] += 1
             return
+        if isinstance(handler, _HolderCheck):
+            # Someone still answers for the name there: it keeps it (a conflict).
+            del self._holder_checks[handler.claim.node]
+            self._stats["conflict.holder_alive"] += 1
+            return
         if isinstance(handler, _Relay):
             self._relays -= 1
             self._packets.send(handler.requester, codec.encode(Ack(handler.orig_seq)),
@@ -311,6 +332,41 @@ class Prober:
                 if target is not None and (target.addr, target.port) == source:
                     self._table.set_heard(target, True)
             self._finish_probe(-1, now)
+
+    # ------------------------------------------------------------------ moved members
+
+    def check_holder(self, claim: Alive, now: float) -> None:
+        """Ping the address our row has for ``claim.node``, which vouched for a
+        new address itself; if no ack comes within a probe interval (two
+        pings, so one lost datagram is not a death), the name moves."""
+        st = self._table.get(claim.node)
+        if (st is None or st.dead_or_left() or claim.node in self._holder_checks
+                or len(self._holder_checks) >= MAX_HOLDER_CHECKS):
+            return
+        check = _HolderCheck(self._next_seq(), (st.addr, st.port), claim)
+        self._holder_checks[claim.node] = check
+        self._ack_handlers[check.seq] = check
+        self._stats["address.holder_checked"] += 1
+        self._ping_holder(check, now)
+        self._timers.schedule(now + self.config.probe_timeout, self._ping_holder, check)
+        self._timers.schedule(now + self.config.probe_interval, self._holder_check_expired,
+                              check)
+
+    def _ping_holder(self, check: _HolderCheck, now: float) -> None:
+        if self._ack_handlers.get(check.seq) is check:
+            table = self._table
+            ping = Ping(check.seq, check.claim.node, table.addr, table.port, table.name)
+            self._packets.send(check.addr, codec.encode(ping))
+
+    def _holder_check_expired(self, check: _HolderCheck, now: float) -> None:
+        if self._ack_handlers.get(check.seq) is not check:
+            return  # answered
+        del self._ack_handlers[check.seq]
+        del self._holder_checks[check.claim.node]
+        st = self._table.get(check.claim.node)
+        if st is None or (st.addr, st.port) != check.addr or st.dead_or_left():
+            return  # moved or declared meanwhile: the usual rules took over
+        self._table.apply_alive(check.claim, now, authoritative=True, holder_gone=True)
 
     def on_nack(self, msg: Nack, source: Address, now: float) -> None:
         handler = self._ack_handlers.get(msg.seq_no)

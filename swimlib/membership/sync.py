@@ -15,7 +15,7 @@ import enum
 import math
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from swimlib.config import Config
@@ -88,6 +88,8 @@ class Sync:
         self._effects = effects
         self._timers = timers
         self._stream_id = 0
+        #: Pings a member's old address for a CHECK_HOLDER (the prober's, set by the node).
+        self.check_holder: Callable[[Alive, float], None] | None = None
         self._streams: dict[int, tuple[StreamPurpose, Any]] = {}
         self._join_id = 0
         #: Request ids of the streams checking a claimed new address.
@@ -160,14 +162,17 @@ class Sync:
     # ------------------------------------------------------------------ re-checks
 
     def follow(self, verdict: Verdict, name: str, claimed: Address | None,
-               now: float) -> Verdict:
-        """Carry out what a rule asked for (a re-check or an address check)."""
+               now: float, claim: Alive | None = None) -> Verdict:
+        """Carry out what a rule asked for (a re-check, an address or holder check)."""
         if verdict is Verdict.RECHECK:
             st = self._table.get(name)
             if st is not None:
                 self.recheck(st, now)
         elif verdict is Verdict.CHECK_ADDRESS and claimed is not None:
             self._check_address(name, claimed, now)
+        elif (verdict is Verdict.CHECK_HOLDER and claim is not None
+              and self.check_holder is not None):
+            self.check_holder(claim, now)
         return verdict
 
     def recheck(self, st: NodeState, now: float) -> bool:
@@ -222,6 +227,17 @@ class Sync:
             if self.recheck(st, now):
                 self._stats["verify.stream_sender"] += 1
 
+    def _catch_up_own_row(self, msg: PushPull) -> None:
+        """Joining, we may find ourselves remembered at another address (we
+        restarted elsewhere): start above that incarnation (memberlist starts
+        at 0 and is refused until the old row dies)."""
+        table = self._table
+        for r in msg.nodes:
+            if (r.name == table.name and (r.addr, r.port) != (table.addr, table.port)
+                    and r.state != MemberState.LEFT):
+                table.catch_up_incarnation(r.incarnation)
+                return
+
     # ------------------------------------------------------------------ push-pull in
 
     def answer(self, msg: PushPull, now: float) -> tuple[bytes, UserState | None]:
@@ -240,6 +256,8 @@ class Sync:
         delegate merges inside the exchange)."""
         ok = isinstance(msg, PushPull)
         peer = info[1] if purpose is StreamPurpose.JOIN else info
+        if ok and purpose is StreamPurpose.JOIN:
+            self._catch_up_own_row(msg)
         if ok:
             state = self.merge(msg, now, peer)
             if state is not None:
@@ -280,11 +298,10 @@ class Sync:
                         and r.name != me and known.addr == r.addr and known.port == r.port):
                     continue  # fast path: nothing new (what apply_alive would conclude)
                 own_word = peer is not None and peer == (r.addr, r.port) and r.name != me
-                verdict = table.apply_alive(
-                    Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn), now,
-                    authoritative=own_word)
-                if verdict is Verdict.RECHECK or verdict is Verdict.CHECK_ADDRESS:
-                    follow(verdict, r.name, (r.addr, r.port), now)
+                alive = Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn)
+                verdict = table.apply_alive(alive, now, authoritative=own_word)
+                if verdict is not Verdict.IGNORED and verdict is not Verdict.APPLIED:
+                    follow(verdict, r.name, (r.addr, r.port), now, alive)
             elif state == MemberState.LEFT:
                 verdict = table.apply_dead(Dead(r.incarnation, r.name, r.name), now)
                 if verdict is Verdict.RECHECK:

@@ -62,6 +62,9 @@ class Verdict(enum.Enum):
     RECHECK = enum.auto()
     #: Refused a move to a new address: check with whoever lives there.
     CHECK_ADDRESS = enum.auto()
+    #: The member vouched for a new address itself while our row says it lives
+    #: at the old one: ask the old address; if nobody answers, the name moves.
+    CHECK_HOLDER = enum.auto()
 
 
 def name_problem_for(config: Config, name: str) -> str | None:
@@ -260,11 +263,12 @@ class MemberTable:
     # ------------------------------------------------------------------ precedence rules
 
     def apply_alive(self, a: Alive, now: float, bootstrap: bool = False,
-                    authoritative: bool = False) -> Verdict:
+                    authoritative: bool = False, holder_gone: bool = False) -> Verdict:
         """Apply ``alive`` (SWIM: Alive(i) overrides Suspect/Alive(j) for i > j).
 
         ``authoritative``: the member's own row, from a stream we opened to
         its address (may jump its incarnation; see :mod:`.domains`).
+        ``holder_gone``: a CHECK_HOLDER found nobody at the row's address.
         """
         if self.left and a.node == self.name:
             return Verdict.IGNORED  # a queued alive must not undo our leave
@@ -313,7 +317,7 @@ class MemberTable:
             old_state = MemberState.DEAD
         else:
             if st.addr != a.addr or st.port != a.port:
-                move = self._may_move(st, authoritative, now)
+                move = self._may_move(st, authoritative, holder_gone, now)
                 if move is not Verdict.APPLIED:
                     return move
                 updates_addr = True
@@ -347,11 +351,12 @@ class MemberTable:
             st.state_change = now
         if old_state >= MemberState.DEAD:
             self._effects.append(NodeEvent(EventKind.JOIN, st.snapshot()))
-        elif old_meta != st.meta:
+        elif old_meta != st.meta or updates_addr:
             self._effects.append(NodeEvent(EventKind.UPDATE, st.snapshot()))
         return Verdict.APPLIED
 
-    def _may_move(self, st: NodeState, authoritative: bool, now: float) -> Verdict:
+    def _may_move(self, st: NodeState, authoritative: bool, holder_gone: bool,
+                  now: float) -> Verdict:
         """Whether a claim may move ``st`` to another address (APPLIED: it may).
 
         memberlist moves a member that left (or died longer than
@@ -366,10 +371,28 @@ class MemberTable:
         to open such a stream (CHECK_ADDRESS) and changes nothing.
         A ``dead_node_reclaim_time`` set by the operator still moves a member
         dead that long on anyone's word, as memberlist does.
+
+        A member we still think alive (or suspect) is usually one restarted
+        elsewhere before anyone noticed it die (memberlist#157): memberlist
+        refuses the new address until the old one is declared dead, seconds
+        to tens of seconds later. Here the member's own word from the new
+        address (CHECK_ADDRESS first) asks the caller to ping the old address
+        (CHECK_HOLDER); only if nobody answers there does the name move. A
+        live holder answers, so a claimant cannot take a live member's name;
+        two live processes with one name stay a counted conflict, the first
+        holder keeping it, as in memberlist.
         """
-        if st.state < MemberState.DEAD or st.name == self.name:
+        if st.name == self.name:
             self._stats["conflict.address"] += 1
             return Verdict.IGNORED
+        if st.state < MemberState.DEAD:
+            if holder_gone:
+                self._stats["address.taken_over"] += 1
+                return Verdict.APPLIED
+            if authoritative:
+                return Verdict.CHECK_HOLDER
+            self._stats["conflict.address"] += 1
+            return Verdict.CHECK_ADDRESS
         reclaim = self.config.dead_node_reclaim_time
         if authoritative or (st.state == MemberState.DEAD and reclaim > 0
                              and now - st.state_change > reclaim):
@@ -377,6 +400,14 @@ class MemberTable:
             return Verdict.APPLIED
         self._stats["address.unverified"] += 1
         return Verdict.CHECK_ADDRESS
+
+    def catch_up_incarnation(self, seen: int) -> None:
+        """The cluster remembers us at another address with incarnation ``seen``
+        (we restarted elsewhere): announce ourselves above it, so our row wins
+        wherever the old one is still held."""
+        me = self.by_name.get(self.name)
+        if me is not None and seen >= me.incarnation and not self.left:
+            self._refute(me, seen, "alive", "")
 
     def apply_suspect(self, s: Suspect, now: float) -> Verdict:
         """Apply ``suspect``; SUSPECTED if it started a new suspicion of a live member."""

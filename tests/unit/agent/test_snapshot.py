@@ -256,6 +256,20 @@ def test_lines_written_are_serfs() -> None:
     assert serf_replay(store.text) == ({"n2": "10.0.0.3:7946"}, 0)
 
 
+def test_a_member_that_moved_is_remembered_at_its_new_address() -> None:
+    store = MemoryStore()
+    snap = Snapshotter(store)
+    snap.record(ev(JOIN, "n1"), now=0.0)
+    snap.record(MemberEvent(UPDATE, (member("n1", "10.0.0.99", 8000),)), now=1.0)
+    snap.record(ev(UPDATE, "n1"), now=2.0)  # back: recorded again; a tags-only update is not
+    snap.record(ev(UPDATE, "n1"), now=3.0)
+    snap.close(4.0)
+    assert store.text.count("alive: n1 ") == 3
+    assert serf_replay(store.text) == ({"n1": "10.0.0.2:7946"}, 0)
+    assert parse_snapshot(store.text.replace("alive: n1 10.0.0.2:7946\n", "", 1)
+                          ).alive[0].addr == "10.0.0.2:7946"
+
+
 def test_addresses_are_formatted_like_go_tcpaddr() -> None:
     store = MemoryStore()
     snap = Snapshotter(store)

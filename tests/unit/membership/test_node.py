@@ -91,6 +91,38 @@ class TestAlive:
         assert node.member("x").addr == "127.0.0.9"
         assert node.stats["conflict.address"] == 1
 
+    @staticmethod
+    def _claim_from_new_address(node: Node, now: float) -> list[Ping]:
+        """x, alive at 127.0.0.9, vouches for 127.0.0.10:7000 itself; the pings that follow."""
+        feed(node, Alive(3, "x", "127.0.0.9", 7946))
+        feed(node, Alive(1, "x", "127.0.0.10", 7000), now=now)  # hearsay: check the new one
+        (check,) = [e for e in node.take_effects() if isinstance(e, OpenStream)]
+        there = PushPull(False, (PushNodeState("x", "127.0.0.10", 7000, b"", 1, 0),))
+        node.handle_stream_reply(check.request_id, codec.encode_push_pull(there), now + 0.01)
+        return [m for e in node.take_effects() if isinstance(e, SendPacket)
+                and e.dest == ("127.0.0.9", 7946)
+                for m in codec.decode_packet(e.data) if isinstance(m, Ping)]
+
+    def test_member_restarted_elsewhere_moves_once_its_old_address_is_silent(self):
+        """memberlist#157: a restart on a new address waited for the old row to die."""
+        node = make_node()
+        (ping,) = self._claim_from_new_address(node, 1.0)
+        assert ping.node == "x" and node.member("x").addr == "127.0.0.9"
+        node.tick(1.6)  # a second ping: one lost datagram is not a departure
+        node.tick(2.05)
+        m = node.member("x")
+        assert (m.state, m.addr, m.port) == (MemberState.ALIVE, "127.0.0.10", 7000)
+        moved = [e for e in node.take_effects() if isinstance(e, NodeEvent)]
+        assert [(e.kind, e.member.name) for e in moved] == [(EventKind.UPDATE, "x")]
+
+    def test_a_live_holder_keeps_its_name(self):
+        node = make_node()
+        (ping,) = self._claim_from_new_address(node, 1.0)
+        feed(node, Ack(ping.seq_no), now=1.1)
+        node.tick(5.0)
+        assert node.member("x").addr == "127.0.0.9"
+        assert node.stats["conflict.holder_alive"] == 1
+
     @pytest.mark.parametrize("gone", ["left", "dead"])
     def test_member_that_left_or_died_comes_back_at_a_new_address_on_its_own_word(self, gone):
         node = make_node()

@@ -106,12 +106,35 @@ class TestAlive:
         assert w.alive("a", HIGH + 1) is Verdict.IGNORED
         assert w.state("a") is None
 
-    def test_live_member_at_another_address_is_a_conflict(self) -> None:
+    def test_live_member_at_another_address_is_checked_never_moved_on_hearsay(self) -> None:
         w = World()
         w.alive("a", 1)
-        assert w.alive("a", 2, addr="127.0.0.3") is Verdict.IGNORED
+        assert w.alive("a", 2, addr="127.0.0.3") is Verdict.CHECK_ADDRESS
         assert w.stats["conflict.address"] == 1
+        # Its own word from the new address: ask the old one first.
+        assert w.alive("a", 2, addr="127.0.0.3", authoritative=True) is Verdict.CHECK_HOLDER
         assert w.table.get("a").addr == "127.0.0.2"  # type: ignore[union-attr]
+
+    def test_live_member_moves_when_nobody_answers_at_the_old_address(self) -> None:
+        w = World()
+        w.alive("a", 5)
+        w.effects.clear()
+        assert w.alive("a", 1, addr="127.0.0.3", holder_gone=True) is Verdict.APPLIED
+        assert w.table.get("a").addr == "127.0.0.3"  # type: ignore[union-attr]
+        assert w.events() == [(EventKind.UPDATE, "a", MemberState.ALIVE)]  # Serf: member-update
+        assert w.stats["address.taken_over"] == 1
+
+    def test_a_claim_to_be_us_elsewhere_is_never_applied(self) -> None:
+        w = World()
+        assert w.alive("me", 9, addr="127.0.0.3", authoritative=True) is Verdict.IGNORED
+        assert w.table.get("me").addr == "127.0.0.1"  # type: ignore[union-attr]
+
+    def test_remembered_elsewhere_we_announce_ourselves_above_it(self) -> None:
+        w = World()
+        w.table.catch_up_incarnation(7)
+        assert w.state("me") == (MemberState.ALIVE, 8)
+        w.table.catch_up_incarnation(3)  # already above: nothing to do
+        assert w.state("me") == (MemberState.ALIVE, 8)
 
     def test_dead_member_at_another_address_asks_for_an_address_check(self) -> None:
         w = World()
