@@ -70,28 +70,32 @@ class Procs:
         return proc
 
     def serf(self, name: str, *extra: str, join: str | None = None,
-             port: int | None = None, rpc_port: int | None = None) -> Proc:
+             port: int | None = None, rpc_port: int | None = None,
+             host: str = "127.0.0.1", prefix: tuple[str, ...] = ()) -> Proc:
+        """A serf agent; ``prefix`` runs it through another command (``ip netns exec``)."""
         port = port or free_port()
         rpc_port = rpc_port or free_port()
-        argv = [SERF, "agent", f"-node={name}", f"-bind=127.0.0.1:{port}",
-                f"-rpc-addr=127.0.0.1:{rpc_port}", "-log-level=debug", *extra]
+        argv = [*prefix, SERF, "agent", f"-node={name}", f"-bind={host}:{port}",
+                f"-rpc-addr={host}:{rpc_port}", "-log-level=debug", *extra]
         if join:
             argv.append(f"-join={join}")
-        proc = self._spawn(name, argv, f"127.0.0.1:{rpc_port}", f"127.0.0.1:{port}")
+        proc = self._spawn(name, argv, f"{host}:{rpc_port}", f"{host}:{port}")
         wait_for(lambda: self.rpc_ready(proc), 10, what=f"serf agent {name} RPC")
         return proc
 
     def swimlib(self, name: str, *extra: str, join: str | None = None,
                 port: int | None = None, rpc_port: int | None = None,
-                wait: bool = True) -> Proc:
+                wait: bool = True, host: str = "127.0.0.1",
+                prefix: tuple[str, ...] = ()) -> Proc:
+        """A swimlib agent; ``prefix`` as in :meth:`serf`."""
         port = port or free_port()
         rpc_port = rpc_port or free_port()
-        argv = [sys.executable, "-m", "swimlib.cli", "agent", "--node", name,
-                "--bind", f"127.0.0.1:{port}", "--rpc-addr", f"127.0.0.1:{rpc_port}",
+        argv = [*prefix, sys.executable, "-m", "swimlib.cli", "agent", "--node", name,
+                "--bind", f"{host}:{port}", "--rpc-addr", f"{host}:{rpc_port}",
                 "--log-level", "debug", *extra]
         if join:
             argv += ["--join", join]
-        proc = self._spawn(name, argv, f"127.0.0.1:{rpc_port}", f"127.0.0.1:{port}")
+        proc = self._spawn(name, argv, f"{host}:{rpc_port}", f"{host}:{port}")
         if wait:
             wait_for(lambda: self.rpc_ready(proc), 15, what=f"swimlib agent {name} RPC")
         return proc

@@ -1,0 +1,103 @@
+"""A small LAN of network namespaces for tests that cut the network: a bridge in
+the host namespace (the test's own address, ``.1``), one namespace per host.
+
+A partition is a route, in each namespace of one side, to each address of the
+other through a neighbour that does not exist: datagrams and SYNs vanish
+silently, as on a broken switch, while the test (on the bridge) still reaches
+every host. No firewall or netem is needed (this kernel has neither). Names
+and the subnet carry the test process's PID, so two runs never collide; the
+test deletes everything it made.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+
+#: A neighbour address nobody holds: traffic routed through it is dropped.
+_NOWHERE = 254
+
+
+def why_not() -> str | None:
+    """Why namespaces cannot be made here, or None."""
+    if not sys.platform.startswith("linux"):
+        return "network namespaces need Linux"
+    if os.geteuid() != 0:
+        return "creating network namespaces needs root"
+    if shutil.which("ip") is None:
+        return "`ip` (iproute2) is missing"
+    probe = f"swtprobe{os.getpid()}"
+    made = _ip("netns", "add", probe, check=False)
+    if made.returncode != 0:
+        return f"`ip netns add` is not permitted here: {made.stderr.strip()}"
+    _ip("netns", "del", probe, check=False)
+    return None
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20,
+                          check=check)
+
+
+class Lan:
+    """``hosts`` namespaces on one bridge; :meth:`close` removes them all."""
+
+    _made_so_far = 0
+
+    def __init__(self, hosts: int) -> None:
+        # A namespace's veth outlives ``ip netns del`` for a moment: never reuse names.
+        Lan._made_so_far += 1
+        tag = f"{os.getpid() % 100_000}{Lan._made_so_far % 100}"
+        self.subnet = f"10.{240 + os.getpid() % 10}.{(os.getpid() // 10 + Lan._made_so_far) % 250}"
+        self.bridge = f"swtb{tag}"
+        self.host_ip = f"{self.subnet}.1"
+        self.names = [f"swt{tag}h{i}" for i in range(hosts)]
+        self._routes: list[tuple[str, str]] = []
+        self._made: list[str] = []
+        try:
+            _ip("link", "add", self.bridge, "type", "bridge")
+            _ip("addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
+            for i, ns in enumerate(self.names):
+                _ip("netns", "add", ns)
+                self._made.append(ns)
+                veth = f"swtv{tag}h{i}"
+                _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+                _ip("link", "set", veth, "master", self.bridge, "up")
+                _ip("-n", ns, "addr", "add", f"{self.ip(ns)}/24", "dev", "eth0")
+                _ip("-n", ns, "link", "set", "eth0", "up")
+                _ip("-n", ns, "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def ip(self, ns: str) -> str:
+        return f"{self.subnet}.{self.names.index(ns) + 2}"
+
+    def exec_prefix(self, ns: str) -> list[str]:
+        """Prefix for argv to run in ``ns`` (``ip netns exec`` execs: same PID)."""
+        return ["ip", "netns", "exec", ns]
+
+    def partition(self, side_a: Iterable[str], side_b: Iterable[str]) -> None:
+        """Cut every path between the two sides (both directions)."""
+        a, b = list(side_a), list(side_b)
+        for ours, theirs in ((a, b), (b, a)):
+            for ns in ours:
+                for other in theirs:
+                    dest = f"{self.ip(other)}/32"
+                    _ip("-n", ns, "route", "add", dest, "via", f"{self.subnet}.{_NOWHERE}")
+                    self._routes.append((ns, dest))
+
+    def heal(self) -> None:
+        for ns, dest in self._routes:
+            _ip("-n", ns, "route", "del", dest, check=False)
+        self._routes.clear()
+
+    def close(self) -> None:
+        for ns in self._made:
+            _ip("netns", "del", ns, check=False)
+        self._made.clear()
+        _ip("link", "del", self.bridge, check=False)
