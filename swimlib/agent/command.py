@@ -16,7 +16,7 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -258,13 +258,17 @@ class _Settings:
         #: Log to the local syslog too, with this facility (None: not at all).
         self.syslog_facility: str | None = None
         self.backend = backend.DEFAULT_BACKEND
+        #: The command line, read again on SIGHUP with the files it names.
+        self.args: argparse.Namespace | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> _Settings:
         """Defaults, then the configuration files, then the command line (serf's order)."""
         files = serf_config.read_paths(args.config_paths, warn=_warn)
-        return cls.from_config(serf_config.merge(serf_config.merge(DEFAULTS, files),
-                                                 _command_line_config(args)), args)
+        settings = cls.from_config(serf_config.merge(serf_config.merge(DEFAULTS, files),
+                                                     _command_line_config(args)), args)
+        settings.args = args
+        return settings
 
     @classmethod
     def from_config(cls, c: serf_config.FileConfig, args: argparse.Namespace) -> _Settings:
@@ -377,7 +381,7 @@ async def _run_agent(s: _Settings) -> None:
     # Signals are ours from the first moment of the event loop: a supervisor may
     # stop the agent right after its banner, and that must be a graceful leave
     # (queued here until _wait_for_exit reads it), never the default SIGTERM death.
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         await _run_agent_until_signalled(s, signals)
 
 
@@ -403,13 +407,14 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
                 stop_requested = await _start_rpc(task_group, agent, s)
                 _banner(agent, s)
                 resume_collector()  # off since the command line was read (swimlib.cli)
-                handler_events = await _start_pipeline(task_group, agent, s, snapshotter)
+                handler_events, runner = await _start_pipeline(task_group, agent, s)
                 task_group.start_soon(_fan_out, agent, raw_events, handler_events, snapshotter)
                 task_group.start_soon(_join_with_retry, agent, s, snapshotter)
                 if s.retry_join:
                     task_group.start_soon(_retry_join, agent, s)
                 task_group.start_soon(release_after_startup)
-                await _wait_for_exit(signals, stop_requested)
+                await _wait_for_exit(signals, stop_requested,
+                                     lambda: _reload(agent, s, runner))
                 if not agent.has_left:
                     log.info("agent: Gracefully shutting down agent...")
                     if snapshotter is not None:
@@ -448,12 +453,12 @@ async def _start_rpc(task_group: TaskGroup, agent: Agent, s: _Settings) -> anyio
     return adapter.shutdown_requested
 
 
-async def _start_pipeline(task_group: TaskGroup, agent: Agent, s: _Settings,
-                          snapshotter: Snapshotter | None
-                          ) -> MemoryObjectSendStream[Event] | None:
-    """Handlers get coalesced events in their own task, never on the protocol path."""
-    if not s.handlers:
-        return None
+async def _start_pipeline(task_group: TaskGroup, agent: Agent, s: _Settings
+                          ) -> tuple[MemoryObjectSendStream[Event], HandlerRunner]:
+    """Handlers get coalesced events in their own task, never on the protocol path.
+
+    Started even with no handler, so that a reload (SIGHUP) can add some.
+    """
     send, receive = anyio.create_memory_object_stream[Event](4096)
     runner = HandlerRunner(s.handlers, agent.local_member, faults=agent.faults)
 
@@ -464,7 +469,46 @@ async def _start_pipeline(task_group: TaskGroup, agent: Agent, s: _Settings,
             log.warning("agent: failed to respond to query %r: %s", query.name, exc)
 
     task_group.start_soon(runner.run, receive, respond)
-    return send
+    return send, runner
+
+
+async def _reload(agent: Agent, s: _Settings, runner: HandlerRunner) -> None:
+    """SIGHUP: read the command line and files again and apply what serf applies
+    (log level, event handlers, tags).
+
+    Unlike serf, a reload is all or nothing: an invalid file or key (serf keeps
+    going with a bad log level) changes nothing and says why. Settings that need
+    a restart are named rather than silently ignored.
+    """
+    Console.say("Reloading configuration...")
+    with agent.faults.boundary("reload"):  # a bug here must not end the agent
+        await _apply_reload(agent, s, runner)
+
+
+async def _apply_reload(agent: Agent, s: _Settings, runner: HandlerRunner) -> None:
+    if s.args is None:
+        return
+    try:
+        new = _Settings.from_args(s.args)
+    except (ConfigError, SwimError, OSError) as exc:
+        Console.error(f"Failed to reload configs: {exc}")
+        return
+    logging.getLogger("swimlib").setLevel(_LEVELS[new.log_level])
+    s.log_level = new.log_level
+    runner.update_specs(new.handlers)
+    s.handlers = new.handlers
+    if new.tags != agent.local_member().tag_map:
+        try:
+            await agent.set_tags(new.tags)
+        except SwimError as exc:
+            Console.error(f"Failed to update tags: {exc}")
+    fixed = [what for what, old, now in (
+        ("node name", s.name, new.name), ("bind", s.bind, new.bind),
+        ("advertise", s.advertise, new.advertise), ("rpc address", s.rpc, new.rpc),
+        ("snapshot", s.snapshot, new.snapshot), ("protocol settings", s.config, new.config),
+        ("keyring", s.keyring_file, new.keyring_file)) if old != now]
+    if fixed:
+        _warn(f"Not reloaded (a restart applies them): {', '.join(fixed)}")
 
 
 async def _fan_out(agent: Agent, raw: MemoryObjectReceiveStream[Event],
@@ -536,12 +580,17 @@ async def _retry_join(agent: Agent, s: _Settings) -> None:
                      replay=s.replay, logger=log)
 
 
-async def _wait_for_exit(received: AsyncIterator[int], stop_requested: anyio.Event) -> None:
-    """Until SIGINT/SIGTERM, or until an RPC client had us leave (``serf leave``)."""
+async def _wait_for_exit(received: AsyncIterator[int], stop_requested: anyio.Event,
+                         reload: Callable[[], Awaitable[None]]) -> None:
+    """Until SIGINT/SIGTERM, or until an RPC client had us leave (``serf leave``);
+    SIGHUP reloads the configuration (serf's ``handleReload``)."""
     async with anyio.create_task_group() as task_group:
         async def signals() -> None:
             async for signum in received:
                 log.info("agent: Caught signal: %s", signal.Signals(signum).name)
+                if signum == signal.SIGHUP:
+                    await reload()
+                    continue
                 task_group.cancel_scope.cancel()
                 return
 

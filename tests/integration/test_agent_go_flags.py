@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -194,3 +195,45 @@ def test_log_json_writes_only_json_records(procs: Procs) -> None:
     running = next(r for r in records if r["@message"] == "swimlib agent running")
     assert running["node"] == "j-1" and running["bind"] == f"127.0.0.1:{port}"
     assert {r["@module"] for r in records} >= {"agent", "serf"}
+
+
+@needs_serf
+@pytest.mark.parametrize("kind", ["serf", "swimlib"])
+def test_sighup_reloads_tags_handlers_and_log_level(procs: Procs, tmp_path: Path,
+                                                    kind: str) -> None:
+    """serf's handleReload: the files are read again; tags, handlers, log level change."""
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    (conf / "10-base.json").write_text(json.dumps({"tags": {"color": "red"},
+                                                   "log_level": "info"}))
+    port, rpc = free_port(), free_port()
+    flags = ("-node=reloaded", f"-bind=127.0.0.1:{port}", f"-rpc-addr=127.0.0.1:{rpc}",
+             f"-config-dir={conf}")
+    start = procs.serf_flags if kind == "serf" else procs.swimlib_flags
+    agent = start("reloaded", *flags, port=port, rpc_port=rpc)
+    wait_for(lambda: _alive(procs, agent, "reloaded"), 10, what="the agent itself")
+    assert procs.members(agent)["reloaded"]["tags"] == {"color": "red"}
+
+    joined = tmp_path / "joined.txt"
+    (conf / "10-base.json").write_text(json.dumps({
+        "tags": {"color": "blue"}, "log_level": "debug",
+        "event_handlers": [f"member-join=cat >> {joined}"]}))
+    agent.popen.send_signal(signal.SIGHUP)
+    wait_for(lambda: procs.members(agent)["reloaded"]["tags"] == {"color": "blue"}, 10,
+             what="the reloaded tags")
+    assert "Reloading configuration..." in agent.output()
+    assert agent.alive()
+    procs.serf("newcomer", join=agent.gossip)
+    wait_for(lambda: joined.exists() and "newcomer" in joined.read_text(), 20,
+             what="the reloaded member-join handler")
+    assert "[DEBUG]" in agent.output()
+
+    # A broken file: nothing changes, the agent carries on.
+    (conf / "10-base.json").write_text("{not json")
+    before = agent.output().count("Reloading configuration...")
+    agent.popen.send_signal(signal.SIGHUP)
+    wait_for(lambda: agent.output().count("Reloading configuration...") > before, 10,
+             what="the second reload")
+    wait_for(lambda: "Failed to reload configs" in agent.output(), 10, what="the error")
+    assert agent.alive()
+    assert procs.members(agent)["reloaded"]["tags"] == {"color": "blue"}
