@@ -27,6 +27,11 @@ def _non_negative(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be >= 0, got {value!r}")
 
 
+def _label(name: str, value: str) -> None:
+    if len(value.encode()) > 255:
+        raise ConfigError(f"could not use {value!r} as a {name}: too long (255 bytes at most)")
+
+
 @record(kw_only=True)
 class Config:
     """Everything that shapes SWIM + Lifeguard behaviour. Immutable."""
@@ -106,6 +111,10 @@ class Config:
     query_size_limit: int = field(default=1024, validator=_positive)
     query_response_size_limit: int = field(default=1024, validator=_positive)
     user_event_size_limit: int = field(default=512, validator=_positive)
+    #: Cluster label (memberlist >= 0.3): sent before every datagram and stream and
+    #: bound into encryption; members with another label (or none) are refused, so
+    #: two clusters on one network never merge. "" = no label (memberlist 0.2).
+    label: str = field(default="", validator=_label)
 
     def __post_init__(self) -> None:
         if self.probe_timeout > self.probe_interval:

@@ -102,7 +102,8 @@ class Node:
         #: Seals what we send and opens what we receive (compression, CRC, encryption).
         self.envelope = Envelope(
             keyring, compress_datagrams=config.enable_compression and config.compress_datagrams,
-            compress_streams=config.enable_compression and config.compress_streams)
+            compress_streams=config.enable_compression and config.compress_streams,
+            label=config.label.encode())
         stats, effects, timers = self.stats, self._effects, self._timers
         self._table = MemberTable(
             name, addr, port, config, rng, vsn, broadcasts=broadcasts, awareness=self.awareness,
@@ -310,7 +311,7 @@ class Node:
         a push-pull, which the layer merges; if it refused some of it, it
         calls :meth:`recheck_stream_sender`)."""
         try:
-            plain = self.envelope.open_stream(data)
+            plain = self.envelope.open_stream(data, incoming=True)
         except DecodeError as exc:
             self.stats["drop.stream." + exc.reason] += 1
             return StreamReceived(None)

@@ -109,8 +109,8 @@ class Sync:
         self._stream_id += 1
         self._streams[self._stream_id] = (purpose, info)
         self._stats["tcp.opened"] += 1
-        self._effects.append(OpenStream(self._stream_id, dest, self._envelope.seal_stream(data),
-                                        self.config.tcp_timeout))
+        sealed = self._envelope.seal_stream(data, opening=True)
+        self._effects.append(OpenStream(self._stream_id, dest, sealed, self.config.tcp_timeout))
         return self._stream_id
 
     def take_request(self, request_id: int) -> tuple[StreamPurpose, Any] | None:

@@ -565,6 +565,10 @@ _STREAM_KINDS = frozenset((MessageType.PUSH_PULL, MessageType.USER, MessageType.
                            MessageType.PING, MessageType.ACK, MessageType.ERR))
 
 
+#: memberlist's ``hasLabelMsg`` (see swimlib/wire/envelope.py, which checks the label).
+_HAS_LABEL = 244
+
+
 class StreamFramer:
     """Finds, incrementally, where the one message on a stream ends.
 
@@ -574,8 +578,11 @@ class StreamFramer:
     complete; an encrypted frame (``0a | L | ...``) is sized by its header.
     Feed each chunk as it arrives; :meth:`feed` returns the total length of the
     message once it is known (it may exceed what has arrived so far, e.g. the
-    raw user state of a push-pull still to come). Raises :class:`DecodeError`
-    when the bytes can never become a valid message or exceed the size limit.
+    raw user state of a push-pull still to come). A cluster label header
+    (``f4 | len | label``, memberlist >= 0.3) before the first message is
+    counted in the length and left for the envelope to check. Raises
+    :class:`DecodeError` when the bytes can never become a valid message or
+    exceed the size limit.
     """
 
     def __init__(self, limit: int = MAX_STREAM_SIZE) -> None:
@@ -588,6 +595,10 @@ class StreamFramer:
         self._objects_left = 0  # node states still to come after a push-pull header
         self._extra = 0  # raw bytes after the last msgpack object
         self._length: int | None = None
+        #: Label header: bytes of it still to skip (-1: not seen the first byte yet,
+        #: -2: waiting for its length byte), and its whole size.
+        self._label_left = -1
+        self._label_size = 0
 
     @property
     def length(self) -> int | None:
@@ -598,6 +609,10 @@ class StreamFramer:
         if self._length is not None or not chunk:
             return self._length
         view = memoryview(chunk)
+        if self._label_left != 0:
+            view = self._skip_label(view)
+            if not view:
+                return None
         if self._kind < 0:
             self._kind = view[0]
             if self._kind != MessageType.ENCRYPT and self._kind not in _STREAM_KINDS:
@@ -612,7 +627,7 @@ class StreamFramer:
                 (size,) = struct.unpack(">I", self._head)
                 if size > self._limit:
                     raise DecodeError("size", f"encrypted stream of {size} bytes")
-                self._length = 5 + size
+                self._length = self._label_size + 5 + size
             return self._length
         if self._received > self._limit:
             raise DecodeError("size", "stream message exceeds the size limit")
@@ -636,8 +651,27 @@ class StreamFramer:
         total: int = 1 + self._unpacker.tell() + self._extra
         if total > self._limit:
             raise DecodeError("size", f"stream message of {total} bytes")
-        self._length = total
-        return total
+        self._length = self._label_size + total
+        return self._length
+
+    def _skip_label(self, view: memoryview) -> memoryview:
+        """Step over a label header, if the stream starts with one."""
+        if self._label_left == -1:
+            if view[0] != _HAS_LABEL:
+                self._label_left = 0
+                return view
+            self._label_left, self._label_size, view = -2, 1, view[1:]
+            if not view:
+                return view
+        if self._label_left == -2:
+            if view[0] == 0:
+                raise DecodeError("label", "label header cannot be empty when present")
+            self._label_left = view[0]
+            self._label_size += 1 + view[0]
+            view = view[1:]
+        take = min(len(view), self._label_left)
+        self._label_left -= take
+        return view[take:]
 
     def _on_header(self, header: Any) -> None:
         if self._kind == MessageType.PUSH_PULL:

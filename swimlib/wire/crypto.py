@@ -292,31 +292,34 @@ class Keyring:
         return (self._ciphers[k] for k in tuple(self._keys))
 
     def encrypt_packet(self, plaintext: bytes, *, version: int = 1,
-                       nonce: NonceSource = None) -> bytes:
-        """Seal a datagram with the primary key (empty AAD, as memberlist 0.2)."""
+                       nonce: NonceSource = None, label: bytes = b"") -> bytes:
+        """Seal a datagram with the primary key; AAD = the cluster label
+        (empty without one, as memberlist 0.2)."""
         source = nonce if nonce is not None else self._nonce_source
-        return seal(self._ciphers[self._keys[0]], plaintext, b"", version=version, nonce=source)
+        return seal(self._ciphers[self._keys[0]], plaintext, label, version=version,
+                    nonce=source)
 
-    def decrypt_packet(self, data: bytes) -> bytes:
+    def decrypt_packet(self, data: bytes, label: bytes = b"") -> bytes:
         """Open a datagram with whichever key works; :class:`DecryptError` if none does."""
-        return open_payload(self._ordered_ciphers(), bytes(data), b"")
+        return open_payload(self._ordered_ciphers(), bytes(data), label)
 
     def encrypt_stream(self, plaintext: bytes, *, version: int = 1,
-                       nonce: NonceSource = None) -> bytes:
-        """Frame and seal a stream payload: ``0a | L | vsn | nonce | ct | tag``, AAD = header."""
+                       nonce: NonceSource = None, label: bytes = b"") -> bytes:
+        """Frame and seal a stream payload: ``0a | L | vsn | nonce | ct | tag``,
+        AAD = the 5-byte header, then the cluster label (memberlist >= 0.3)."""
         size = encrypted_length(version, len(plaintext))
         if size > MAX_STREAM_FRAME:
             raise ValueError(f"stream payload too large to encrypt ({size} bytes)")
         header = struct.pack(">BI", ENCRYPT_MSG, size)
         source = nonce if nonce is not None else self._nonce_source
-        return header + seal(self._ciphers[self._keys[0]], plaintext, header,
+        return header + seal(self._ciphers[self._keys[0]], plaintext, header + label,
                              version=version, nonce=source)
 
-    def decrypt_stream(self, frame: bytes) -> bytes:
+    def decrypt_stream(self, frame: bytes, label: bytes = b"") -> bytes:
         """Open a complete encrypted stream frame (bytes after the frame are ignored)."""
         frame = bytes(frame)
         total = stream_frame_length(frame)
         if total is None or len(frame) < total:
             raise DecodeError("truncated", "encrypted stream frame is incomplete")
         return open_payload(self._ordered_ciphers(), frame[STREAM_HEADER_SIZE:total],
-                            frame[:STREAM_HEADER_SIZE])
+                            frame[:STREAM_HEADER_SIZE] + label)

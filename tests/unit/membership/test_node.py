@@ -620,3 +620,31 @@ class TestPortUnreachable:
         node.tick(1.0)  # the relay timer has nothing left to nack
         assert not [e for e in node.take_effects() if isinstance(e, SendPacket)
                     and Nack(77) in codec.decode_packet(e.data)]
+
+
+class TestClusterLabel:
+    def test_members_of_another_cluster_are_refused_and_counted(self):
+        ours = Node("a", "127.0.0.1", 7946, Config.lan(label="prod"), random.Random(1), 0.0)
+        theirs = Node("b", "127.0.0.2", 7946, Config.lan(label="staging"), random.Random(2), 0.0)
+        unlabelled = Node("c", "127.0.0.3", 7946, Config.lan(), random.Random(3), 0.0)
+        for node in (ours, theirs, unlabelled):
+            node.take_effects()
+        ours.join([("127.0.0.2", 7946)], 0.0)
+        (stream,) = [e for e in ours.take_effects() if isinstance(e, OpenStream)]
+        assert theirs.handle_stream(stream.data, ("127.0.0.1", 40000), 0.0) is None
+        assert unlabelled.handle_stream(stream.data, ("127.0.0.1", 40000), 0.0) is None
+        assert theirs.stats["drop.stream.label"] == unlabelled.stats["drop.stream.label"] == 1
+        assert theirs.member("a") is None and unlabelled.member("a") is None
+        feed(theirs, Alive(1, "x", "127.0.0.9", 7946))  # plain datagram: no label
+        assert theirs.member("x") is None and theirs.stats["drop.label"] == 1
+
+    def test_same_label_joins(self):
+        ours = Node("a", "127.0.0.1", 7946, Config.lan(label="prod"), random.Random(1), 0.0)
+        peer = Node("b", "127.0.0.2", 7946, Config.lan(label="prod"), random.Random(2), 0.0)
+        ours.take_effects()
+        ours.join([("127.0.0.2", 7946)], 0.0)
+        (stream,) = [e for e in ours.take_effects() if isinstance(e, OpenStream)]
+        reply = peer.handle_stream(stream.data, ("127.0.0.1", 40000), 0.0)
+        assert reply is not None and not reply.startswith(b"\xf4")  # replies carry no label
+        ours.handle_stream_reply(stream.request_id, reply, 0.01)
+        assert ours.member("b") is not None and peer.member("a") is not None
