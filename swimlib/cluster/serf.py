@@ -313,6 +313,9 @@ class Serf:
         datagram's sender (None for one that came on a stream, whose port says
         nothing)."""
         self._pump(now)
+        stats = self.stats
+        stats["serf.msgs.received"] += 1  # serf.msgs.received: a sample of its size
+        stats["serf.msgs.received_bytes"] += len(payload)
         try:
             msg = sw.decode_serf(payload)
         except DecodeError as exc:
@@ -406,6 +409,9 @@ class Serf:
                 more = queue.take(overhead, limit - used, transmits)
                 used += sum(len(m) + overhead for m in more)
                 out.extend(more)
+        if out:  # serf.msgs.sent: a sample of each broadcast's size
+            self.stats["serf.msgs.sent"] += len(out)
+            self.stats["serf.msgs.sent_bytes"] += sum(len(m) for m in out)
         return out
 
     def local_state(self, join: bool) -> bytes:

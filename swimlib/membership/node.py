@@ -41,6 +41,7 @@ from swimlib.membership.rows import RowCache
 from swimlib.membership.sync import StreamPurpose, Sync, UserState
 from swimlib.membership.table import MemberTable, Verdict, name_problem_for
 from swimlib.membership.timers import Timers
+from swimlib.membership.timings import Timings
 from swimlib.membership.types import Address, Effect, Member, MemberState
 from swimlib.records import record
 from swimlib.wire import codec
@@ -98,6 +99,8 @@ class Node:
         self._effects: list[Effect] = []
         self._timers = Timers()
         self.awareness = Awareness(config.awareness_max_multiplier)
+        #: Probe and push-pull durations, for metrics (:mod:`.timings`).
+        self.timings = Timings()
         broadcasts = BroadcastQueue()
         #: Seals what we send and opens what we receive (compression, CRC, encryption).
         self.envelope = Envelope(
@@ -111,9 +114,10 @@ class Node:
         self._packets = Packets(config, self._table, broadcasts, delegate, self.envelope,
                                 stats=stats, effects=effects, timers=timers)
         self._sync = Sync(config, self._table, delegate, self.envelope,
-                          stats=stats, effects=effects, timers=timers)
+                          stats=stats, effects=effects, timers=timers, timings=self.timings)
         self._prober = Prober(config, self._table, self._packets, self._sync, self.awareness,
-                              delegate, stats=stats, effects=effects, timers=timers)
+                              delegate, stats=stats, effects=effects, timers=timers,
+                              timings=self.timings)
         self._handlers: dict[type, Callable[[Any, Address, float], None]] = {
             Ping: self._prober.on_ping,
             IndirectPing: self._prober.on_indirect_ping,
@@ -345,7 +349,7 @@ class Node:
         """:meth:`handle_stream_reply` for a layer above: yields the user part
         of a push-pull reply for it to merge (trusted: we opened the stream)
         before the node goes on (a join is accounted for after it)."""
-        pending = self._sync.take_request(request_id)
+        pending = self._sync.take_request(request_id, now)
         if pending is None:
             return
         purpose, info = pending
@@ -390,7 +394,7 @@ class Node:
 
         Returns the join id that the :class:`JoinFinished` effect will carry.
         """
-        return self._sync.join(addrs)
+        return self._sync.join(addrs, now)
 
     def leave(self, now: float) -> None:
         """Gracefully leave: broadcast ``dead(self, From=self)``; we stop refuting."""
