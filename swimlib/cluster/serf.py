@@ -219,6 +219,19 @@ class Serf:
         """memberlist's NumMembers: members not dead or left, self included."""
         return self.node.live_count()
 
+    def status_counts(self) -> dict[str, int]:
+        """Members by Serf status (``alive``, ``leaving``, ``left``, ``failed``), self included."""
+        counts = dict.fromkeys(("alive", "leaving", "left", "failed"), 0)
+        for m in self._members.by_name.values():
+            name = m.status.name.lower()
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def queue_depths(self) -> dict[str, int]:
+        """Serf's gossip queues by Serf's names for them (its ``serf.queue.*`` metrics)."""
+        return {"Intent": len(self._members.intents), "Event": len(self._events.queue),
+                "Query": len(self._queries.queue)}
+
     # ================================================================== commands
 
     def join(self, addrs: Sequence[Address], now: float, ignore_old: bool = True) -> int:

@@ -101,7 +101,7 @@ class Node:
         self.awareness = Awareness(config.awareness_max_multiplier)
         #: Probe and push-pull durations, for metrics (:mod:`.timings`).
         self.timings = Timings()
-        broadcasts = BroadcastQueue()
+        broadcasts = self._broadcasts = BroadcastQueue()
         #: Seals what we send and opens what we receive (compression, CRC, encryption).
         self.envelope = Envelope(
             keyring, compress_datagrams=config.enable_compression and config.compress_datagrams,
@@ -179,6 +179,17 @@ class Node:
 
     def alive_count(self) -> int:
         return self._table.alive_count()
+
+    def state_counts(self) -> dict[MemberState, int]:
+        """How many members are in each state, self included (every state present)."""
+        counts = dict.fromkeys(MemberState, 0)
+        for st in self._table.nodes:
+            counts[st.state] += 1
+        return counts
+
+    def broadcast_queue_depth(self) -> int:
+        """memberlist's broadcasts waiting to be gossiped (its ``NumQueued``)."""
+        return len(self._broadcasts)
 
     def live_count(self) -> int:
         """Members not dead or left, self included (memberlist's NumMembers)."""

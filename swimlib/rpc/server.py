@@ -18,7 +18,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketListener, TaskGroup, TaskStatus
@@ -36,7 +36,7 @@ from swimlib.rpc.filters import (
 )
 from swimlib.transport.sockets import listen_tcp
 
-__all__ = ["RPCServer", "serve_rpc", "wire_member"]
+__all__ = ["ConnectionHandler", "RPCServer", "accept_loop", "serve_rpc", "wire_member"]
 
 log = logging.getLogger("swimlib.rpc")
 
@@ -66,6 +66,12 @@ _ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
 ACCEPT_RETRY_DELAY: Final = 0.1
 
 T = TypeVar("T")
+
+
+class ConnectionHandler(Protocol):
+    """Serves one accepted connection to completion (never raises but for cancellation)."""
+
+    async def handle_connection(self, stream: ByteStream) -> None: ...
 
 
 class _Close(Exception):
@@ -138,11 +144,12 @@ async def serve_rpc(
     listeners = [lst for lst in multi.listeners if isinstance(lst, SocketListener)]
     async with multi, anyio.create_task_group() as tg:
         for listener in listeners:
-            tg.start_soon(_accept_loop, listener, server, tg)
+            tg.start_soon(accept_loop, listener, server, tg)
         task_status.started(listeners)
 
 
-async def _accept_loop(listener: SocketListener, server: RPCServer, tg: TaskGroup) -> None:
+async def accept_loop(listener: SocketListener, server: ConnectionHandler,
+                      tg: TaskGroup) -> None:
     """Accept clients until ``listener`` is closed; each runs as a task in ``tg``.
 
     Not ``listener.serve()``: that ends on the first failed ``accept()``. Here,
