@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from swimlib import __version__
@@ -258,11 +258,6 @@ def _labelled(key: Sequence[str], kind: Kind, help: str, label: str,
     for name, value in sorted(values.items()):
         family.add(value, name)
     return family
-
-
-def by_name(families: Iterable[Family]) -> dict[str, Family]:
-    """Families by Prometheus name (for tests and tools)."""
-    return {f.prometheus_name: f for f in families}
 
 
 #: What the sinks call to read the metrics: ``now`` -> families.

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from typing import Final, Protocol
 
 import anyio
+import anyio.lowlevel
 
 from swimlib.agent.metrics import Family, Kind, Reader
 from swimlib.faults import FaultLog
@@ -132,11 +133,35 @@ class _Connection(Protocol):
     async def aclose(self) -> None: ...
 
 
+class _Datagrams:
+    """A connected, non-blocking UDP socket: a send never waits, and a "port
+    unreachable" from the last one is raised by the next (on any event loop)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    async def send(self, item: bytes) -> None:
+        await anyio.lowlevel.checkpoint()
+        self._sock.send(item)  # BlockingIOError (a full buffer) is a failure like any other
+
+    async def aclose(self) -> None:
+        self._sock.close()
+
+
 async def _connect(host: str, port: int, tcp: bool) -> _Connection:
     with anyio.fail_after(TCP_TIMEOUT):
         if tcp:
             return await anyio.connect_tcp(host, port)
-        return await anyio.create_connected_udp_socket(host, port)
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect(addr)
+    except BaseException:
+        sock.close()
+        raise
+    return _Datagrams(sock)
 
 
 _SEND_FAILURES = (OSError, TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError)
