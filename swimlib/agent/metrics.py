@@ -162,6 +162,8 @@ GO_COUNTERS: tuple[tuple[tuple[str, ...], str, str], ...] = (
      "Acks to our queries heard again."),
     (("serf", "query_duplicate_responses"), "query.duplicate_responses",
      "Responses to our queries heard again."),
+    (("agent", "ipc", "accept"), "rpc.accept", "RPC clients accepted."),
+    (("agent", "ipc", "command"), "rpc.command", "RPC commands received (after the handshake)."),
 )
 
 #: Serf's message sizes: go-metrics key, swimlib's count and byte counters, help.

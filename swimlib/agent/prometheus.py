@@ -22,6 +22,7 @@ agent goes on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -54,9 +55,14 @@ MAX_REQUEST_BYTES: Final = 8192
 CONNECTION_TIMEOUT: Final = 10.0
 #: Connections served at once; more are closed unanswered.
 MAX_CONNECTIONS: Final = 16
+#: After refusing a request, what is still read from the client, at most (see _linger).
+LINGER_BYTES: Final = 1 << 20
+LINGER_TIME: Final = 1.0
 #: The exposition format ``generate_latest`` writes.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
+#: What a client that went away looks like.
+_CLIENT_GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 _INDEX = (b"<html><head><title>swimlib agent</title></head><body>"
           b"<h1>swimlib agent</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>\n")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
@@ -146,8 +152,7 @@ class MetricsServer:
                     self.counters["drop.metrics_http.timeout"] += 1
             finally:
                 self.active -= 1
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
-                OSError):
+        except _CLIENT_GONE:
             self.counters["drop.metrics_http.closed"] += 1
         except Exception as exc:
             self.faults.record("metrics.http", exc)
@@ -159,7 +164,9 @@ class MetricsServer:
             method, path = parse_request(await read_head(stream))
         except _Refused as refused:
             self.counters["drop.metrics_http." + refused.drop] += 1
-            await _respond(stream, refused.status, b"", "text/plain; charset=utf-8")
+            await _respond(stream, refused.status, _REASONS[refused.status].encode() + b"\n",
+                           "text/plain; charset=utf-8")
+            await _linger(stream)
             return
         head_only = method == "HEAD"
         if path == "/metrics":
@@ -213,6 +220,16 @@ async def _respond(stream: ByteStream, status: int, body: bytes, content_type: s
             f"Content-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n").encode("ascii")
     await stream.send(head if head_only else head + body)
+
+
+async def _linger(stream: ByteStream) -> None:
+    """Close our side, then read (and drop) what the client still sends, a little while:
+    closing with its bytes unread would reset the connection, and the client could
+    lose our answer."""
+    with anyio.move_on_after(LINGER_TIME), contextlib.suppress(*_CLIENT_GONE):
+        await stream.send_eof()
+        for _ in range(LINGER_BYTES // 4096):
+            await stream.receive(4096)
 
 
 async def serve_metrics(render: Callable[[], bytes], host: str, port: int, *,

@@ -51,6 +51,9 @@ RETRY_DELAY: Final = 5.0
 GAUGE_REFRESH: Final = 10.0
 #: Deadline to connect to statsite, and to write one flush to it.
 TCP_TIMEOUT: Final = 5.0
+#: Flushes in a row without an error before a failing sink is said to work again
+#: (a datagram to a closed port fails only at the next send).
+RECOVERED_AFTER: Final = 20
 
 
 def format_value(value: float) -> str:
@@ -190,6 +193,7 @@ async def run_sink(read: Reader, host: str, port: int, *, tcp: bool, counters: C
             failing = True
             await anyio.sleep(RETRY_DELAY)
             continue
+        sent_ok = 0
         try:
             while True:
                 await anyio.sleep(interval)
@@ -201,7 +205,8 @@ async def run_sink(read: Reader, host: str, port: int, *, tcp: bool, counters: C
                     for packet in packets(lines):
                         await conn.send(packet)
                 counters[f"{kind}.sent"] += len(lines)
-                if failing and lines:
+                sent_ok += 1
+                if failing and sent_ok >= RECOVERED_AFTER:
                     log.info("agent: Sending metrics to %s %s:%d again", kind, host, port)
                     failing = False
         except _SEND_FAILURES as exc:

@@ -83,7 +83,7 @@ class Procs:
 
     def swimlib(self, name: str, *extra: str, join: str | None = None,
                 port: int | None = None, rpc_port: int | None = None,
-                wait: bool = True) -> Proc:
+                wait: bool = True, env: dict[str, str] | None = None) -> Proc:
         port = port or free_port()
         rpc_port = rpc_port or free_port()
         argv = [sys.executable, "-m", "swimlib.cli", "agent", "--node", name,
@@ -91,7 +91,7 @@ class Procs:
                 "--log-level", "debug", *extra]
         if join:
             argv += ["--join", join]
-        proc = self._spawn(name, argv, f"127.0.0.1:{rpc_port}", f"127.0.0.1:{port}")
+        proc = self._spawn(name, argv, f"127.0.0.1:{rpc_port}", f"127.0.0.1:{port}", env=env)
         if wait:
             wait_for(lambda: self.rpc_ready(proc), 15, what=f"swimlib agent {name} RPC")
         return proc
