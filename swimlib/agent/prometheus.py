@@ -258,6 +258,7 @@ async def start_metrics_server(task_group: TaskGroup, agent: Agent,
                                           counters=agent.counters, faults=agent.faults,
                                           task_status=task_status))
     bound = listeners[0].extra(SocketAttribute.local_address)
-    log.info("agent: Serving Prometheus metrics on http://%s:%s/metrics",
-             *(bound[:2] if isinstance(bound, tuple) else (addr[0], addr[1])))
+    host, port = bound[:2] if isinstance(bound, tuple) else addr
+    shown = f"[{host}]" if ":" in str(host) else host
+    log.info("agent: Serving Prometheus metrics on http://%s:%s/metrics", shown, port)
     return listeners
