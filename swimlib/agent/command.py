@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import functools
+import importlib.util
 import logging
 import random
 import signal
@@ -122,6 +124,9 @@ def add_parser(sub: Any) -> None:
                    help="write every line on stdout as one JSON object (for log shippers)")
     p.add_argument("--no-log-json", dest="log_json", action="store_false",
                    help=argparse.SUPPRESS)
+    p.add_argument(*go_flag("metrics-addr"), metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (needs the "
+                        "extra swimlib[metrics]); statsd: statsd_addr in a config file")
     p.add_argument(*go_flag("syslog"), action="store_true",
                    help="also send the log to the local syslog (facility: syslog_facility "
                         "in a config file, default LOCAL0)")
@@ -257,6 +262,11 @@ class _Settings:
         self.log_level = "info"
         #: Log to the local syslog too, with this facility (None: not at all).
         self.syslog_facility: str | None = None
+        #: Serve Prometheus metrics here (``--metrics-addr``; None: not at all).
+        self.metrics_addr: tuple[str, int] | None = None
+        #: Push metrics to statsd (UDP) and statsite (TCP) here, as go-metrics' sinks.
+        self.statsd_addr: tuple[str, int] | None = None
+        self.statsite_addr: tuple[str, int] | None = None
         self.backend = backend.DEFAULT_BACKEND
         #: The command line, read again on SIGHUP with the files it names.
         self.args: argparse.Namespace | None = None
@@ -291,6 +301,9 @@ class _Settings:
 
             facility_code(c["syslog_facility"])  # a bad name stops us before anything binds
             s.syslog_facility = c["syslog_facility"]
+        s.metrics_addr = _metrics_addr(c.get("metrics_addr"))
+        s.statsd_addr = _sink_addr("statsd_addr", c.get("statsd_addr"))
+        s.statsite_addr = _sink_addr("statsite_addr", c.get("statsite_addr"))
         s.log_level = c["log_level"].lower()
         if s.log_level not in _LEVELS:
             raise ConfigError(f"Invalid log level: {c['log_level']}. Valid log levels are: "
@@ -356,7 +369,7 @@ def _command_line_config(args: argparse.Namespace) -> serf_config.FileConfig:
              "rpc_addr": args.rpc_addr, "rpc_auth": args.rpc_auth, "encrypt_key": args.encrypt,
              "keyring_file": args.keyring_file, "snapshot_path": args.snapshot,
              "profile": args.profile, "log_level": args.log_level, "role": args.role,
-             "tags_file": args.tags_file,
+             "tags_file": args.tags_file, "metrics_addr": args.metrics_addr,
              "retry_max_attempts": args.retry_max}
     config: serf_config.FileConfig = {key: value for key, value in given.items()
                                       if value is not None}
@@ -371,6 +384,29 @@ def _command_line_config(args: argparse.Namespace) -> serf_config.FileConfig:
     if args.broadcast_timeout is not None:
         config["broadcast_timeout"] = _duration("broadcast-timeout", args.broadcast_timeout)
     return config
+
+
+def _host_port(what: str, text: str) -> tuple[str, int]:
+    """``HOST:PORT`` with the port required."""
+    host, port = split_host_port(text, 0)
+    if port == 0 or not host:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    return host, port
+
+
+def _metrics_addr(text: str | None) -> tuple[str, int] | None:
+    """``--metrics-addr``: checked, and prometheus_client found, before anything binds."""
+    if not text:
+        return None
+    addr = _host_port("-metrics-addr", text)
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ConfigError("-metrics-addr needs prometheus_client, which is not installed: "
+                          "pip install 'swimlib[metrics]' (or prometheus_client)")
+    return addr
+
+
+def _sink_addr(key: str, text: str | None) -> tuple[str, int] | None:
+    return _host_port(key, text) if text else None
 
 
 def _warn(text: str) -> None:
@@ -405,6 +441,7 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
                 agent.restore_clocks(r.last_clock, r.last_event_clock, r.last_query_clock)
             async with anyio.create_task_group() as task_group:
                 stop_requested = await _start_rpc(task_group, agent, s)
+                await _start_metrics(task_group, agent, s)
                 _banner(agent, s)
                 resume_collector()  # off since the command line was read (swimlib.cli)
                 handler_events, runner = await _start_pipeline(task_group, agent, s)
@@ -451,6 +488,27 @@ async def _start_rpc(task_group: TaskGroup, agent: Agent, s: _Settings) -> anyio
     """Serve Serf's RPC protocol; the returned event fires when a client asks us to stop."""
     adapter = await start_rpc_server(task_group, agent, s.rpc, s.rpc_auth)
     return adapter.shutdown_requested
+
+
+async def _start_metrics(task_group: TaskGroup, agent: Agent, s: _Settings) -> None:
+    """``--metrics-addr`` and the statsd/statsite sinks (each module loaded only if used)."""
+    if s.metrics_addr is not None:
+        from swimlib.agent.prometheus import start_metrics_server
+
+        await start_metrics_server(task_group, agent, s.metrics_addr)
+    sinks = [(addr, tcp) for addr, tcp in ((s.statsd_addr, False), (s.statsite_addr, True))
+             if addr is not None]
+    if not sinks:
+        return
+    from swimlib.agent.metrics import Family, collect
+    from swimlib.agent.statsd import run_sink
+
+    def read(now: float) -> list[Family]:
+        return collect(agent, now)
+
+    for (host, port), tcp in sinks:
+        task_group.start_soon(functools.partial(run_sink, tcp=tcp, counters=agent.counters,
+                                                faults=agent.faults), read, host, port)
 
 
 async def _start_pipeline(task_group: TaskGroup, agent: Agent, s: _Settings

@@ -150,5 +150,5 @@ async def start_rpc_server(task_group: TaskGroup, agent: Agent, addr: tuple[str,
     adapter = AgentRPC(agent, fanout)
     await task_group.start(lambda task_status: serve_rpc(
         adapter, addr[0], addr[1], auth_key=auth_key, faults=agent.faults,
-        task_status=task_status))
+        counters=agent.counters, task_status=task_status))
     return adapter

@@ -136,6 +136,11 @@ class Agent:
         return (self.serf.addr, self.serf.port)
 
     @property
+    def inbound_streams(self) -> int:
+        """Inbound TCP exchanges (push-pulls, joins, pings) being served now."""
+        return self._shell.inbound_streams
+
+    @property
     def has_left(self) -> bool:
         return self._left.is_set()
 

@@ -69,6 +69,10 @@ KEYS: Final[dict[str, Kind]] = {
     "retry_max_attempts": Kind.INT,
     "retry_interval": Kind.DURATION,
     "broadcast_timeout": Kind.DURATION,
+    "statsd_addr": Kind.STRING,
+    "statsite_addr": Kind.STRING,
+    # swimlib's own (serf refuses a file that has it): --metrics-addr.
+    "metrics_addr": Kind.STRING,
 }
 
 #: serf's keys not implemented here yet: accepted (type-checked), warned about, ignored.
@@ -80,8 +84,6 @@ NOT_YET: Final[dict[str, Kind]] = {
     "discover": Kind.STRING,
     "disable_name_resolution": Kind.BOOL,
     "enable_compression": Kind.BOOL,  # serf lets the command line decide it anyway
-    "statsite_addr": Kind.STRING,
-    "statsd_addr": Kind.STRING,
 }
 
 _APPENDED: Final = frozenset({"start_join", "retry_join", "event_handlers"})

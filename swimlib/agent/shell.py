@@ -52,13 +52,19 @@ class CoreShell:
         self.transport = transport
         self.tcp_timeout = tcp_timeout
         self.on_effect = on_effect
-        #: Sends, stream failures, drops of what never reached the core (``drop.*``).
+        #: Datagrams and streams moved (``udp.sent``, ``udp.received_bytes``, ``tcp.accept``
+        #: ...), stream failures, drops of what never reached the core (``drop.*``).
         self.counters: Counter[str] = Counter()
         #: Failures caught at the boundaries of single inputs.
         self.faults = faults or FaultLog()
         self._task_group = task_group
         self._timer_scope: anyio.CancelScope | None = None
         self._inbound_streams = 0
+
+    @property
+    def inbound_streams(self) -> int:
+        """Inbound TCP exchanges being served now."""
+        return self._inbound_streams
 
     @staticmethod
     def now() -> float:
@@ -107,6 +113,9 @@ class CoreShell:
         while True:
             batch = await transport.receive_datagrams()
             now = self.now()
+            counters = self.counters
+            counters["udp.received"] += len(batch)
+            counters["udp.received_bytes"] += sum(len(data) for data, _ in batch)
             for data, source in batch:
                 with boundary("datagram"):
                     core.handle_packet(data, source, now)
@@ -117,6 +126,7 @@ class CoreShell:
 
     async def _serve_stream(self, stream: ByteStream, peer: Address) -> None:
         """One inbound exchange: read, answer, close."""
+        self.counters["tcp.accept"] += 1
         if self._inbound_streams >= MAX_INBOUND_STREAMS:
             self.counters["drop.stream.too_many"] += 1
             await anyio.aclose_forcefully(stream)
@@ -129,6 +139,7 @@ class CoreShell:
                 await self.drive()
                 if reply is not None:
                     await stream.send(reply)
+                    self.counters["tcp.sent_bytes"] += len(reply)
         except DecodeError as exc:
             self.counters["drop.stream." + exc.reason] += 1
         except _STREAM_FAILURES:
@@ -144,8 +155,10 @@ class CoreShell:
         try:
             with anyio.fail_after(effect.timeout):
                 stream = await self.transport.connect(effect.dest)
+                self.counters["tcp.connect"] += 1
                 async with stream:
                     await stream.send(effect.data)
+                    self.counters["tcp.sent_bytes"] += len(effect.data)
                     reply = await read_message(stream)
         except DecodeError as exc:
             self.counters["drop.stream." + exc.reason] += 1
@@ -162,6 +175,7 @@ class CoreShell:
         try:
             await self.transport.send_datagram(effect.data, effect.dest)
             self.counters["udp.sent"] += 1
+            self.counters["udp.sent_bytes"] += len(effect.data)
         except OSError as exc:
             self.counters["udp.send_error"] += 1
             log.debug("memberlist: failed to send to %s: %s", effect.dest, exc)

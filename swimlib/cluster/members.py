@@ -28,6 +28,9 @@ from swimlib.wire.messages import DEFAULT_VSN
 
 MemberStatus = sw.MemberStatus
 
+#: A failed member back within this many seconds counts as a flap (Serf's FlapTimeout).
+FLAP_TIMEOUT = 60.0
+
 
 class SerfMember:
     """One row of Serf's member list (mutable; snapshots go out as ClusterMember)."""
@@ -132,6 +135,7 @@ class SerfMembers:
             self._place(m, node.addr, node.port)
             m.vsn = node.vsn
             m.tags = self._decode_tags(node.meta)
+            self._stats["member.update"] += 1  # serf.member.update
             self._emit(ev.EventType.MEMBER_UPDATE, m)
         else:
             self._on_node_leave(node.name, node.state, now)
@@ -158,6 +162,8 @@ class SerfMembers:
             self.by_name[name] = m
         else:
             old = m.status
+            if old == MemberStatus.FAILED and now - m.leave_time < FLAP_TIMEOUT:
+                self._stats["member.flap"] += 1  # serf.member.flap
             m.status = MemberStatus.ALIVE
             m.leave_time = 0.0
             m.vsn = vsn
@@ -166,6 +172,7 @@ class SerfMembers:
                 _drop_from(self.failed, name)
                 _drop_from(self.left, name)
         self._place(m, addr, port)
+        self._stats["member.join"] += 1  # serf.member.join
         self._emit(ev.EventType.MEMBER_JOIN, m)
 
     def _place(self, m: SerfMember, addr: str, port: int) -> None:
@@ -186,11 +193,13 @@ class SerfMembers:
             m.status = MemberStatus.LEFT
             m.leave_time = now
             self.left.append(name)
+            self._stats["member.left"] += 1  # serf.member.left
             self._emit(ev.EventType.MEMBER_LEAVE, m)
         elif m.status == MemberStatus.ALIVE:
             m.status = MemberStatus.FAILED
             m.leave_time = now
             self.failed.append(name)
+            self._stats["member.failed"] += 1  # serf.member.failed
             self._emit(ev.EventType.MEMBER_FAILED, m)
         else:
             self._stats["leave.bad_state"] += 1

@@ -177,6 +177,7 @@ class Queries:
             return False
         if not self._ring.add(q.ltime, q.id):
             return False
+        self._stats["serf.queries"] += 1  # serf.queries: a new query seen
         rebroadcast = not q.no_broadcast
         if not self._should_process(q.filters):
             return rebroadcast
@@ -237,12 +238,16 @@ class Queries:
             return
         if resp.ack:
             if resp.from_ in out.acks:
+                self._stats["query.duplicate_acks"] += 1
                 return
+            self._stats["query.acks"] += 1
             out.acks.add(resp.from_)
             self._effects.append(QueryReply("ack", resp.from_, handle=out.handle))
         else:
             if resp.from_ in out.responses:
+                self._stats["query.duplicate_responses"] += 1
                 return
+            self._stats["query.responses"] += 1
             out.responses.add(resp.from_)
             self._effects.append(QueryReply("response", resp.from_, resp.payload,
                                                  handle=out.handle))

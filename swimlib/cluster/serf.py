@@ -219,6 +219,19 @@ class Serf:
         """memberlist's NumMembers: members not dead or left, self included."""
         return self.node.live_count()
 
+    def status_counts(self) -> dict[str, int]:
+        """Members by Serf status (``alive``, ``leaving``, ``left``, ``failed``), self included."""
+        counts = dict.fromkeys(("alive", "leaving", "left", "failed"), 0)
+        for m in self._members.by_name.values():
+            name = m.status.name.lower()
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def queue_depths(self) -> dict[str, int]:
+        """Serf's gossip queues by Serf's names for them (its ``serf.queue.*`` metrics)."""
+        return {"Intent": len(self._members.intents), "Event": len(self._events.queue),
+                "Query": len(self._queries.queue)}
+
     # ================================================================== commands
 
     def join(self, addrs: Sequence[Address], now: float, ignore_old: bool = True) -> int:
@@ -313,6 +326,9 @@ class Serf:
         datagram's sender (None for one that came on a stream, whose port says
         nothing)."""
         self._pump(now)
+        stats = self.stats
+        stats["serf.msgs.received"] += 1  # serf.msgs.received: a sample of its size
+        stats["serf.msgs.received_bytes"] += len(payload)
         try:
             msg = sw.decode_serf(payload)
         except DecodeError as exc:
@@ -406,6 +422,9 @@ class Serf:
                 more = queue.take(overhead, limit - used, transmits)
                 used += sum(len(m) + overhead for m in more)
                 out.extend(more)
+        if out:  # serf.msgs.sent: a sample of each broadcast's size
+            self.stats["serf.msgs.sent"] += len(out)
+            self.stats["serf.msgs.sent_bytes"] += sum(len(m) for m in out)
         return out
 
     def local_state(self, join: bool) -> bytes:

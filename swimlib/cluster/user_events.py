@@ -71,6 +71,7 @@ class UserEvents:
             return False
         if not self.ring.add(msg.ltime, (msg.name, msg.payload)):
             return False
+        self._stats["serf.events"] += 1  # serf.events: a new event delivered
         self._effects.append(Emit(ev.UserEvent(msg.ltime, msg.name, msg.payload, msg.cc)))
         return True
 

@@ -41,6 +41,7 @@ from swimlib.membership.rows import RowCache
 from swimlib.membership.sync import StreamPurpose, Sync, UserState
 from swimlib.membership.table import MemberTable, Verdict, name_problem_for
 from swimlib.membership.timers import Timers
+from swimlib.membership.timings import Timings
 from swimlib.membership.types import Address, Effect, Member, MemberState
 from swimlib.records import record
 from swimlib.wire import codec
@@ -98,7 +99,9 @@ class Node:
         self._effects: list[Effect] = []
         self._timers = Timers()
         self.awareness = Awareness(config.awareness_max_multiplier)
-        broadcasts = BroadcastQueue()
+        #: Probe and push-pull durations, for metrics (:mod:`.timings`).
+        self.timings = Timings()
+        broadcasts = self._broadcasts = BroadcastQueue()
         #: Seals what we send and opens what we receive (compression, CRC, encryption).
         self.envelope = Envelope(
             keyring, compress_datagrams=config.enable_compression and config.compress_datagrams,
@@ -112,9 +115,10 @@ class Node:
         self._packets = Packets(config, self._table, broadcasts, delegate, self.envelope,
                                 stats=stats, effects=effects, timers=timers)
         self._sync = Sync(config, self._table, delegate, self.envelope,
-                          stats=stats, effects=effects, timers=timers)
+                          stats=stats, effects=effects, timers=timers, timings=self.timings)
         self._prober = Prober(config, self._table, self._packets, self._sync, self.awareness,
-                              delegate, stats=stats, effects=effects, timers=timers)
+                              delegate, stats=stats, effects=effects, timers=timers,
+                              timings=self.timings)
         self._sync.check_holder = self._prober.check_holder
         self._handlers: dict[type, Callable[[Any, Address, float], None]] = {
             Ping: self._prober.on_ping,
@@ -177,6 +181,17 @@ class Node:
 
     def alive_count(self) -> int:
         return self._table.alive_count()
+
+    def state_counts(self) -> dict[MemberState, int]:
+        """How many members are in each state, self included (every state present)."""
+        counts = dict.fromkeys(MemberState, 0)
+        for st in self._table.nodes:
+            counts[st.state] += 1
+        return counts
+
+    def broadcast_queue_depth(self) -> int:
+        """memberlist's broadcasts waiting to be gossiped (its ``NumQueued``)."""
+        return len(self._broadcasts)
 
     def live_count(self) -> int:
         """Members not dead or left, self included (memberlist's NumMembers)."""
@@ -347,7 +362,7 @@ class Node:
         """:meth:`handle_stream_reply` for a layer above: yields the user part
         of a push-pull reply for it to merge (trusted: we opened the stream)
         before the node goes on (a join is accounted for after it)."""
-        pending = self._sync.take_request(request_id)
+        pending = self._sync.take_request(request_id, now)
         if pending is None:
             return
         purpose, info = pending
@@ -392,7 +407,7 @@ class Node:
 
         Returns the join id that the :class:`JoinFinished` effect will carry.
         """
-        return self._sync.join(addrs)
+        return self._sync.join(addrs, now)
 
     def leave(self, now: float) -> None:
         """Gracefully leave: broadcast ``dead(self, From=self)``; we stop refuting."""

@@ -23,6 +23,7 @@ from swimlib.membership.rows import NodeState
 from swimlib.membership.sync import StreamPurpose, Sync
 from swimlib.membership.table import MemberTable, Verdict
 from swimlib.membership.timers import TimerEntry, Timers
+from swimlib.membership.timings import Timings
 from swimlib.membership.types import Address, Effect, MemberState, SuspicionRaised
 from swimlib.wire import codec
 from swimlib.wire.messages import Ack, Alive, IndirectPing, Nack, Ping, Suspect
@@ -39,10 +40,11 @@ class _Probe:
     """The probe in flight (memberlist runs at most one at a time)."""
 
     __slots__ = ("addr", "deadline", "expected_nacks", "helpers", "incarnation", "indirect_sent",
-                 "nacks", "seq", "target", "tcp_ok", "tcp_pending", "unreachable")
+                 "nacks", "seq", "started", "target", "tcp_ok", "tcp_pending", "unreachable")
 
-    def __init__(self, seq: int, target: NodeState, deadline: float) -> None:
+    def __init__(self, seq: int, target: NodeState, started: float, deadline: float) -> None:
         self.seq = seq
+        self.started = started
         self.target = target.name
         self.incarnation = target.incarnation
         self.addr = (target.addr, target.port)
@@ -87,7 +89,7 @@ class Prober:
 
     def __init__(self, config: Config, table: MemberTable, packets: Packets, sync: Sync,
                  awareness: Awareness, delegate: Delegate | None, *, stats: Counter[str],
-                 effects: list[Effect], timers: Timers) -> None:
+                 effects: list[Effect], timers: Timers, timings: Timings) -> None:
         self.config = config
         self._table = table
         self._packets = packets
@@ -98,6 +100,7 @@ class Prober:
         self._stats = stats
         self._effects = effects
         self._timers = timers
+        self._timings = timings
         self._seq = 0
         self._probe_index = 0
         self._probe: _Probe | None = None
@@ -155,8 +158,10 @@ class Prober:
         interval = self.config.probe_interval
         if self._lifeguard:
             interval = self._awareness.scale(interval)
+            if interval > self.config.probe_interval:
+                self._stats["probe.degraded"] += 1  # memberlist.degraded.probe
         seq = self._next_seq()
-        probe = _Probe(seq, target, now + interval)
+        probe = _Probe(seq, target, now, now + interval)
         self._probe = probe
         self._ack_handlers[seq] = probe
         table = self._table
@@ -197,7 +202,7 @@ class Prober:
             ping = Ping(probe.seq, target, table.addr, table.port, me)
             probe.tcp_pending = True
             self._sync.open_stream(probe.addr, codec.encode(ping), StreamPurpose.TCP_PING,
-                                   probe.seq)
+                                   probe.seq, now)
 
     def _probe_deadline(self, probe: _Probe, now: float) -> None:
         """The probe period is over without an ack: suspect the target."""
@@ -227,6 +232,9 @@ class Prober:
             self._probe_deadline(probe, now)
 
     def _finish_probe(self, awareness_delta: int, now: float) -> None:
+        probe = self._probe
+        if probe is not None:
+            self._timings.probe.add(now, probe.started)
         self._probe = None
         if self._lifeguard:
             self._awareness.apply_delta(awareness_delta)

@@ -23,6 +23,7 @@ from swimlib.membership.delegate import Delegate
 from swimlib.membership.rows import NodeState
 from swimlib.membership.table import MemberTable, Verdict
 from swimlib.membership.timers import Timers
+from swimlib.membership.timings import Timings
 from swimlib.membership.types import Address, Effect, JoinFinished, MemberState, OpenStream
 from swimlib.records import record
 from swimlib.wire import codec
@@ -79,7 +80,7 @@ class Sync:
 
     def __init__(self, config: Config, table: MemberTable, delegate: Delegate | None,
                  envelope: Envelope, *, stats: Counter[str], effects: list[Effect],
-                 timers: Timers) -> None:
+                 timers: Timers, timings: Timings) -> None:
         self.config = config
         self._envelope = envelope
         self._table = table
@@ -87,10 +88,12 @@ class Sync:
         self._stats = stats
         self._effects = effects
         self._timers = timers
+        self._timings = timings
         self._stream_id = 0
         #: Pings a member's old address for a CHECK_HOLDER (the prober's, set by the node).
         self.check_holder: Callable[[Alive, float], None] | None = None
-        self._streams: dict[int, tuple[StreamPurpose, Any]] = {}
+        #: Request id -> (purpose, info, when it was asked for).
+        self._streams: dict[int, tuple[StreamPurpose, Any, float]] = {}
         self._join_id = 0
         #: Request ids of the streams checking a claimed new address.
         self._address_checks: set[int] = set()
@@ -103,26 +106,34 @@ class Sync:
     # ------------------------------------------------------------------ streams
 
     def open_stream(self, dest: Address, data: bytes, purpose: StreamPurpose,
-                    info: Any) -> int:
+                    info: Any, now: float) -> int:
         """Ask the runtime for a TCP exchange sending ``data`` (sealed here); returns its
         request id."""
         self._stream_id += 1
-        self._streams[self._stream_id] = (purpose, info)
+        self._streams[self._stream_id] = (purpose, info, now)
         self._stats["tcp.opened"] += 1
         sealed = self._envelope.seal_stream(data, opening=True)
         self._effects.append(OpenStream(self._stream_id, dest, sealed, self.config.tcp_timeout))
         return self._stream_id
 
-    def take_request(self, request_id: int) -> tuple[StreamPurpose, Any] | None:
-        """The purpose of a stream we asked for, once: its reply has come."""
+    def take_request(self, request_id: int, now: float) -> tuple[StreamPurpose, Any] | None:
+        """The purpose of a stream we asked for, once: its reply has come (or it failed).
+
+        A push-pull's duration is recorded here, success or not, as memberlist
+        times its whole ``pushPullNode``.
+        """
         pending = self._streams.pop(request_id, None)
-        if pending is not None:
-            self._address_checks.discard(request_id)
-        return pending
+        if pending is None:
+            return None
+        self._address_checks.discard(request_id)
+        purpose, info, started = pending
+        if purpose is not StreamPurpose.TCP_PING:
+            self._timings.push_pull.add(now, started)
+        return purpose, info
 
     # ------------------------------------------------------------------ push-pull out
 
-    def join(self, addrs: Sequence[Address]) -> int:
+    def join(self, addrs: Sequence[Address], now: float) -> int:
         """Push-pull (Join=true) with every address; ends with a :class:`JoinFinished`."""
         self._join_id += 1
         if not addrs:
@@ -131,7 +142,7 @@ class Sync:
         attempt = _JoinAttempt(len(addrs), self._join_id)
         data = self.local_state(True)
         for addr in addrs:
-            self.open_stream(addr, data, StreamPurpose.JOIN, (attempt, addr))
+            self.open_stream(addr, data, StreamPurpose.JOIN, (attempt, addr), now)
         return self._join_id
 
     def _push_pull_tick(self, _: object, now: float) -> None:
@@ -147,12 +158,12 @@ class Sync:
             1, lambda s: s.name == me or s.state != MemberState.ALIVE)
         if not peers:
             return False
-        self._push_pull_with(peers[0])
+        self._push_pull_with(peers[0], now)
         return True
 
-    def _push_pull_with(self, st: NodeState) -> None:
+    def _push_pull_with(self, st: NodeState, now: float) -> None:
         dest = (st.addr, st.port)
-        self.open_stream(dest, self.local_state(False), StreamPurpose.PUSH_PULL, dest)
+        self.open_stream(dest, self.local_state(False), StreamPurpose.PUSH_PULL, dest, now)
 
     def local_state(self, join: bool) -> bytes:
         """Our whole table as an encoded push-pull (rows cached between syncs)."""
@@ -184,7 +195,7 @@ class Sync:
         if not self._table.may_recheck(st, now):
             return False
         self._stats["verify.sync"] += 1
-        self._push_pull_with(st)
+        self._push_pull_with(st, now)
         return True
 
     def _check_address(self, name: str, claimed: Address, now: float) -> None:
@@ -194,7 +205,7 @@ class Sync:
                 and self._table.may_recheck(st, now)):
             self._stats["address.checked"] += 1
             self._address_checks.add(self.open_stream(
-                claimed, self.local_state(False), StreamPurpose.PUSH_PULL, claimed))
+                claimed, self.local_state(False), StreamPurpose.PUSH_PULL, claimed, now))
 
     def recheck_member(self, name: str, source: Address, now: float) -> bool:
         """Sync with the live member ``name`` living at ``source`` (rate-limited

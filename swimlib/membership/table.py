@@ -336,6 +336,7 @@ class MemberTable:
             self._refute(st, a.incarnation, "alive", "")
             return Verdict.IGNORED
         self._broadcast(a.node, a)
+        self._stats["msg.alive"] += 1  # memberlist.msg.alive: an alive applied
         st.row = None
         st.vsn = self.row_cache.vsn(vsn)
         st.incarnation = a.incarnation
@@ -430,6 +431,7 @@ class MemberTable:
             self._refute(st, s.incarnation, "suspect", s.from_)
             return Verdict.IGNORED
         self._broadcast(s.node, s)
+        self._stats["msg.suspect"] += 1  # memberlist.msg.suspect: a suspicion begun
         st.row = None
         st.incarnation = s.incarnation
         st.state = MemberState.SUSPECT
@@ -455,6 +457,8 @@ class MemberTable:
         if st is None or st.state != MemberState.SUSPECT or st.state_change != timer.start:
             return
         self._stats["suspicion.expired"] += 1
+        if timer.k > 0 and timer.confirmations < timer.k:
+            self._stats["suspicion.degraded"] += 1  # memberlist.degraded.timeout
         self._effects.append(DeathDeclared(name, st.incarnation, timer.confirmations))
         self.apply_dead(Dead(st.incarnation, name, self.name), now)
 
@@ -475,6 +479,7 @@ class MemberTable:
             self._broadcast(d.node, d, self._leave_sent)
         else:
             self._broadcast(d.node, d)
+        self._stats["msg.dead"] += 1  # memberlist.msg.dead: a death or leave applied
         st.row = None
         st.incarnation = d.incarnation
         st.state = MemberState.LEFT if d.node == d.from_ else MemberState.DEAD

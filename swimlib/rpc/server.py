@@ -18,7 +18,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketListener, TaskGroup, TaskStatus
@@ -36,7 +36,7 @@ from swimlib.rpc.filters import (
 )
 from swimlib.transport.sockets import listen_tcp
 
-__all__ = ["RPCServer", "serve_rpc", "wire_member"]
+__all__ = ["ConnectionHandler", "RPCServer", "accept_loop", "serve_rpc", "wire_member"]
 
 log = logging.getLogger("swimlib.rpc")
 
@@ -68,6 +68,12 @@ ACCEPT_RETRY_DELAY: Final = 0.1
 T = TypeVar("T")
 
 
+class ConnectionHandler(Protocol):
+    """Serves one accepted connection to completion (never raises but for cancellation)."""
+
+    async def handle_connection(self, stream: ByteStream) -> None: ...
+
+
 class _Close(Exception):
     """End this connection (where Go's handler returns an error)."""
 
@@ -93,9 +99,13 @@ class RPCServer:
     """Serves Serf RPC connections for one agent; ``auth_key`` "" disables auth."""
 
     def __init__(self, agent: AgentAPI, *, auth_key: str = "",
-                 faults: FaultLog | None = None) -> None:
+                 faults: FaultLog | None = None,
+                 counters: collections.Counter[str] | None = None) -> None:
         self.agent = agent
         self.auth_key = auth_key
+        #: ``rpc.accept`` and ``rpc.command`` (serf's agent.ipc.accept and .command).
+        self.counters: collections.Counter[str] = (
+            counters if counters is not None else collections.Counter())
         #: Where a failing connection is counted (``rpc.connection``) and logged.
         self.faults = faults if faults is not None else FaultLog(log)
 
@@ -106,6 +116,7 @@ class RPCServer:
         group that serves every other connection.
         """
         try:
+            self.counters["rpc.accept"] += 1
             peer = _peer_name(stream)
             log.info("agent.ipc: Accepted client: %s", peer)
             await _Session(self, stream, peer).run()
@@ -122,6 +133,7 @@ async def serve_rpc(
     *,
     auth_key: str = "",
     faults: FaultLog | None = None,
+    counters: collections.Counter[str] | None = None,
     task_status: TaskStatus[list[SocketListener]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` (0 picks a free port) until cancelled.
@@ -133,16 +145,17 @@ async def serve_rpc(
     raises ``OSError`` before that. The listeners are closed when this returns;
     one closed meanwhile just stops accepting.
     """
-    server = RPCServer(agent, auth_key=auth_key, faults=faults)
+    server = RPCServer(agent, auth_key=auth_key, faults=faults, counters=counters)
     multi = await listen_tcp(host, port)
     listeners = [lst for lst in multi.listeners if isinstance(lst, SocketListener)]
     async with multi, anyio.create_task_group() as tg:
         for listener in listeners:
-            tg.start_soon(_accept_loop, listener, server, tg)
+            tg.start_soon(accept_loop, listener, server, tg)
         task_status.started(listeners)
 
 
-async def _accept_loop(listener: SocketListener, server: RPCServer, tg: TaskGroup) -> None:
+async def accept_loop(listener: SocketListener, server: ConnectionHandler,
+                      tg: TaskGroup) -> None:
     """Accept clients until ``listener`` is closed; each runs as a task in ``tg``.
 
     Not ``listener.serve()``: that ends on the first failed ``accept()``. Here,
@@ -192,6 +205,7 @@ class _Session:
     def __init__(self, server: RPCServer, stream: ByteStream, peer: str) -> None:
         self.agent = server.agent
         self.auth_key = server.auth_key
+        self.counters = server.counters
         self.stream = stream
         self.peer = peer
         self.reader = p.ObjectReader()
@@ -288,6 +302,7 @@ class _Session:
         if command != p.Command.HANDSHAKE and self.version == 0:
             await self._send(seq, p.HANDSHAKE_REQUIRED)
             return False
+        self.counters["rpc.command"] += 1
         if (
             self.auth_key
             and not self.did_auth

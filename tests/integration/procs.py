@@ -85,8 +85,8 @@ class Procs:
 
     def swimlib(self, name: str, *extra: str, join: str | None = None,
                 port: int | None = None, rpc_port: int | None = None,
-                wait: bool = True, host: str = "127.0.0.1",
-                prefix: tuple[str, ...] = ()) -> Proc:
+                wait: bool = True, env: dict[str, str] | None = None,
+                host: str = "127.0.0.1", prefix: tuple[str, ...] = ()) -> Proc:
         """A swimlib agent; ``prefix`` as in :meth:`serf`."""
         port = port or free_port()
         rpc_port = rpc_port or free_port()
@@ -95,7 +95,7 @@ class Procs:
                 "--log-level", "debug", *extra]
         if join:
             argv += ["--join", join]
-        proc = self._spawn(name, argv, f"{host}:{rpc_port}", f"{host}:{port}")
+        proc = self._spawn(name, argv, f"{host}:{rpc_port}", f"{host}:{port}", env=env)
         if wait:
             wait_for(lambda: self.rpc_ready(proc), 15, what=f"swimlib agent {name} RPC")
         return proc

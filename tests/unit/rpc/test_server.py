@@ -20,7 +20,7 @@ from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
 from swimlib.cluster.events import EventType, MemberEvent, QueryEvent
 from swimlib.faults import FaultLog
 from swimlib.rpc import protocol as p
-from swimlib.rpc.server import RPCServer, _accept_loop, _Session, serve_rpc
+from swimlib.rpc.server import RPCServer, _Session, accept_loop, serve_rpc
 from swimlib.rpc.testing import FakeAgent, default_members, serving
 
 EOF = object()
@@ -501,7 +501,7 @@ async def test_accept_failures_of_one_connection_do_not_end_the_server():
     listener = FlakyListener(errors, "the stream")
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            await _accept_loop(listener, Server(), tg)  # type: ignore[arg-type]
+            await accept_loop(listener, Server(), tg)  # type: ignore[arg-type]
     assert handled == ["the stream"]  # and the loop ended when the listener closed
 
 
@@ -510,7 +510,7 @@ async def test_accept_failures_of_one_connection_do_not_end_the_server():
 async def test_other_accept_failures_are_bugs_and_raised(exc):
     async with anyio.create_task_group() as tg:
         with pytest.raises(type(exc)):
-            await _accept_loop(FlakyListener([exc], None), None, tg)  # type: ignore[arg-type]
+            await accept_loop(FlakyListener([exc], None), None, tg)  # type: ignore[arg-type]
 
 
 #: Scenarios rerun under asyncio (the suite runs them under trio).
