@@ -124,6 +124,9 @@ def add_parser(sub: Any) -> None:
                    help="write every line on stdout as one JSON object (for log shippers)")
     p.add_argument("--no-log-json", dest="log_json", action="store_false",
                    help=argparse.SUPPRESS)
+    p.add_argument(*go_flag("label"), metavar="LABEL",
+                   help="cluster label (memberlist >= 0.3): members with another label, "
+                        "or none, are refused, so two clusters on one network never merge")
     p.add_argument(*go_flag("metrics-addr"), metavar="HOST:PORT",
                    help="serve Prometheus metrics on http://HOST:PORT/metrics (needs the "
                         "extra swimlib[metrics]); statsd: statsd_addr in a config file")
@@ -341,7 +344,7 @@ class _Settings:
                                           "tombstone_timeout") if key in c}
         s.config = Config.for_profile(c["profile"]).evolve(
             broadcast_timeout=_at_least(c["broadcast_timeout"], MIN_BROADCAST_TIMEOUT,
-                                        "BroadcastTimeout"), **limits)
+                                        "BroadcastTimeout"), label=c.get("label", ""), **limits)
         s.backend = backend.choose_backend(args.backend)
         if args.disable_compression:
             s.config = s.config.evolve(enable_compression=False)
@@ -370,6 +373,7 @@ def _command_line_config(args: argparse.Namespace) -> serf_config.FileConfig:
              "keyring_file": args.keyring_file, "snapshot_path": args.snapshot,
              "profile": args.profile, "log_level": args.log_level, "role": args.role,
              "tags_file": args.tags_file, "metrics_addr": args.metrics_addr,
+             "label": args.label,
              "retry_max_attempts": args.retry_max}
     config: serf_config.FileConfig = {key: value for key, value in given.items()
                                       if value is not None}

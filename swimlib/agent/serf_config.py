@@ -71,8 +71,9 @@ KEYS: Final[dict[str, Kind]] = {
     "broadcast_timeout": Kind.DURATION,
     "statsd_addr": Kind.STRING,
     "statsite_addr": Kind.STRING,
-    # swimlib's own (serf refuses a file that has it): --metrics-addr.
+    # swimlib's own (serf refuses a file that has them): --metrics-addr, -label.
     "metrics_addr": Kind.STRING,
+    "label": Kind.STRING,
 }
 
 #: serf's keys not implemented here yet: accepted (type-checked), warned about, ignored.

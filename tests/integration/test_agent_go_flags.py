@@ -237,3 +237,36 @@ def test_sighup_reloads_tags_handlers_and_log_level(procs: Procs, tmp_path: Path
     wait_for(lambda: "Failed to reload configs" in agent.output(), 10, what="the error")
     assert agent.alive()
     assert procs.members(agent)["reloaded"]["tags"] == {"color": "blue"}
+
+
+@needs_serf
+def test_label_keeps_two_clusters_on_one_network_apart(procs: Procs, tmp_path: Path) -> None:
+    conf = tmp_path / "label.json"
+    conf.write_text(json.dumps({"label": "prod"}))
+    prod = procs.swimlib("prod-1", "-label=prod")
+    prod2 = procs.swimlib("prod-2", f"-config-file={conf}", join=prod.gossip)
+    staging = procs.swimlib("staging-1", "-label", "staging")
+    plain = procs.serf("plain-1")  # serf 0.8.2: no label
+    wait_for(lambda: _alive(procs, prod, "prod-2"), 20, what="same label joins")
+
+    def join(via: Any, target: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([SERF, "join", f"-rpc-addr={via.rpc}", target.gossip],
+                              capture_output=True, text=True, timeout=30)
+
+    for via, target in ((staging, prod), (plain, prod), (prod, staging), (prod, plain)):
+        assert join(via, target).returncode != 0, (via.name, target.name)
+    assert set(procs.members(prod)) == {"prod-1", "prod-2"}
+    assert set(procs.members(staging)) == {"staging-1"}
+    assert set(procs.members(plain)) == {"plain-1"}
+    assert set(procs.members(prod2)) == {"prod-1", "prod-2"}
+
+
+def test_a_label_over_255_bytes_is_refused_before_start(procs: Procs) -> None:
+    port, rpc = free_port(), free_port()
+    agent = procs.swimlib_flags("long", "-node=long", f"-bind=127.0.0.1:{port}",
+                                f"-rpc-addr=127.0.0.1:{rpc}", "-label=" + "x" * 256,
+                                port=port, rpc_port=rpc, wait=False)
+    wait_for(lambda: not agent.alive(), 15, what="the agent to refuse")
+    assert agent.popen.returncode == 1
+    assert "label" in agent.output() and "too long" in agent.output()
+    assert "Traceback" not in agent.output()
