@@ -14,8 +14,11 @@ and no member can forge another record.
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, ClassVar
@@ -59,6 +62,58 @@ class JsonLogFormatter(logging.Formatter):
         if not sep or module not in _MODULES:
             module, rest = "agent", message
         return json_line(_serf_level(record), module, rest, record.created)
+
+
+#: ``    2026/11/25 01:10:35 [INFO] serf: ...``: serf's layout, as ``monitor`` receives it.
+_TEXT_LINE = re.compile(r"\s*(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[([A-Z]+)\] (.*)", re.S)
+
+
+def monitor_line_to_json(line: str) -> str:
+    """A log line a ``monitor`` stream carries, as one JSON record.
+
+    Agents (serf's and ours) send serf's text layout; an agent started with
+    ``--log-json`` already sends JSON, which passes through. A line in
+    neither form becomes the message of an ``agent`` record, never an error.
+    """
+    text = line.rstrip("\n")
+    if text.lstrip().startswith("{"):
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            return json.dumps(record, ensure_ascii=True)
+    match = _TEXT_LINE.fullmatch(text)
+    if match is None:
+        return json_line("info", "agent", text)
+    stamp, level, message = match.groups()
+    try:  # serf writes local time
+        created: float | None = time.mktime(time.strptime(stamp, "%Y/%m/%d %H:%M:%S"))
+    except (ValueError, OverflowError):
+        created = None
+    module, sep, rest = message.partition(": ")
+    if not sep or module not in _MODULES:
+        module, rest = "agent", message
+    return json_line(level, module, rest, created)
+
+
+def monitor_event_to_json(record: dict[str, Any]) -> str:
+    """An event a ``monitor`` stream carries (``Event``, ``Members`` ...) as one
+    JSON record: addresses as text, other bytes in base64 (Go's encoding)."""
+    fields = {str(key): _plain(key, value) for key, value in record.items()}
+    return json_line("info", "event", str(fields.get("Event", "")), event=fields)
+
+
+def _plain(key: object, value: Any) -> Any:
+    if isinstance(value, bytes):
+        if key == "Addr" and len(value) in (4, 16):
+            return str(ipaddress.ip_address(value))
+        return base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {str(k): _plain(k, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(key, v) for v in value]
+    return value
 
 
 class Console:

@@ -390,11 +390,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             log_seq = client.start_monitor(args.log_level)
         except RPCError as exc:
             raise CommandFailed(f"Error starting monitor: {exc}") from None
+        if args.log_json:
+            from swimlib.agent.logs import monitor_event_to_json, monitor_line_to_json
         try:
             while True:
                 seq, rec = client.next_record()
                 if seq == log_seq:
-                    out(rec.log)
+                    out(monitor_line_to_json(rec.log) if args.log_json else rec.log)
+                elif seq == stream_seq and args.log_json:
+                    out(monitor_event_to_json(dict(rec)))
                 elif seq == stream_seq:
                     out("Event Info:")
                     for key, value in rec.items():
@@ -493,6 +497,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     monitor = add("monitor", cmd_monitor, "stream the agent's logs and events")
     monitor.add_argument(*go_flag("log-level"), dest="log_level", default="INFO", metavar="LEVEL",
                          help="TRACE, DEBUG, INFO, WARN or ERR")
+    monitor.add_argument(*go_flag("log-json"), dest="log_json", action="store_true",
+                         help="one JSON object per line, as `swimlib agent --log-json` writes "
+                              "(works against serf agents too)")
 
     info = add("info", cmd_info, "print debugging information about the agent")
     info.add_argument(*go_flag("format"), **fmt)  # type: ignore[arg-type]

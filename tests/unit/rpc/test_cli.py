@@ -425,3 +425,47 @@ def test_under_asyncio(scenario, capsys) -> None:
 
 def test_client_api_under_asyncio() -> None:
     anyio.run(test_client_api_directly, backend="asyncio")
+
+
+async def test_monitor_log_json_writes_one_json_record_per_line(capsys):
+    agent = FakeAgent()
+    agent.log("INFO", "agent: Serf agent starting")
+    seen = ""
+    async with anyio.create_task_group() as tg:
+        listeners = await tg.start(serve_rpc, agent, "127.0.0.1", 0)
+        addr = f"127.0.0.1:{listeners[0].extra(SocketAttribute.local_address)[1]}"
+        tg.start_soon(cli, "monitor", "--rpc-addr", addr, "-log-level=debug", "-log-json")
+        with anyio.fail_after(10):
+            while agent.log_subscribers == 0:
+                await anyio.sleep(0.01)
+            await agent.user_event("deploy", b"v1", True)
+            agent.log("DEBUG", "memberlist: probe of \"n1\"\nforged line")
+            while "probe" not in seen:
+                await anyio.sleep(0.01)
+                seen += capsys.readouterr().out
+        await listeners[0].aclose()
+        tg.cancel_scope.cancel()
+    seen += capsys.readouterr().out
+    records = [json.loads(line) for line in seen.splitlines() if line.startswith("{")]
+    assert len(records) == len([line for line in seen.splitlines() if line.strip()]) - 2
+    assert {"@timestamp", "@level", "@module", "@message"} <= set(records[0])
+    assert (records[0]["@level"], records[0]["@module"], records[0]["@message"]) == (
+        "info", "agent", "Serf agent starting")
+    (event,) = [r for r in records if r["@module"] == "event"]
+    assert event["event"] == {"Event": "user", "LTime": 1, "Name": "deploy",
+                              "Payload": "djE=", "Coalesce": True}
+    probe = [r for r in records if r["@module"] == "memberlist"][-1]
+    assert probe["@level"] == "debug" and probe["@message"].endswith("\nforged line")
+
+
+def test_monitor_lines_in_any_form_become_records():
+    from swimlib.agent.logs import monitor_line_to_json
+
+    record = json.loads(monitor_line_to_json('{"@level": "warn", "@message": "x"}'))
+    assert record == {"@level": "warn", "@message": "x"}
+    record = json.loads(monitor_line_to_json("    2026/11/25 01:10:35 [WARN] serf: slow"))
+    assert (record["@level"], record["@module"], record["@message"]) == ("warn", "serf", "slow")
+    record = json.loads(monitor_line_to_json("not a log line {"))
+    assert record["@message"] == "not a log line {"
+    record = json.loads(monitor_line_to_json("    9999/99/99 99:99:99 [INFO] agent: odd"))
+    assert record["@message"] == "odd"
