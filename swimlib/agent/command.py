@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     except BaseException as exc:
         # Task groups deliver an error wrapped in an exception group.
         error = _unwrap(exc)
-        if isinstance(error, KeyboardInterrupt):
+        if isinstance(error, KeyboardInterrupt | _StoppedWithoutLeave):
             return 1
         if isinstance(error, ConfigError | SwimError | OSError):
             Console.error(str(error))
@@ -236,6 +236,10 @@ def _unwrap(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+class _StoppedWithoutLeave(Exception):
+    """SIGINT with ``skip_leave_on_interrupt``: stop at once, exit 1 (as serf)."""
 
 
 class _Settings:
@@ -271,6 +275,8 @@ class _Settings:
         self.statsd_addr: tuple[str, int] | None = None
         self.statsite_addr: tuple[str, int] | None = None
         self.backend = backend.DEFAULT_BACKEND
+        #: serf's ``skip_leave_on_interrupt``: SIGINT stops without a graceful leave.
+        self.skip_leave_on_interrupt = False
         #: The command line, read again on SIGHUP with the files it names.
         self.args: argparse.Namespace | None = None
 
@@ -316,6 +322,7 @@ class _Settings:
         s.retry_interval = _at_least(c["retry_interval"], MIN_RETRY_INTERVAL, "RetryInterval")
         s.retry_max = max(0, c.get("retry_max_attempts", 0))  # serf: <= 0 is unlimited
         s.replay = bool(c.get("replay_on_join"))
+        s.skip_leave_on_interrupt = bool(c.get("skip_leave_on_interrupt"))
         s.tags = dict(c.get("tags", {}))
         if c.get("role"):
             s.tags["role"] = c["role"]
@@ -454,8 +461,10 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
                 if s.retry_join:
                     task_group.start_soon(_retry_join, agent, s)
                 task_group.start_soon(release_after_startup)
-                await _wait_for_exit(signals, stop_requested,
-                                     lambda: _reload(agent, s, runner))
+                signum = await _wait_for_exit(signals, stop_requested,
+                                              lambda: _reload(agent, s, runner))
+                if signum == signal.SIGINT and s.skip_leave_on_interrupt:
+                    raise _StoppedWithoutLeave  # serf: exit 1, the others see us fail
                 if not agent.has_left:
                     log.info("agent: Gracefully shutting down agent...")
                     if snapshotter is not None:
@@ -643,9 +652,10 @@ async def _retry_join(agent: Agent, s: _Settings) -> None:
 
 
 async def _wait_for_exit(received: AsyncIterator[int], stop_requested: anyio.Event,
-                         reload: Callable[[], Awaitable[None]]) -> None:
-    """Until SIGINT/SIGTERM, or until an RPC client had us leave (``serf leave``);
-    SIGHUP reloads the configuration (serf's ``handleReload``)."""
+                         reload: Callable[[], Awaitable[None]]) -> int | None:
+    """Until SIGINT/SIGTERM (returned), or until an RPC client had us leave
+    (``serf leave``: None); SIGHUP reloads the configuration (serf's ``handleReload``)."""
+    caught: list[int] = []
     async with anyio.create_task_group() as task_group:
         async def signals() -> None:
             async for signum in received:
@@ -653,6 +663,7 @@ async def _wait_for_exit(received: AsyncIterator[int], stop_requested: anyio.Eve
                 if signum == signal.SIGHUP:
                     await reload()
                     continue
+                caught.append(signum)
                 task_group.cancel_scope.cancel()
                 return
 
@@ -662,3 +673,4 @@ async def _wait_for_exit(received: AsyncIterator[int], stop_requested: anyio.Eve
 
         task_group.start_soon(signals)
         task_group.start_soon(left)
+    return caught[0] if caught else None

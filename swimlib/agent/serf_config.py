@@ -69,6 +69,8 @@ KEYS: Final[dict[str, Kind]] = {
     "retry_max_attempts": Kind.INT,
     "retry_interval": Kind.DURATION,
     "broadcast_timeout": Kind.DURATION,
+    "leave_on_terminate": Kind.BOOL,
+    "skip_leave_on_interrupt": Kind.BOOL,
     "statsd_addr": Kind.STRING,
     "statsite_addr": Kind.STRING,
     # swimlib's own (serf refuses a file that has them): --metrics-addr, -label.
@@ -80,8 +82,6 @@ KEYS: Final[dict[str, Kind]] = {
 NOT_YET: Final[dict[str, Kind]] = {
     "disable_coordinates": Kind.BOOL,
     "protocol": Kind.INT,
-    "leave_on_terminate": Kind.BOOL,
-    "skip_leave_on_interrupt": Kind.BOOL,
     "discover": Kind.STRING,
     "disable_name_resolution": Kind.BOOL,
     "enable_compression": Kind.BOOL,  # serf lets the command line decide it anyway

@@ -270,3 +270,23 @@ def test_a_label_over_255_bytes_is_refused_before_start(procs: Procs) -> None:
     assert agent.popen.returncode == 1
     assert "label" in agent.output() and "too long" in agent.output()
     assert "Traceback" not in agent.output()
+
+
+@needs_serf
+@pytest.mark.parametrize("kind", ["serf", "swimlib"])
+def test_skip_leave_on_interrupt_stops_without_leaving(procs: Procs, tmp_path: Path,
+                                                       kind: str) -> None:
+    seed = procs.serf("seed")
+    conf = tmp_path / "agent.json"
+    conf.write_text(json.dumps({"skip_leave_on_interrupt": True,
+                                "start_join": [seed.gossip]}))
+    port, rpc = free_port(), free_port()
+    start = procs.serf_flags if kind == "serf" else procs.swimlib_flags
+    agent = start("quitter", "-node=quitter", f"-bind=127.0.0.1:{port}",
+                  f"-rpc-addr=127.0.0.1:{rpc}", f"-config-file={conf}", port=port, rpc_port=rpc)
+    wait_for(lambda: _alive(procs, seed, "quitter"), 20, what="the agent joined")
+    agent.popen.send_signal(signal.SIGINT)
+    assert agent.popen.wait(timeout=20) == 1
+    assert "Gracefully shutting down" not in agent.output()
+    wait_for(lambda: procs.members(seed).get("quitter", {}).get("status") == "failed", 30,
+             what="the seed to see it fail, not leave")

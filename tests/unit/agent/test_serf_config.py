@@ -86,12 +86,11 @@ def test_unreadable_paths_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_keys_not_implemented_yet_are_warned_about_and_ignored(tmp_path: Path) -> None:
-    f = _write(tmp_path / "a.json", {"node_name": "a", "disable_coordinates": True,
-                                     "leave_on_terminate": True})
+    f = _write(tmp_path / "a.json", {"node_name": "a", "discover": "web",
+                                     "protocol": 4})
     warnings: list[str] = []
     assert sc.read_paths([str(f)], warn=warnings.append) == {"node_name": "a"}
-    assert warnings == [f"{f}: not supported yet, ignored: disable_coordinates, "
-                        "leave_on_terminate"]
+    assert warnings == [f"{f}: not supported yet, ignored: discover, protocol"]
 
 
 def test_files_reach_the_agent_and_the_command_line_wins(tmp_path: Path) -> None:
