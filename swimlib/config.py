@@ -106,6 +106,9 @@ class Config:
     query_size_limit: int = field(default=1024, validator=_positive)
     query_response_size_limit: int = field(default=1024, validator=_positive)
     user_event_size_limit: int = field(default=512, validator=_positive)
+    #: Serf's ``DisableCoordinates``: no Vivaldi coordinate in our acks, none
+    #: computed from theirs, and ``get-coordinate`` (``serf rtt``) answers not found.
+    disable_coordinates: bool = False
 
     def __post_init__(self) -> None:
         if self.probe_timeout > self.probe_interval:
