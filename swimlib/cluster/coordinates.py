@@ -65,6 +65,7 @@ __all__ = [
     "coordinate_problem",
     "distance_ns",
     "distance_seconds",
+    "filter_latency",
     "is_compatible",
     "is_valid",
     "new_coordinate",
@@ -251,6 +252,13 @@ def apply_force(config: VivaldiConfig, rng: random.Random, force: float, c: Coor
     return Coordinate(vec, c.error, c.adjustment, height)
 
 
+def filter_latency(samples: list[float], rtt: float, size: int) -> tuple[list[float], float]:
+    """Serf's ``latencyFilter``: the last ``size`` samples with ``rtt`` appended (a
+    new list), and their median (the upper one of an even count)."""
+    kept = [*samples, rtt][-size:]
+    return kept, sorted(kept)[len(kept) // 2]
+
+
 # ---------------------------------------------------------------------- the client
 
 
@@ -314,9 +322,9 @@ class CoordinateClient:
         if rtt_ns == 0:
             self.zero_rtts += 1
 
-        samples = self._latency.get(node, [])
-        samples = [*samples, _duration_seconds(rtt_ns)][-self.config.latency_filter_size:]
-        rtt_seconds = sorted(samples)[len(samples) // 2]
+        samples, rtt_seconds = filter_latency(self._latency.get(node, []),
+                                              _duration_seconds(rtt_ns),
+                                              self.config.latency_filter_size)
 
         coord = self._vivaldi(self._coord, other, rtt_seconds)
         adjustment_samples = self._adjustment_samples
