@@ -69,11 +69,11 @@ KEYS: Final[dict[str, Kind]] = {
     "retry_max_attempts": Kind.INT,
     "retry_interval": Kind.DURATION,
     "broadcast_timeout": Kind.DURATION,
+    "disable_coordinates": Kind.BOOL,
 }
 
 #: serf's keys not implemented here yet: accepted (type-checked), warned about, ignored.
 NOT_YET: Final[dict[str, Kind]] = {
-    "disable_coordinates": Kind.BOOL,
     "protocol": Kind.INT,
     "leave_on_terminate": Kind.BOOL,
     "skip_leave_on_interrupt": Kind.BOOL,
