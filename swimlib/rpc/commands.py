@@ -537,6 +537,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rtt = add("rtt", cmd_rtt, "estimate the round trip time between two nodes from their "
               "network coordinates (the second defaults to the agent's own node)")
     rtt.add_argument("nodes", nargs="*", metavar="NODE", help="node names as `members` shows")
+    rtt.usage = "%(prog)s [--rpc-addr HOST:PORT] [--rpc-auth TOKEN] NODE [NODE]"
 
 
 def run(func: Handler, args: argparse.Namespace) -> int:
