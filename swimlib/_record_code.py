@@ -95,6 +95,11 @@ def __init__(self, actions=_D, errors=_D, reload_reason=_D, actual=_D):
 
 CODE['def __init__(self, actions=_D, errors=_D, reload_reason=_D, actual=_D):\n    if actions is _NOTHING: actions = _f_actions()\n    self.actions = actions\n    if errors is _NOTHING: errors = _f_errors()\n    self.errors = errors\n    self.reload_reason = reload_reason\n    if actual is _NOTHING: actual = _f_actual()\n    self.actual = actual\n'] = __init__.__code__
 
+def __init__(self, addrs):
+    _osa(self, 'addrs', addrs)
+
+CODE["def __init__(self, addrs):\n    _osa(self, 'addrs', addrs)\n"] = __init__.__code__
+
 def __init__(self, alive=_D, failed=_D, last_clock=_D, last_event_clock=_D, last_query_clock=_D, bad_lines=_D):
     _osa(self, 'alive', alive)
     _osa(self, 'failed', failed)
@@ -152,6 +157,12 @@ def __init__(self, data):
     _osa(self, 'data', data)
 
 CODE["def __init__(self, data):\n    _osa(self, 'data', data)\n"] = __init__.__code__
+
+def __init__(self, data, dest):
+    _osa(self, 'data', data)
+    _osa(self, 'dest', dest)
+
+CODE["def __init__(self, data, dest):\n    _osa(self, 'data', data)\n    _osa(self, 'dest', dest)\n"] = __init__.__code__
 
 def __init__(self, decode, stream=_D, started=_D, records=_D):
     self.decode = decode
@@ -242,6 +253,16 @@ def __init__(self, id, payload=_D):
 
 CODE["def __init__(self, id, payload=_D):\n    _osa(self, 'id', id)\n    _osa(self, 'payload', payload)\n"] = __init__.__code__
 
+def __init__(self, id=_D, flags=_D, questions=_D, answers=_D, authorities=_D, additionals=_D):
+    _osa(self, 'id', id)
+    _osa(self, 'flags', flags)
+    _osa(self, 'questions', questions)
+    _osa(self, 'answers', answers)
+    _osa(self, 'authorities', authorities)
+    _osa(self, 'additionals', additionals)
+
+CODE["def __init__(self, id=_D, flags=_D, questions=_D, answers=_D, authorities=_D, additionals=_D):\n    _osa(self, 'id', id)\n    _osa(self, 'flags', flags)\n    _osa(self, 'questions', questions)\n    _osa(self, 'answers', answers)\n    _osa(self, 'authorities', authorities)\n    _osa(self, 'additionals', additionals)\n"] = __init__.__code__
+
 def __init__(self, incarnation, kind=_D, accuser=_D):
     _osa(self, 'incarnation', incarnation)
     _osa(self, 'kind', kind)
@@ -265,6 +286,13 @@ def __init__(self, incarnation, node, from_):
     _osa(self, 'from_', from_)
 
 CODE["def __init__(self, incarnation, node, from_):\n    _osa(self, 'incarnation', incarnation)\n    _osa(self, 'node', node)\n    _osa(self, 'from_', from_)\n"] = __init__.__code__
+
+def __init__(self, instance, addr, port):
+    _osa(self, 'instance', instance)
+    _osa(self, 'addr', addr)
+    _osa(self, 'port', port)
+
+CODE["def __init__(self, instance, addr, port):\n    _osa(self, 'instance', instance)\n    _osa(self, 'addr', addr)\n    _osa(self, 'port', port)\n"] = __init__.__code__
 
 def __init__(self, join, nodes, user_state=_D):
     _osa(self, 'join', join)
@@ -549,6 +577,22 @@ def __init__(self, name, payload=_D, filter_nodes=_D, filter_tags=_D, request_ac
 
 CODE["def __init__(self, name, payload=_D, filter_nodes=_D, filter_tags=_D, request_ack=_D, relay_factor=_D, timeout_ns=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'payload', payload)\n    if filter_nodes is _NOTHING: filter_nodes = _f_filter_nodes()\n    _osa(self, 'filter_nodes', filter_nodes)\n    if filter_tags is _NOTHING: filter_tags = _f_filter_tags()\n    _osa(self, 'filter_tags', filter_tags)\n    _osa(self, 'request_ack', request_ack)\n    _osa(self, 'relay_factor', relay_factor)\n    _osa(self, 'timeout_ns', timeout_ns)\n"] = __init__.__code__
 
+def __init__(self, name, qtype, qclass=_D):
+    _osa(self, 'name', name)
+    _osa(self, 'qtype', qtype)
+    _osa(self, 'qclass', qclass)
+
+CODE["def __init__(self, name, qtype, qclass=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'qtype', qtype)\n    _osa(self, 'qclass', qclass)\n"] = __init__.__code__
+
+def __init__(self, name, rtype, data, ttl=_D, rclass=_D):
+    _osa(self, 'name', name)
+    _osa(self, 'rtype', rtype)
+    _osa(self, 'data', data)
+    _osa(self, 'ttl', ttl)
+    _osa(self, 'rclass', rclass)
+
+CODE["def __init__(self, name, rtype, data, ttl=_D, rclass=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'rtype', rtype)\n    _osa(self, 'data', data)\n    _osa(self, 'ttl', ttl)\n    _osa(self, 'rclass', rclass)\n"] = __init__.__code__
+
 def __init__(self, node):
     _osa(self, 'node', node)
 
@@ -627,6 +671,14 @@ def __init__(self, payload, join, trusted):
     _osa(self, 'trusted', trusted)
 
 CODE["def __init__(self, payload, join, trusted):\n    _osa(self, 'payload', payload)\n    _osa(self, 'join', join)\n    _osa(self, 'trusted', trusted)\n"] = __init__.__code__
+
+def __init__(self, priority, weight, port, target):
+    _osa(self, 'priority', priority)
+    _osa(self, 'weight', weight)
+    _osa(self, 'port', port)
+    _osa(self, 'target', target)
+
+CODE["def __init__(self, priority, weight, port, target):\n    _osa(self, 'priority', priority)\n    _osa(self, 'weight', weight)\n    _osa(self, 'port', port)\n    _osa(self, 'target', target)\n"] = __init__.__code__
 
 def __init__(self, reply, user_message=_D, user_state=_D):
     _osa(self, 'reply', reply)

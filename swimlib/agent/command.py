@@ -482,6 +482,11 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
             async with anyio.create_task_group() as task_group:
                 stop_requested = await _start_rpc(task_group, agent, s)
                 await _start_metrics(task_group, agent, s)
+                if s.discover:  # the mDNS code is loaded only here
+                    from swimlib.agent.mdns import run_discovery
+
+                    await task_group.start(functools.partial(
+                        run_discovery, agent, s.discover, s.bind[0], replay=s.replay))
                 _banner(agent, s)
                 resume_collector()  # off since the command line was read (swimlib.cli)
                 handler_events, runner = await _start_pipeline(task_group, agent, s)
@@ -513,7 +518,8 @@ def _banner(agent: Agent, s: _Settings) -> None:
     if Console.json_lines:
         Console.say("swimlib agent running", node=agent.name, bind=bind,
                     rpc=f"{s.rpc[0]}:{s.rpc[1]}", encrypted=agent.keyring is not None,
-                    snapshot=bool(s.snapshot), profile=s.config.profile)
+                    snapshot=bool(s.snapshot), profile=s.config.profile,
+                    **({"mdns_cluster": s.discover} if s.discover else {}))
         return
     lines = ["==> swimlib agent running!",
              f"         Node name: '{agent.name}'",
@@ -522,6 +528,7 @@ def _banner(agent: Agent, s: _Settings) -> None:
              f"         Encrypted: {str(agent.keyring is not None).lower()}",
              f"          Snapshot: {str(bool(s.snapshot)).lower()}",
              f"           Profile: {s.config.profile}",
+             *([f"      mDNS cluster: {s.discover}"] if s.discover else []),
              "", "==> Log data will now stream in as it occurs:", ""]
     print("\n".join(lines), flush=True)
 
