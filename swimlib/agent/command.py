@@ -480,13 +480,13 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
                 r = snapshotter.replay
                 agent.restore_clocks(r.last_clock, r.last_event_clock, r.last_query_clock)
             async with anyio.create_task_group() as task_group:
-                stop_requested = await _start_rpc(task_group, agent, s)
-                await _start_metrics(task_group, agent, s)
-                if s.discover:  # the mDNS code is loaded only here
-                    from swimlib.agent.mdns import run_discovery
+                if s.discover:  # before RPC, as serf: up once a client can connect
+                    from swimlib.agent.mdns import run_discovery  # loaded only here
 
                     await task_group.start(functools.partial(
                         run_discovery, agent, s.discover, s.bind[0], replay=s.replay))
+                stop_requested = await _start_rpc(task_group, agent, s)
+                await _start_metrics(task_group, agent, s)
                 _banner(agent, s)
                 resume_collector()  # off since the command line was read (swimlib.cli)
                 handler_events, runner = await _start_pipeline(task_group, agent, s)
