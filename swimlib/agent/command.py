@@ -361,7 +361,7 @@ class _Settings:
             broadcast_timeout=_at_least(c["broadcast_timeout"], MIN_BROADCAST_TIMEOUT,
                                         "BroadcastTimeout"), label=c.get("label", ""),
             protocol_version=_protocol(c["protocol"], s.tags), **limits)
-        s.discover = c.get("discover") or None
+        s.discover = _discover(c.get("discover") or None)
         s.backend = backend.choose_backend(args.backend)
         if args.disable_compression:
             s.config = s.config.evolve(enable_compression=False)
@@ -424,6 +424,21 @@ def _protocol(value: int, tags: dict[str, str]) -> int:
         _warn(f"Protocol {version}: only the 'role' tag is advertised (as serf below "
               f"protocol 3); not sent: {', '.join(sorted(set(tags) - {'role'}))}")
     return version
+
+
+def _discover(cluster: str | None) -> str | None:
+    """serf's ``-discover``: the name must make a DNS service name (``_serf_<name>._tcp``),
+    checked before anything binds (serf starts, then fails every poll)."""
+    if cluster is None:
+        return None
+    from swimlib.mdns.codec import name_from_text
+    from swimlib.mdns.rule import service_name  # only with -discover
+
+    try:
+        name_from_text(service_name(cluster) + ".local.")
+    except ValueError as exc:
+        raise ConfigError(f"-discover: {cluster!r} cannot name an mDNS service: {exc}") from None
+    return cluster
 
 
 def _host_port(what: str, text: str) -> tuple[str, int]:
@@ -613,7 +628,8 @@ async def _apply_reload(agent: Agent, s: _Settings, runner: HandlerRunner) -> No
         ("node name", s.name, new.name), ("bind", s.bind, new.bind),
         ("advertise", s.advertise, new.advertise), ("rpc address", s.rpc, new.rpc),
         ("snapshot", s.snapshot, new.snapshot), ("protocol settings", s.config, new.config),
-        ("keyring", s.keyring_file, new.keyring_file)) if old != now]
+        ("keyring", s.keyring_file, new.keyring_file),
+        ("mDNS cluster", s.discover, new.discover)) if old != now]
     if fixed:
         _warn(f"Not reloaded (a restart applies them): {', '.join(fixed)}")
 

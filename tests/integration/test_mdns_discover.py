@@ -113,7 +113,7 @@ def test_two_discover_names_make_two_clusters(lan: netns.Lan, procs: Procs) -> N
     # (the footprint test's method, seen to work: -discover loads the mDNS code)
     assert "swimlib.agent.mdns" in lab.output() and "swimlib.mdns.codec" in lab.output()
     prod = procs.swimlib("prod-1", "-discover=prod", **_where(lan, 1))
-    lab2 = procs.swimlib("lab-2", "-discover=lab", **_where(lan, 2))
+    lab2 = procs.swimlib("lab-2", "-discover=lab", "--backend", "trio", **_where(lan, 2))
     wait_for(lambda: _alive(procs, lab2) == {"lab-1", "lab-2"}, 20, what="lab-2 joins lab-1")
     wait_for(lambda: _alive(procs, lab) == {"lab-1", "lab-2"}, 20, what="lab-1 sees lab-2")
     assert _alive(procs, prod) == {"prod-1"}
