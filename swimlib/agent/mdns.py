@@ -9,11 +9,11 @@ Two IPv4 sockets, as hashicorp/mdns has them: one bound to port 5353 (shared
 with other responders on the host: ``SO_REUSEADDR``/``SO_REUSEPORT``) in the
 group 224.0.0.251, which hears questions and answers them from port 5353;
 one on an ephemeral port, which asks and hears the unicast answers. Both
-pick the interface of the address we are bound to (``-bind`` or ``-iface``)
-for the group and for what they send (``IP_ADD_MEMBERSHIP``,
-``IP_MULTICAST_IF``): a host without a default route (a container, a
-network namespace) still reaches its link. Bound to a wildcard, the
-kernel's route for the group decides, as for serf.
+pick the interface of the address we are bound to (``-bind`` or ``-iface``;
+with a wildcard bind, of the address we advertise) for the group and for
+what they send (``IP_ADD_MEMBERSHIP``, ``IP_MULTICAST_IF``): a host without
+a default route (a container, a network namespace) still reaches its link.
+Failing that, the kernel's route for the group decides, as for serf.
 """
 
 from __future__ import annotations
@@ -85,6 +85,31 @@ def interface_address(bind_host: str) -> str | None:
     return str(ip) if ip.version == 4 and not ip.is_unspecified else None
 
 
+def interface_candidates(bind_host: str, advertise_host: str) -> list[str | None]:
+    """Interfaces to try, best first: the bind address's; with a wildcard bind,
+    the advertised address's (the one peers are told to use; not loopback);
+    then the kernel's route for the group (None)."""
+    found = interface_address(bind_host)
+    if found is None:
+        advertised = interface_address(advertise_host)
+        if advertised is not None and not ipaddress.ip_address(advertised).is_loopback:
+            found = advertised
+    return [found, None] if found is not None else [None]
+
+
+def open_first(candidates: Sequence[str | None]) -> tuple[socket.socket, socket.socket]:
+    """:func:`open_sockets` on the first candidate that works (``OSError``: the last
+    one's error; an advertised address may not be local, say behind NAT)."""
+    error: OSError | None = None
+    for candidate in candidates:
+        try:
+            return open_sockets(candidate)
+        except OSError as exc:
+            error = exc
+    assert error is not None
+    raise error
+
+
 def make_advert(cluster: str, node: str, addr: str, port: int) -> Advert | None:
     """Our advert: host name as serf's (``os.Hostname()`` + ``.``), or
     ``<node>.local.`` if that is no DNS name; None (ask, never answer) if the
@@ -106,11 +131,11 @@ async def run_discovery(agent: Agent, cluster: str, bind_host: str, *, replay: b
     does not start, as serf's "Error starting mDNS listener")."""
     if not cluster:
         raise ConfigError("-discover: the cluster name must not be empty")
+    addr, port = agent.address
     try:
-        responder, querier = open_sockets(interface_address(bind_host))
+        responder, querier = open_first(interface_candidates(bind_host, addr))
     except OSError as exc:
         raise OSError(f"Error starting mDNS listener: {exc.strerror or exc}") from None
-    addr, port = agent.address
     rule = Discovery(cluster, make_advert(cluster, agent.name, addr, port), (addr, port),
                      anyio.current_time(), stats=agent.counters)
     try:

@@ -26,6 +26,17 @@ def test_the_multicast_interface_is_the_bind_addresss(bind: str, interface: str 
     assert mdns.interface_address(bind) == interface
 
 
+@pytest.mark.parametrize(("bind", "advertise", "candidates"), [
+    ("10.1.2.3", "10.9.9.9", ["10.1.2.3", None]),  # the bind address first
+    ("0.0.0.0", "10.9.9.9", ["10.9.9.9", None]),  # a wildcard: the advertised one
+    ("0.0.0.0", "127.0.1.1", [None]),  # (a hostname that resolves to loopback)
+    ("0.0.0.0", "fd00::1", [None]),
+])
+def test_the_interfaces_tried_in_order(bind: str, advertise: str,
+                                       candidates: list[str | None]) -> None:
+    assert mdns.interface_candidates(bind, advertise) == candidates
+
+
 def test_the_advert_uses_the_host_name_as_serf_does(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "gethostname", lambda: "vm")
     advert = mdns.make_advert("lab", "web-1", "10.1.2.3", 7946)
