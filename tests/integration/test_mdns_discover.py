@@ -10,7 +10,9 @@ none: it picks the interface of its bind address itself.
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,3 +121,34 @@ def test_two_discover_names_make_two_clusters(lan: netns.Lan, procs: Procs) -> N
     assert _alive(procs, prod) == {"prod-1"}
     for agent in (lab2, prod, lab):
         assert procs.stop(agent) == 0
+
+
+def _drops(agent: Proc) -> dict[str, int]:
+    out = subprocess.run([sys.executable, "-m", "swimlib.cli", "info", "--rpc-addr", agent.rpc,
+                          "--format", "json"], capture_output=True, text=True, timeout=20)
+    if out.returncode != 0:
+        return {}
+    return {k: int(v) for k, v in json.loads(out.stdout).get("drops", {}).items()}
+
+
+def test_a_flood_of_fake_peers_and_malformed_answers_costs_one_bounded_join(
+        lan: netns.Lan, procs: Procs) -> None:
+    """A hostile responder on the LAN answers our question with 400 fake peers, a
+    header claiming 10,000 records and a compression loop: the agent tries 8 of
+    the peers, once, counts the rest, and carries on."""
+    flooder = procs.group.start("flooder", [
+        *lan.exec_prefix(lan.names[0]), sys.executable, str(Path(__file__).with_name(
+            "mdns_flooder.py")), "lab", lan.ip(lan.names[0]), lan.subnet])
+    wait_for(lambda: "listening" in flooder.output(), 15, what="the flooder")
+    agent = procs.swimlib("target", "-discover=lab", **_where(lan, 1))
+    wait_for(lambda: "flooded" in flooder.output(), 15, what="the flood")
+    drops = wait_for(lambda: (d := _drops(agent)).get("mdns.join_cap") == 400 - 8 and d,
+                     15, what="the flood counted")
+    assert drops["mdns.too_many_records"] == 1 and drops["mdns.bad_pointer"] == 1
+    failed = wait_for(lambda: [line for line in agent.output().splitlines()
+                               if "agent.mdns: Failed to join" in line], 30,
+                      what="the one join of the fakes to fail")
+    assert len(failed) == 1 and failed[0].count(f"{lan.subnet}.") == 8, failed
+    assert _alive(procs, agent) == {"target"}
+    assert procs.group.stop(flooder) is not None
+    assert procs.stop(agent) == 0
