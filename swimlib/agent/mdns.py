@@ -212,7 +212,7 @@ async def _clock(agent: Agent, rule: Discovery, querier: socket.socket, tg: Task
                 if not _send(agent, querier, action):
                     log.error("agent.mdns: Failed to poll for new hosts: cannot send to %s:%d",
                               *action.dest)
-            elif isinstance(action, Join):
+            elif isinstance(action, Join) and not agent.has_left:  # (serf: can't join after leave)
                 tg.start_soon(_join, agent, action.addrs, replay, rule.joined)
         deadline = rule.next_deadline()
         with anyio.move_on_after(max(0.0, deadline - anyio.current_time())

@@ -227,6 +227,8 @@ class Discovery:
     def on_packet(self, data: bytes, source: tuple[str, int], now: float) -> list[Send]:
         """A datagram on an mDNS socket: a query is answered (maybe), a response
         read for peers. Never raises for what the packet holds."""
+        if len(data) > 2 and data[2] & 0x80 and now > self._window_end:
+            return self._drop("unsolicited")  # a response (QR) nobody here asked for: unread
         try:
             msg = codec.decode(data)
         except DnsError as exc:
@@ -277,9 +279,6 @@ class Discovery:
         return True
 
     def _on_response(self, msg: Message, now: float) -> None:
-        if now > self._window_end:
-            self._drop("unsolicited")
-            return
         self.stats["mdns.responses"] += 1
         for entry in entries(msg, self.service):
             self._consider(entry, now)

@@ -196,6 +196,8 @@ def test_answers_outside_our_question_window_are_dropped() -> None:
     rule.on_packet(SERF_ANSWER, QUERIER, 1.0 + r.QUERY_WINDOW + 0.01)  # too late
     assert _joins(rule.tick(5.0)) == []
     assert rule.stats["drop.mdns.unsolicited"] == 2
+    rule.on_packet(b"\xff" * 9001, QUERIER, 5.0)  # a response out of time is not even read
+    assert rule.stats["drop.mdns.unsolicited"] == 3 and rule.stats["drop.mdns.too_big"] == 0
 
 
 def test_another_clusters_answers_are_not_ours() -> None:
