@@ -36,7 +36,7 @@ def __init__(self, *, dimensionality=_D, vivaldi_error_max=_D, vivaldi_ce=_D, vi
 
 CODE["def __init__(self, *, dimensionality=_D, vivaldi_error_max=_D, vivaldi_ce=_D, vivaldi_cc=_D, adjustment_window_size=_D, height_min=_D, latency_filter_size=_D, gravity_rho=_D):\n    _osa(self, 'dimensionality', dimensionality)\n    _osa(self, 'vivaldi_error_max', vivaldi_error_max)\n    _osa(self, 'vivaldi_ce', vivaldi_ce)\n    _osa(self, 'vivaldi_cc', vivaldi_cc)\n    _osa(self, 'adjustment_window_size', adjustment_window_size)\n    _osa(self, 'height_min', height_min)\n    _osa(self, 'latency_filter_size', latency_filter_size)\n    _osa(self, 'gravity_rho', gravity_rho)\n    _v_dimensionality('dimensionality', self.dimensionality)\n    _v_vivaldi_error_max('vivaldi_error_max', self.vivaldi_error_max)\n    _v_vivaldi_ce('vivaldi_ce', self.vivaldi_ce)\n    _v_vivaldi_cc('vivaldi_cc', self.vivaldi_cc)\n    _v_adjustment_window_size('adjustment_window_size', self.adjustment_window_size)\n    _v_height_min('height_min', self.height_min)\n    _v_latency_filter_size('latency_filter_size', self.latency_filter_size)\n    _v_gravity_rho('gravity_rho', self.gravity_rho)\n"] = __init__.__code__
 
-def __init__(self, *, probe_interval=_D, probe_timeout=_D, indirect_checks=_D, suspicion_mult=_D, suspicion_max_timeout_mult=_D, awareness_max_multiplier=_D, gossip_interval=_D, gossip_nodes=_D, gossip_to_the_dead_time=_D, retransmit_mult=_D, push_pull_interval=_D, tcp_timeout=_D, udp_buffer_size=_D, dead_node_reclaim_time=_D, tcp_pings=_D, enable_compression=_D, compress_datagrams=_D, compress_streams=_D, validate_node_names=_D, lifeguard=_D, profile=_D, broadcast_timeout=_D, leave_propagate_delay=_D, reap_interval=_D, reconnect_interval=_D, reconnect_timeout=_D, tombstone_timeout=_D, recent_intent_timeout=_D, max_queue_depth=_D, query_timeout_mult=_D, query_size_limit=_D, query_response_size_limit=_D, user_event_size_limit=_D, disable_coordinates=_D, label=_D):
+def __init__(self, *, probe_interval=_D, probe_timeout=_D, indirect_checks=_D, suspicion_mult=_D, suspicion_max_timeout_mult=_D, awareness_max_multiplier=_D, gossip_interval=_D, gossip_nodes=_D, gossip_to_the_dead_time=_D, retransmit_mult=_D, push_pull_interval=_D, tcp_timeout=_D, udp_buffer_size=_D, dead_node_reclaim_time=_D, tcp_pings=_D, enable_compression=_D, compress_datagrams=_D, compress_streams=_D, validate_node_names=_D, lifeguard=_D, profile=_D, broadcast_timeout=_D, leave_propagate_delay=_D, reap_interval=_D, reconnect_interval=_D, reconnect_timeout=_D, tombstone_timeout=_D, recent_intent_timeout=_D, max_queue_depth=_D, query_timeout_mult=_D, query_size_limit=_D, query_response_size_limit=_D, user_event_size_limit=_D, disable_coordinates=_D, label=_D, protocol_version=_D):
     _osa(self, 'probe_interval', probe_interval)
     _osa(self, 'probe_timeout', probe_timeout)
     _osa(self, 'indirect_checks', indirect_checks)
@@ -72,6 +72,7 @@ def __init__(self, *, probe_interval=_D, probe_timeout=_D, indirect_checks=_D, s
     _osa(self, 'user_event_size_limit', user_event_size_limit)
     _osa(self, 'disable_coordinates', disable_coordinates)
     _osa(self, 'label', label)
+    _osa(self, 'protocol_version', protocol_version)
     _v_probe_interval('probe_interval', self.probe_interval)
     _v_probe_timeout('probe_timeout', self.probe_timeout)
     _v_indirect_checks('indirect_checks', self.indirect_checks)
@@ -99,9 +100,10 @@ def __init__(self, *, probe_interval=_D, probe_timeout=_D, indirect_checks=_D, s
     _v_query_response_size_limit('query_response_size_limit', self.query_response_size_limit)
     _v_user_event_size_limit('user_event_size_limit', self.user_event_size_limit)
     _v_label('label', self.label)
+    _v_protocol_version('protocol_version', self.protocol_version)
     self.__post_init__()
 
-CODE["def __init__(self, *, probe_interval=_D, probe_timeout=_D, indirect_checks=_D, suspicion_mult=_D, suspicion_max_timeout_mult=_D, awareness_max_multiplier=_D, gossip_interval=_D, gossip_nodes=_D, gossip_to_the_dead_time=_D, retransmit_mult=_D, push_pull_interval=_D, tcp_timeout=_D, udp_buffer_size=_D, dead_node_reclaim_time=_D, tcp_pings=_D, enable_compression=_D, compress_datagrams=_D, compress_streams=_D, validate_node_names=_D, lifeguard=_D, profile=_D, broadcast_timeout=_D, leave_propagate_delay=_D, reap_interval=_D, reconnect_interval=_D, reconnect_timeout=_D, tombstone_timeout=_D, recent_intent_timeout=_D, max_queue_depth=_D, query_timeout_mult=_D, query_size_limit=_D, query_response_size_limit=_D, user_event_size_limit=_D, disable_coordinates=_D, label=_D):\n    _osa(self, 'probe_interval', probe_interval)\n    _osa(self, 'probe_timeout', probe_timeout)\n    _osa(self, 'indirect_checks', indirect_checks)\n    _osa(self, 'suspicion_mult', suspicion_mult)\n    _osa(self, 'suspicion_max_timeout_mult', suspicion_max_timeout_mult)\n    _osa(self, 'awareness_max_multiplier', awareness_max_multiplier)\n    _osa(self, 'gossip_interval', gossip_interval)\n    _osa(self, 'gossip_nodes', gossip_nodes)\n    _osa(self, 'gossip_to_the_dead_time', gossip_to_the_dead_time)\n    _osa(self, 'retransmit_mult', retransmit_mult)\n    _osa(self, 'push_pull_interval', push_pull_interval)\n    _osa(self, 'tcp_timeout', tcp_timeout)\n    _osa(self, 'udp_buffer_size', udp_buffer_size)\n    _osa(self, 'dead_node_reclaim_time', dead_node_reclaim_time)\n    _osa(self, 'tcp_pings', tcp_pings)\n    _osa(self, 'enable_compression', enable_compression)\n    _osa(self, 'compress_datagrams', compress_datagrams)\n    _osa(self, 'compress_streams', compress_streams)\n    _osa(self, 'validate_node_names', validate_node_names)\n    _osa(self, 'lifeguard', lifeguard)\n    _osa(self, 'profile', profile)\n    _osa(self, 'broadcast_timeout', broadcast_timeout)\n    _osa(self, 'leave_propagate_delay', leave_propagate_delay)\n    _osa(self, 'reap_interval', reap_interval)\n    _osa(self, 'reconnect_interval', reconnect_interval)\n    _osa(self, 'reconnect_timeout', reconnect_timeout)\n    _osa(self, 'tombstone_timeout', tombstone_timeout)\n    _osa(self, 'recent_intent_timeout', recent_intent_timeout)\n    _osa(self, 'max_queue_depth', max_queue_depth)\n    _osa(self, 'query_timeout_mult', query_timeout_mult)\n    _osa(self, 'query_size_limit', query_size_limit)\n    _osa(self, 'query_response_size_limit', query_response_size_limit)\n    _osa(self, 'user_event_size_limit', user_event_size_limit)\n    _osa(self, 'disable_coordinates', disable_coordinates)\n    _osa(self, 'label', label)\n    _v_probe_interval('probe_interval', self.probe_interval)\n    _v_probe_timeout('probe_timeout', self.probe_timeout)\n    _v_indirect_checks('indirect_checks', self.indirect_checks)\n    _v_suspicion_mult('suspicion_mult', self.suspicion_mult)\n    _v_suspicion_max_timeout_mult('suspicion_max_timeout_mult', self.suspicion_max_timeout_mult)\n    _v_awareness_max_multiplier('awareness_max_multiplier', self.awareness_max_multiplier)\n    _v_gossip_interval('gossip_interval', self.gossip_interval)\n    _v_gossip_nodes('gossip_nodes', self.gossip_nodes)\n    _v_gossip_to_the_dead_time('gossip_to_the_dead_time', self.gossip_to_the_dead_time)\n    _v_retransmit_mult('retransmit_mult', self.retransmit_mult)\n    _v_push_pull_interval('push_pull_interval', self.push_pull_interval)\n    _v_tcp_timeout('tcp_timeout', self.tcp_timeout)\n    _v_udp_buffer_size('udp_buffer_size', self.udp_buffer_size)\n    _v_dead_node_reclaim_time('dead_node_reclaim_time', self.dead_node_reclaim_time)\n    _v_broadcast_timeout('broadcast_timeout', self.broadcast_timeout)\n    _v_leave_propagate_delay('leave_propagate_delay', self.leave_propagate_delay)\n    _v_reap_interval('reap_interval', self.reap_interval)\n    _v_reconnect_interval('reconnect_interval', self.reconnect_interval)\n    _v_reconnect_timeout('reconnect_timeout', self.reconnect_timeout)\n    _v_tombstone_timeout('tombstone_timeout', self.tombstone_timeout)\n    _v_recent_intent_timeout('recent_intent_timeout', self.recent_intent_timeout)\n    _v_max_queue_depth('max_queue_depth', self.max_queue_depth)\n    _v_query_timeout_mult('query_timeout_mult', self.query_timeout_mult)\n    _v_query_size_limit('query_size_limit', self.query_size_limit)\n    _v_query_response_size_limit('query_response_size_limit', self.query_response_size_limit)\n    _v_user_event_size_limit('user_event_size_limit', self.user_event_size_limit)\n    _v_label('label', self.label)\n    self.__post_init__()\n"] = __init__.__code__
+CODE["def __init__(self, *, probe_interval=_D, probe_timeout=_D, indirect_checks=_D, suspicion_mult=_D, suspicion_max_timeout_mult=_D, awareness_max_multiplier=_D, gossip_interval=_D, gossip_nodes=_D, gossip_to_the_dead_time=_D, retransmit_mult=_D, push_pull_interval=_D, tcp_timeout=_D, udp_buffer_size=_D, dead_node_reclaim_time=_D, tcp_pings=_D, enable_compression=_D, compress_datagrams=_D, compress_streams=_D, validate_node_names=_D, lifeguard=_D, profile=_D, broadcast_timeout=_D, leave_propagate_delay=_D, reap_interval=_D, reconnect_interval=_D, reconnect_timeout=_D, tombstone_timeout=_D, recent_intent_timeout=_D, max_queue_depth=_D, query_timeout_mult=_D, query_size_limit=_D, query_response_size_limit=_D, user_event_size_limit=_D, disable_coordinates=_D, label=_D, protocol_version=_D):\n    _osa(self, 'probe_interval', probe_interval)\n    _osa(self, 'probe_timeout', probe_timeout)\n    _osa(self, 'indirect_checks', indirect_checks)\n    _osa(self, 'suspicion_mult', suspicion_mult)\n    _osa(self, 'suspicion_max_timeout_mult', suspicion_max_timeout_mult)\n    _osa(self, 'awareness_max_multiplier', awareness_max_multiplier)\n    _osa(self, 'gossip_interval', gossip_interval)\n    _osa(self, 'gossip_nodes', gossip_nodes)\n    _osa(self, 'gossip_to_the_dead_time', gossip_to_the_dead_time)\n    _osa(self, 'retransmit_mult', retransmit_mult)\n    _osa(self, 'push_pull_interval', push_pull_interval)\n    _osa(self, 'tcp_timeout', tcp_timeout)\n    _osa(self, 'udp_buffer_size', udp_buffer_size)\n    _osa(self, 'dead_node_reclaim_time', dead_node_reclaim_time)\n    _osa(self, 'tcp_pings', tcp_pings)\n    _osa(self, 'enable_compression', enable_compression)\n    _osa(self, 'compress_datagrams', compress_datagrams)\n    _osa(self, 'compress_streams', compress_streams)\n    _osa(self, 'validate_node_names', validate_node_names)\n    _osa(self, 'lifeguard', lifeguard)\n    _osa(self, 'profile', profile)\n    _osa(self, 'broadcast_timeout', broadcast_timeout)\n    _osa(self, 'leave_propagate_delay', leave_propagate_delay)\n    _osa(self, 'reap_interval', reap_interval)\n    _osa(self, 'reconnect_interval', reconnect_interval)\n    _osa(self, 'reconnect_timeout', reconnect_timeout)\n    _osa(self, 'tombstone_timeout', tombstone_timeout)\n    _osa(self, 'recent_intent_timeout', recent_intent_timeout)\n    _osa(self, 'max_queue_depth', max_queue_depth)\n    _osa(self, 'query_timeout_mult', query_timeout_mult)\n    _osa(self, 'query_size_limit', query_size_limit)\n    _osa(self, 'query_response_size_limit', query_response_size_limit)\n    _osa(self, 'user_event_size_limit', user_event_size_limit)\n    _osa(self, 'disable_coordinates', disable_coordinates)\n    _osa(self, 'label', label)\n    _osa(self, 'protocol_version', protocol_version)\n    _v_probe_interval('probe_interval', self.probe_interval)\n    _v_probe_timeout('probe_timeout', self.probe_timeout)\n    _v_indirect_checks('indirect_checks', self.indirect_checks)\n    _v_suspicion_mult('suspicion_mult', self.suspicion_mult)\n    _v_suspicion_max_timeout_mult('suspicion_max_timeout_mult', self.suspicion_max_timeout_mult)\n    _v_awareness_max_multiplier('awareness_max_multiplier', self.awareness_max_multiplier)\n    _v_gossip_interval('gossip_interval', self.gossip_interval)\n    _v_gossip_nodes('gossip_nodes', self.gossip_nodes)\n    _v_gossip_to_the_dead_time('gossip_to_the_dead_time', self.gossip_to_the_dead_time)\n    _v_retransmit_mult('retransmit_mult', self.retransmit_mult)\n    _v_push_pull_interval('push_pull_interval', self.push_pull_interval)\n    _v_tcp_timeout('tcp_timeout', self.tcp_timeout)\n    _v_udp_buffer_size('udp_buffer_size', self.udp_buffer_size)\n    _v_dead_node_reclaim_time('dead_node_reclaim_time', self.dead_node_reclaim_time)\n    _v_broadcast_timeout('broadcast_timeout', self.broadcast_timeout)\n    _v_leave_propagate_delay('leave_propagate_delay', self.leave_propagate_delay)\n    _v_reap_interval('reap_interval', self.reap_interval)\n    _v_reconnect_interval('reconnect_interval', self.reconnect_interval)\n    _v_reconnect_timeout('reconnect_timeout', self.reconnect_timeout)\n    _v_tombstone_timeout('tombstone_timeout', self.tombstone_timeout)\n    _v_recent_intent_timeout('recent_intent_timeout', self.recent_intent_timeout)\n    _v_max_queue_depth('max_queue_depth', self.max_queue_depth)\n    _v_query_timeout_mult('query_timeout_mult', self.query_timeout_mult)\n    _v_query_size_limit('query_size_limit', self.query_size_limit)\n    _v_query_response_size_limit('query_response_size_limit', self.query_response_size_limit)\n    _v_user_event_size_limit('user_event_size_limit', self.user_event_size_limit)\n    _v_label('label', self.label)\n    _v_protocol_version('protocol_version', self.protocol_version)\n    self.__post_init__()\n"] = __init__.__code__
 
 def __init__(self, actions=_D, errors=_D, reload_reason=_D, actual=_D):
     if actions is _NOTHING: actions = _f_actions()
@@ -113,6 +115,11 @@ def __init__(self, actions=_D, errors=_D, reload_reason=_D, actual=_D):
     self.actual = actual
 
 CODE['def __init__(self, actions=_D, errors=_D, reload_reason=_D, actual=_D):\n    if actions is _NOTHING: actions = _f_actions()\n    self.actions = actions\n    if errors is _NOTHING: errors = _f_errors()\n    self.errors = errors\n    self.reload_reason = reload_reason\n    if actual is _NOTHING: actual = _f_actual()\n    self.actual = actual\n'] = __init__.__code__
+
+def __init__(self, addrs):
+    _osa(self, 'addrs', addrs)
+
+CODE["def __init__(self, addrs):\n    _osa(self, 'addrs', addrs)\n"] = __init__.__code__
 
 def __init__(self, alive=_D, failed=_D, last_clock=_D, last_event_clock=_D, last_query_clock=_D, bad_lines=_D):
     _osa(self, 'alive', alive)
@@ -171,6 +178,12 @@ def __init__(self, data):
     _osa(self, 'data', data)
 
 CODE["def __init__(self, data):\n    _osa(self, 'data', data)\n"] = __init__.__code__
+
+def __init__(self, data, dest):
+    _osa(self, 'data', data)
+    _osa(self, 'dest', dest)
+
+CODE["def __init__(self, data, dest):\n    _osa(self, 'data', data)\n    _osa(self, 'dest', dest)\n"] = __init__.__code__
 
 def __init__(self, decode, stream=_D, started=_D, records=_D):
     self.decode = decode
@@ -261,6 +274,16 @@ def __init__(self, id, payload=_D):
 
 CODE["def __init__(self, id, payload=_D):\n    _osa(self, 'id', id)\n    _osa(self, 'payload', payload)\n"] = __init__.__code__
 
+def __init__(self, id=_D, flags=_D, questions=_D, answers=_D, authorities=_D, additionals=_D):
+    _osa(self, 'id', id)
+    _osa(self, 'flags', flags)
+    _osa(self, 'questions', questions)
+    _osa(self, 'answers', answers)
+    _osa(self, 'authorities', authorities)
+    _osa(self, 'additionals', additionals)
+
+CODE["def __init__(self, id=_D, flags=_D, questions=_D, answers=_D, authorities=_D, additionals=_D):\n    _osa(self, 'id', id)\n    _osa(self, 'flags', flags)\n    _osa(self, 'questions', questions)\n    _osa(self, 'answers', answers)\n    _osa(self, 'authorities', authorities)\n    _osa(self, 'additionals', additionals)\n"] = __init__.__code__
+
 def __init__(self, incarnation, kind=_D, accuser=_D):
     _osa(self, 'incarnation', incarnation)
     _osa(self, 'kind', kind)
@@ -284,6 +307,13 @@ def __init__(self, incarnation, node, from_):
     _osa(self, 'from_', from_)
 
 CODE["def __init__(self, incarnation, node, from_):\n    _osa(self, 'incarnation', incarnation)\n    _osa(self, 'node', node)\n    _osa(self, 'from_', from_)\n"] = __init__.__code__
+
+def __init__(self, instance, addr, port):
+    _osa(self, 'instance', instance)
+    _osa(self, 'addr', addr)
+    _osa(self, 'port', port)
+
+CODE["def __init__(self, instance, addr, port):\n    _osa(self, 'instance', instance)\n    _osa(self, 'addr', addr)\n    _osa(self, 'port', port)\n"] = __init__.__code__
 
 def __init__(self, join, nodes, user_state=_D):
     _osa(self, 'join', join)
@@ -568,6 +598,22 @@ def __init__(self, name, payload=_D, filter_nodes=_D, filter_tags=_D, request_ac
 
 CODE["def __init__(self, name, payload=_D, filter_nodes=_D, filter_tags=_D, request_ack=_D, relay_factor=_D, timeout_ns=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'payload', payload)\n    if filter_nodes is _NOTHING: filter_nodes = _f_filter_nodes()\n    _osa(self, 'filter_nodes', filter_nodes)\n    if filter_tags is _NOTHING: filter_tags = _f_filter_tags()\n    _osa(self, 'filter_tags', filter_tags)\n    _osa(self, 'request_ack', request_ack)\n    _osa(self, 'relay_factor', relay_factor)\n    _osa(self, 'timeout_ns', timeout_ns)\n"] = __init__.__code__
 
+def __init__(self, name, qtype, qclass=_D):
+    _osa(self, 'name', name)
+    _osa(self, 'qtype', qtype)
+    _osa(self, 'qclass', qclass)
+
+CODE["def __init__(self, name, qtype, qclass=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'qtype', qtype)\n    _osa(self, 'qclass', qclass)\n"] = __init__.__code__
+
+def __init__(self, name, rtype, data, ttl=_D, rclass=_D):
+    _osa(self, 'name', name)
+    _osa(self, 'rtype', rtype)
+    _osa(self, 'data', data)
+    _osa(self, 'ttl', ttl)
+    _osa(self, 'rclass', rclass)
+
+CODE["def __init__(self, name, rtype, data, ttl=_D, rclass=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'rtype', rtype)\n    _osa(self, 'data', data)\n    _osa(self, 'ttl', ttl)\n    _osa(self, 'rclass', rclass)\n"] = __init__.__code__
+
 def __init__(self, node):
     _osa(self, 'node', node)
 
@@ -653,6 +699,14 @@ def __init__(self, payload, join, trusted):
     _osa(self, 'trusted', trusted)
 
 CODE["def __init__(self, payload, join, trusted):\n    _osa(self, 'payload', payload)\n    _osa(self, 'join', join)\n    _osa(self, 'trusted', trusted)\n"] = __init__.__code__
+
+def __init__(self, priority, weight, port, target):
+    _osa(self, 'priority', priority)
+    _osa(self, 'weight', weight)
+    _osa(self, 'port', port)
+    _osa(self, 'target', target)
+
+CODE["def __init__(self, priority, weight, port, target):\n    _osa(self, 'priority', priority)\n    _osa(self, 'weight', weight)\n    _osa(self, 'port', port)\n    _osa(self, 'target', target)\n"] = __init__.__code__
 
 def __init__(self, reply, user_message=_D, user_state=_D):
     _osa(self, 'reply', reply)

@@ -27,6 +27,20 @@ def _non_negative(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be >= 0, got {value!r}")
 
 
+#: The Serf protocol versions (the delegate version in a member's Vsn) this core can
+#: speak: serf 0.8's ``ProtocolVersionMin`` and ``ProtocolVersionMax``.
+SERF_PROTOCOL_MIN = 2
+SERF_PROTOCOL_MAX = 5
+
+
+def _serf_protocol(name: str, value: int) -> None:
+    """serf's ``Create`` check, with its words (operators grep for them)."""
+    if value < SERF_PROTOCOL_MIN or value > SERF_PROTOCOL_MAX:
+        side = "low" if value < SERF_PROTOCOL_MIN else "high"
+        raise ConfigError(f"Protocol version '{value}' too {side}. Must be in range: "
+                          f"[{SERF_PROTOCOL_MIN}, {SERF_PROTOCOL_MAX}]")
+
+
 def _label(name: str, value: str) -> None:
     if len(value.encode()) > 255:
         raise ConfigError(f"could not use {value!r} as a {name}: too long (255 bytes at most)")
@@ -118,6 +132,10 @@ class Config:
     #: bound into encryption; members with another label (or none) are refused, so
     #: two clusters on one network never merge. "" = no label (memberlist 0.2).
     label: str = field(default="", validator=_label)
+    #: The Serf protocol version we speak and advertise (serf's ``-protocol``), 2-5.
+    #: Below 4, queries (and so key operations) are refused; below 3, node meta
+    #: carries only the ``role`` tag. Those are serf's only gates on it.
+    protocol_version: int = field(default=SERF_PROTOCOL_MAX, validator=_serf_protocol)
 
     def __post_init__(self) -> None:
         if self.probe_timeout > self.probe_interval:

@@ -39,7 +39,7 @@ from swimlib.agent.runtime import Agent, open_agent
 from swimlib.agent.tags_file import load_tags_file
 from swimlib.cluster.coalesce import EventCoalescer
 from swimlib.cluster.events import Event, QueryEvent
-from swimlib.config import PROFILES, Config
+from swimlib.config import PROFILES, SERF_PROTOCOL_MAX, Config
 from swimlib.errors import ConfigError, JoinError, SwimError
 from swimlib.rpc.goflags import BoolFlag, format_go_duration, go_flag, parse_go_duration
 from swimlib.wire.serf import encode_tags
@@ -111,6 +111,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-rejoin", dest="rejoin", action="store_false", help=argparse.SUPPRESS)
     p.add_argument(*go_flag("profile"), help=f"timing profile: {', '.join(PROFILES)} "
                                              "(default lan)")
+    p.add_argument(*go_flag("protocol"), type=int, metavar="N",
+                   help="Serf protocol version to speak and advertise, 2-5 (default 5: "
+                        "below 4 queries are refused, below 3 only the role tag is sent)")
+    p.add_argument(*go_flag("discover"), metavar="CLUSTER",
+                   help="find and join peers by mDNS (multicast on the LAN) under this "
+                        "cluster name, as serf -discover; serf agents interoperate")
     p.add_argument(*go_flag("broadcast-timeout"), metavar="DURATION",
                    help="how long a leave waits for its broadcast (Go duration, default 5s, "
                         "at least 1s)")
@@ -277,6 +283,8 @@ class _Settings:
         self.backend = backend.DEFAULT_BACKEND
         #: serf's ``skip_leave_on_interrupt``: SIGINT stops without a graceful leave.
         self.skip_leave_on_interrupt = False
+        #: serf's ``-discover``: the mDNS cluster name (None: no mDNS at all).
+        self.discover: str | None = None
         #: The command line, read again on SIGHUP with the files it names.
         self.args: argparse.Namespace | None = None
 
@@ -351,7 +359,9 @@ class _Settings:
                                           "tombstone_timeout") if key in c}
         s.config = Config.for_profile(c["profile"]).evolve(
             broadcast_timeout=_at_least(c["broadcast_timeout"], MIN_BROADCAST_TIMEOUT,
-                                        "BroadcastTimeout"), label=c.get("label", ""), **limits)
+                                        "BroadcastTimeout"), label=c.get("label", ""),
+            protocol_version=_protocol(c["protocol"], s.tags), **limits)
+        s.discover = _discover(c.get("discover") or None)
         s.backend = backend.choose_backend(args.backend)
         if args.disable_compression:
             s.config = s.config.evolve(enable_compression=False)
@@ -371,6 +381,7 @@ DEFAULTS: Final[serf_config.FileConfig] = {
     "query_size_limit": 1024,
     "query_response_size_limit": 1024,
     "syslog_facility": "LOCAL0",
+    "protocol": SERF_PROTOCOL_MAX,
 }
 
 
@@ -382,7 +393,8 @@ def _command_line_config(args: argparse.Namespace) -> serf_config.FileConfig:
              "keyring_file": args.keyring_file, "snapshot_path": args.snapshot,
              "profile": args.profile, "log_level": args.log_level, "role": args.role,
              "tags_file": args.tags_file, "metrics_addr": args.metrics_addr,
-             "label": args.label,
+             "label": args.label, "discover": args.discover,
+             "protocol": args.protocol,
              "retry_max_attempts": args.retry_max}
     config: serf_config.FileConfig = {key: value for key, value in given.items()
                                       if value is not None}
@@ -397,6 +409,38 @@ def _command_line_config(args: argparse.Namespace) -> serf_config.FileConfig:
     if args.broadcast_timeout is not None:
         config["broadcast_timeout"] = _duration("broadcast-timeout", args.broadcast_timeout)
     return config
+
+
+def _protocol(value: int, tags: dict[str, str]) -> int:
+    """serf's ``-protocol``, converted as serf converts it (``uint8(n)``: 257 is 1),
+    checked with serf's words, and what it turns off said out loud (serf is silent)."""
+    version = value & 0xFF
+    try:
+        Config.lan(protocol_version=version)
+    except ConfigError as exc:
+        raise ConfigError(f"Error creating Serf: {exc}") from None
+    if version < 4:
+        _warn(f"Protocol {version}: queries and key operations are refused (as serf "
+              "does below protocol 4)")
+    if version < 3 and set(tags) - {"role"}:
+        _warn(f"Protocol {version}: only the 'role' tag is advertised (as serf below "
+              f"protocol 3); not sent: {', '.join(sorted(set(tags) - {'role'}))}")
+    return version
+
+
+def _discover(cluster: str | None) -> str | None:
+    """serf's ``-discover``: the name must make a DNS service name (``_serf_<name>._tcp``),
+    checked before anything binds (serf starts, then fails every poll)."""
+    if cluster is None:
+        return None
+    from swimlib.mdns.codec import name_from_text
+    from swimlib.mdns.rule import service_name  # only with -discover
+
+    try:
+        name_from_text(service_name(cluster) + ".local.")
+    except ValueError as exc:
+        raise ConfigError(f"-discover: {cluster!r} cannot name an mDNS service: {exc}") from None
+    return cluster
 
 
 def _host_port(what: str, text: str) -> tuple[str, int]:
@@ -453,6 +497,11 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
                 r = snapshotter.replay
                 agent.restore_clocks(r.last_clock, r.last_event_clock, r.last_query_clock)
             async with anyio.create_task_group() as task_group:
+                if s.discover:  # before RPC, as serf: up once a client can connect
+                    from swimlib.agent.mdns import run_discovery  # loaded only here
+
+                    await task_group.start(functools.partial(
+                        run_discovery, agent, s.discover, s.bind[0], replay=s.replay))
                 stop_requested = await _start_rpc(task_group, agent, s)
                 await _start_metrics(task_group, agent, s)
                 _banner(agent, s)
@@ -486,7 +535,8 @@ def _banner(agent: Agent, s: _Settings) -> None:
     if Console.json_lines:
         Console.say("swimlib agent running", node=agent.name, bind=bind,
                     rpc=f"{s.rpc[0]}:{s.rpc[1]}", encrypted=agent.keyring is not None,
-                    snapshot=bool(s.snapshot), profile=s.config.profile)
+                    snapshot=bool(s.snapshot), profile=s.config.profile,
+                    **({"mdns_cluster": s.discover} if s.discover else {}))
         return
     lines = ["==> swimlib agent running!",
              f"         Node name: '{agent.name}'",
@@ -495,6 +545,7 @@ def _banner(agent: Agent, s: _Settings) -> None:
              f"         Encrypted: {str(agent.keyring is not None).lower()}",
              f"          Snapshot: {str(bool(s.snapshot)).lower()}",
              f"           Profile: {s.config.profile}",
+             *([f"      mDNS cluster: {s.discover}"] if s.discover else []),
              "", "==> Log data will now stream in as it occurs:", ""]
     print("\n".join(lines), flush=True)
 
@@ -579,7 +630,8 @@ async def _apply_reload(agent: Agent, s: _Settings, runner: HandlerRunner) -> No
         ("node name", s.name, new.name), ("bind", s.bind, new.bind),
         ("advertise", s.advertise, new.advertise), ("rpc address", s.rpc, new.rpc),
         ("snapshot", s.snapshot, new.snapshot), ("protocol settings", s.config, new.config),
-        ("keyring", s.keyring_file, new.keyring_file)) if old != now]
+        ("keyring", s.keyring_file, new.keyring_file),
+        ("mDNS cluster", s.discover, new.discover)) if old != now]
     if fixed:
         _warn(f"Not reloaded (a restart applies them): {', '.join(fixed)}")
 

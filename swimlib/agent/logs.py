@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 
 _LEVEL_NAMES: dict[str, str] = {"WARNING": "WARN", "ERROR": "ERR", "CRITICAL": "ERR"}
 #: The prefixes our records use for serf's subsystems (``agent: ...``).
-_MODULES = frozenset({"agent", "agent.ipc", "serf", "memberlist", "snapshot"})
+_MODULES = frozenset({"agent", "agent.ipc", "agent.mdns", "serf", "memberlist",
+                      "snapshot"})
 
 
 def _serf_level(record: logging.LogRecord) -> str:

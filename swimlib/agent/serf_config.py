@@ -74,6 +74,8 @@ KEYS: Final[dict[str, Kind]] = {
     "skip_leave_on_interrupt": Kind.BOOL,
     "statsd_addr": Kind.STRING,
     "statsite_addr": Kind.STRING,
+    "protocol": Kind.INT,
+    "discover": Kind.STRING,
     # swimlib's own (serf refuses a file that has them): --metrics-addr, -label.
     "metrics_addr": Kind.STRING,
     "label": Kind.STRING,
@@ -81,8 +83,6 @@ KEYS: Final[dict[str, Kind]] = {
 
 #: serf's keys not implemented here yet: accepted (type-checked), warned about, ignored.
 NOT_YET: Final[dict[str, Kind]] = {
-    "protocol": Kind.INT,
-    "discover": Kind.STRING,
     "disable_name_resolution": Kind.BOOL,
     "enable_compression": Kind.BOOL,  # serf lets the command line decide it anyway
 }
@@ -161,6 +161,9 @@ def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> FileConfig:
             result[key] = [*result.get(key, []), *value]
         elif key == "tags":
             result[key] = {**result.get(key, {}), **value}
+        elif key == "protocol":
+            if value > 0:  # serf: "if b.Protocol > 0" (-protocol=-1 keeps the default)
+                result[key] = value
         elif value:  # "", 0, False and 0 s leave the earlier value
             result[key] = value
     return result

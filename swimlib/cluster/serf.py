@@ -53,6 +53,7 @@ from swimlib.membership.rows import RowCache
 from swimlib.membership.timers import Timers
 from swimlib.membership.types import Address, JoinFinished, NodeEvent, PingCompleted
 from swimlib.wire import serf as sw
+from swimlib.wire.messages import serf_vsn
 
 if TYPE_CHECKING:  # cryptography is imported only when encryption is on
     from swimlib.wire.crypto import Keyring
@@ -115,8 +116,10 @@ class Serf:
         self._ignore_old_joins: set[int] = set()
         self._user_joins: set[int] = set()
 
-        self.node = Node(name, addr, port, config, rng, now, meta=sw.encode_tags(self._tags),
-                         delegate=self, keyring=keyring, row_cache=row_cache)
+        self.node = Node(name, addr, port, config, rng, now,
+                         meta=sw.encode_meta(self._tags, config.protocol_version),
+                         delegate=self, vsn=serf_vsn(config.protocol_version),
+                         keyring=keyring, row_cache=row_cache)
         #: Largest Serf message one gossip datagram can carry (see _regossip).
         self._max_gossip_size = config.udp_buffer_size - _GOSSIP_OVERHEAD
         self._catch_up = CatchUp(config, rng, self._members, self.node,
@@ -302,7 +305,7 @@ class Serf:
 
     def set_tags(self, tags: Mapping[str, str], now: float) -> None:
         """Replace our tags: a new alive with a higher incarnation (member-update)."""
-        meta = sw.encode_tags(tags)  # raises ValueError over 512 bytes
+        meta = sw.encode_meta(tags, self.config.protocol_version)  # ValueError over 512 B
         self._tags = dict(tags)
         self.node.set_meta(meta, now)
         self._pump(now)
@@ -327,6 +330,8 @@ class Serf:
               timeout: float = 0.0) -> int:
         """Send a query; replies arrive as :class:`QueryReply` effects, then
         :class:`QueryDone`. Returns the handle those effects carry."""
+        if self.config.protocol_version < 4:
+            raise SwimError("Feature not supported")  # serf's FeatureNotSupported
         problem = dom.event_name_problem(name)
         if problem is not None:
             raise SwimError(f"query name {name!r} is not allowed ({problem})")

@@ -17,6 +17,12 @@ from swimlib.records import record
 DEFAULT_VSN = bytes([1, 5, 2, 2, 5, 5])
 
 
+def serf_vsn(protocol: int) -> bytes:
+    """Our Vsn speaking Serf protocol ``protocol``: only DCur changes (serf maps every
+    Serf version 2-5 to memberlist protocol 2, and advertises its full range)."""
+    return DEFAULT_VSN[:5] + bytes((protocol,))
+
+
 class MessageType(enum.IntEnum):
     """First byte of every memberlist message (reference section 3)."""
 

@@ -647,6 +647,18 @@ def encode_tags(tags: Mapping[str, str]) -> bytes:
     return meta
 
 
+def encode_meta(tags: Mapping[str, str], protocol: int) -> bytes:
+    """Node meta as Serf speaking ``protocol`` writes it: below 3, the ``role`` tag's
+    value alone (serf's ``encodeTags``: every other tag is not sent); else
+    :func:`encode_tags`. Raises ``ValueError`` over the meta limit."""
+    if protocol >= 3:
+        return encode_tags(tags)
+    meta = tags.get("role", "").encode("utf-8", "surrogateescape")
+    if len(meta) > MAX_META_SIZE:
+        raise ValueError(f"the role tag is {len(meta)} bytes; the limit is {MAX_META_SIZE}")
+    return meta
+
+
 def decode_tags(meta: bytes) -> dict[str, str]:
     """Tags from node meta. Meta that is empty or lacks the ``ff`` prefix is the
     pre-protocol-3 form, read as ``{"role": meta}`` exactly as Serf does."""

@@ -81,6 +81,19 @@ class Lan:
         """Prefix for argv to run in ``ns`` (``ip netns exec`` execs: same PID)."""
         return ["ip", "netns", "exec", ns]
 
+    def multicast_route(self, ns: str) -> None:
+        """A route for multicast (224.0.0.0/4) out of ``ns``'s link, as a host with a
+        default route has: programs that send by the routing table (serf's mDNS)
+        need one; the namespaces have none. Gone with the namespace."""
+        _ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+
+    def ipv6_ready(self, ns: str) -> bool:
+        """Whether ``ns``'s link-local IPv6 address has passed duplicate address
+        detection (about a second after the link comes up): before that, a send
+        from it fails, and serf's mDNS poll gives up on its first such error."""
+        out = _ip("-n", ns, "-6", "addr", "show", "dev", "eth0", "tentative").stdout
+        return "inet6" not in out
+
     def partition(self, side_a: Iterable[str], side_b: Iterable[str]) -> None:
         """Cut every path between the two sides (both directions)."""
         a, b = list(side_a), list(side_b)

@@ -100,3 +100,14 @@ def test_a_plaintext_agent_maps_no_openssl(procs: Procs,
     # Binding address literals (gossip and RPC) resolves nothing on a thread pool.
     assert len(list(Path(f"/proc/{agent.pid}/task").iterdir())) == 1
     assert procs.stop(agent) == 0
+
+
+def test_an_agent_without_discover_never_imports_the_mdns_code(procs: Procs) -> None:
+    """mDNS is loaded only with -discover (tests/integration/test_mdns_discover.py
+    shows the same import log naming it when it is given)."""
+    agent = procs.swimlib("plain", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    wait_for(lambda: "agent running" in agent.output(), 15, what="agent start-up")
+    imported = agent.output()
+    assert "swimlib.agent.command" in imported  # the import log is there
+    assert "swimlib.mdns" not in imported and "swimlib.agent.mdns" not in imported
+    assert procs.stop(agent) == 0

@@ -86,11 +86,54 @@ def test_unreadable_paths_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_keys_not_implemented_yet_are_warned_about_and_ignored(tmp_path: Path) -> None:
-    f = _write(tmp_path / "a.json", {"node_name": "a", "discover": "web",
-                                     "protocol": 4})
+    f = _write(tmp_path / "a.json", {"node_name": "a", "enable_compression": True,
+                                     "disable_name_resolution": False})
     warnings: list[str] = []
     assert sc.read_paths([str(f)], warn=warnings.append) == {"node_name": "a"}
-    assert warnings == [f"{f}: not supported yet, ignored: discover, protocol"]
+    assert warnings == [f"{f}: not supported yet, ignored: disable_name_resolution, "
+                        "enable_compression"]
+
+
+def test_discover_and_protocol_are_read_from_files(tmp_path: Path) -> None:
+    f = _write(tmp_path / "a.json", {"node_name": "a", "discover": "web", "protocol": 4})
+    s = _settings(f"-config-file={f}")
+    assert s.discover == "web" and s.config.protocol_version == 4
+    assert _settings("-node=a").discover is None  # mDNS only when asked for
+    assert _settings("-node=a").config.protocol_version == 5
+    with pytest.raises(ConfigError, match=r"protocol: expected an integer"):
+        sc.read_paths([str(_write(tmp_path / "b.json", {"protocol": "4"}))])
+
+
+@pytest.mark.parametrize(("given", "speaks"), [
+    ("2", 2), ("3", 3), ("4", 4), ("5", 5),
+    ("0", 5), ("-1", 5),  # serf: "if b.Protocol > 0", else the default stays
+    ("261", 5),  # serf's uint8(n): 261 is 5
+])
+def test_protocol_is_converted_as_serf_converts_it(given: str, speaks: int) -> None:
+    assert _settings("-node=a", f"-protocol={given}").config.protocol_version == speaks
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ("1", "Error creating Serf: Protocol version '1' too low. Must be in range: [2, 5]"),
+    ("6", "Error creating Serf: Protocol version '6' too high. Must be in range: [2, 5]"),
+    ("257", "Error creating Serf: Protocol version '1' too low. Must be in range: [2, 5]"),
+])
+def test_protocol_out_of_range_is_refused_with_serfs_words(given: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _settings("-node=a", f"-protocol={given}")
+    assert str(caught.value) == message
+
+
+def test_a_lower_protocol_says_what_it_turns_off(capsys: pytest.CaptureFixture[str]) -> None:
+    _settings("-node=a", "-protocol=4")
+    assert capsys.readouterr().out == ""
+    _settings("-node=a", "-protocol=3", "-tag", "dc=east")
+    out = capsys.readouterr().out
+    assert "Protocol 3: queries and key operations are refused" in out
+    assert "role" not in out
+    _settings("-node=a", "-protocol=2", "-tag", "dc=east", "-role=web")
+    out = capsys.readouterr().out
+    assert "only the 'role' tag is advertised" in out and "not sent: dc" in out
 
 
 def test_files_reach_the_agent_and_the_command_line_wins(tmp_path: Path) -> None:

@@ -337,3 +337,33 @@ def test_a_join_is_followed_by_a_second_sync():
     (again,) = streams
     assert again.dest == ("127.0.0.2", 7946)
     assert me.stats["join.follow_up_sync"] == 1
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_the_serf_protocol_version_is_advertised_and_gates_what_serf_gates(protocol):
+    net = serf_net(3, tags={"n1": {"role": "db", "dc": "x"}}, protocol_version=protocol)
+    for node in net.live():
+        members = {m.name: m for m in node.members()}
+        assert {m.delegate_cur for m in members.values()} == {protocol}
+        assert {(m.protocol_cur, m.delegate_min, m.delegate_max)
+                for m in members.values()} == {(2, 2, 5)}
+        # serf's encodeTags: below protocol 3 the meta is the role alone.
+        expected = {"role": "db"} if protocol < 3 else {"role": "db", "dc": "x"}
+        assert members["n1"].tag_map == expected
+    if protocol < 4:  # serf's Query: FeatureNotSupported (key operations too)
+        with pytest.raises(SwimError, match=r"^Feature not supported$"):
+            net.node("n0").query("q", b"", net.now)
+    else:
+        act(net, net.node("n0"), "query", "q", b"", request_ack=True, timeout=1.0)
+        net.run(1.5)
+        acks = {e.from_node for _, e in net.effects["n0"]
+                if isinstance(e, QueryReply) and e.kind == "ack"}
+        assert acks == {"n0", "n1", "n2"}
+
+
+def test_a_role_tag_too_long_for_the_meta_is_refused_at_protocol_2():
+    with pytest.raises(ValueError, match="role tag is 513 bytes"):
+        sw.encode_meta({"role": "x" * 513}, 2)
+    assert sw.encode_meta({"role": "web", "dc": "x"}, 2) == b"web"
+    assert sw.encode_meta({}, 2) == b""
+    assert sw.decode_tags(sw.encode_meta({"role": "web"}, 2)) == {"role": "web"}
