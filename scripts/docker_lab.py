@@ -126,18 +126,19 @@ def recipe_hash(pins: Sequence[str]) -> str:
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
-def image_label(tag: str, docker: str = "docker") -> str | None:
+def image_label(tag: str, docker: Sequence[str] = ("docker",)) -> str | None:
     """The recipe label of image ``tag``, or None if there is no such image."""
-    proc = subprocess.run([docker, "image", "inspect", "--format",
+    proc = subprocess.run([*docker, "image", "inspect", "--format",
                            "{{ index .Config.Labels \"" + RECIPE_LABEL + "\" }}", tag],
                           capture_output=True, text=True, timeout=60, check=False,
                           stdin=subprocess.DEVNULL)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def build_base(tag: str = BASE_TAG, cache: Path | None = None, docker: str = "docker",
-               log: list[str] | None = None) -> str:
-    """Build (or reuse) the base image; returns its recipe hash. ``log`` gets what was done."""
+def build_base(tag: str = BASE_TAG, cache: Path | None = None,
+               docker: Sequence[str] = ("docker",), log: list[str] | None = None) -> str:
+    """Build (or reuse) the base image; returns its recipe hash. ``docker`` is the client
+    command (with ``-H`` for another daemon); ``log`` gets what was done."""
     notes = log if log is not None else []
     pins = requirements()
     key = recipe_hash(pins)
@@ -166,7 +167,7 @@ def build_base(tag: str = BASE_TAG, cache: Path | None = None, docker: str = "do
         else:
             notes.append(f"cached {tarball}")
         t2 = time.monotonic()
-        run([docker, "import", "--change", f"LABEL {RECIPE_LABEL}={key}",
+        run([*docker, "import", "--change", f"LABEL {RECIPE_LABEL}={key}",
              "--change", "ENV LANG=C.UTF-8", "--change", 'CMD ["python3"]',
              str(tarball), tag], timeout=300.0)
         notes.append(f"docker import {tag}: {time.monotonic() - t2:.1f}s")
@@ -195,10 +196,10 @@ def dockerd_argv(root: Path, driver: str) -> list[str]:
             "--iptables=false", "--ip-masq=false", "--ip-forward=false", "--bridge=none"]
 
 
-def daemon_ready(root: Path, docker: str = "docker") -> bool:
+def daemon_ready(root: Path) -> bool:
     if not socket_path(root).exists():
         return False
-    proc = subprocess.run([docker, "-H", docker_host(root), "version", "--format",
+    proc = subprocess.run(["docker", "-H", docker_host(root), "version", "--format",
                            "{{.Server.Version}}"], capture_output=True, text=True,
                           timeout=20, check=False, stdin=subprocess.DEVNULL)
     return proc.returncode == 0
@@ -258,16 +259,22 @@ def kill_pids(pids: Sequence[int], timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def cgroup_dirs() -> list[Path]:
-    """The cgroups dockerd makes for its containers (``docker`` in each hierarchy)."""
-    base = Path("/sys/fs/cgroup")
-    return sorted(p for p in [base / "docker", *base.glob("*/docker")] if p.is_dir())
+def host_dirs() -> list[Path]:
+    """Directories outside its root that a daemon leaves: the cgroups it makes for its
+    containers (``docker`` in each hierarchy) and containerd's shim socket directory."""
+    cgroup = Path("/sys/fs/cgroup")
+    found = [cgroup / "docker", *cgroup.glob("*/docker"), Path("/run/containerd/s"),
+             Path("/run/containerd")]
+    return [p for p in found if p.is_dir()]
 
 
-def remove_cgroup(path: Path) -> None:
-    """Remove an empty cgroup; the kernel refuses to remove one that is in use."""
-    with contextlib.suppress(OSError):
-        path.rmdir()
+def remove_host_dirs(before: Sequence[Path]) -> None:
+    """Remove the :func:`host_dirs` that were not there ``before``, if empty (the kernel
+    refuses to remove a cgroup in use, rmdir a directory with files: another daemon's)."""
+    for path in host_dirs():
+        if path not in before:
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 def clear(root: Path, sid: int | None = None) -> list[str]:
@@ -344,7 +351,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     root: Path = args.root
     if root.exists():
         raise DockerLabError(f"{root} exists: another daemon's? remove it first")
-    cgroups_before = set(cgroup_dirs())
+    dirs_before = host_dirs()
     proc, driver = start_daemon(root)
     try:
         print(f"dockerd {proc.pid} ready (storage driver {driver}); in another shell:\n"
@@ -356,8 +363,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     finally:
         for line in stop_daemon(proc, root):
             print(line)
-        for cgroup in set(cgroup_dirs()) - cgroups_before:
-            remove_cgroup(cgroup)
+        remove_host_dirs(dirs_before)
         print(f"dockerd stopped, {root} removed")
     return 0
 

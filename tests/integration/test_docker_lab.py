@@ -15,7 +15,8 @@ namespace lab's 10.231.0.0/24), so a lab someone has up is never touched.
 Skipped, with the reason, where no daemon can run: not Linux, not root,
 docker.io / docker-compose / mmdebstrap missing (``make test`` installs them
 as root), or dockerd refusing to start. Set SWIMLIB_DOCKER_CACHE=DIR to keep
-the base tarball between runs (it is rebuilt when its recipe changes).
+the base tarball between runs (it is rebuilt when its recipe changes), and
+SWIMLIB_DOCKER_STORAGE=vfs to skip overlay2 (tried first, vfs if it fails).
 """
 
 from __future__ import annotations
@@ -149,11 +150,12 @@ def lab() -> Iterator[Lab]:
     reason = _why_not()
     if reason:
         pytest.skip(reason)
-    cgroups_before = set(dl.cgroup_dirs())
+    dirs_before = dl.host_dirs()
     root = Path(tempfile.mkdtemp(prefix="swdock-", dir="/var/tmp"))
     t0 = time.monotonic()
     try:
-        daemon, driver = dl.start_daemon(root)
+        drivers = os.environ.get("SWIMLIB_DOCKER_STORAGE", ",".join(dl.STORAGE_DRIVERS))
+        daemon, driver = dl.start_daemon(root, drivers.split(","))
     except dl.DockerLabError as exc:
         dl.clear(root)
         shutil.rmtree(root, ignore_errors=True)
@@ -168,12 +170,13 @@ def lab() -> Iterator[Lab]:
                        timeout=120, cwd=REPO, env=lab.env, stdin=subprocess.DEVNULL,
                        check=False)
         extra = dl.stop_daemon(daemon, root)
-        for cgroup in set(dl.cgroup_dirs()) - cgroups_before:
-            dl.remove_cgroup(cgroup)
+        dl.remove_host_dirs(dirs_before)
         lab.timed("down + dockerd stopped", t1)
         print(f"\ncontainer lab timings (s): {json.dumps(lab.timings)}"
               + (f"\ncleanup had to: {extra}" if extra else ""))
         assert not root.exists(), f"{root} left behind"
+        left = [str(d) for d in dl.host_dirs() if d not in dirs_before]
+        assert not left, f"left behind: {left}"
         assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True, timeout=20,
                               check=False).returncode != 0, f"bridge {BRIDGE} left behind"
         assert daemon.poll() is not None
@@ -185,7 +188,8 @@ def test_container_lab_follows_scale_and_stop(lab: Lab) -> None:
     t = time.monotonic()
     notes: list[str] = []
     cache = os.environ.get("SWIMLIB_DOCKER_CACHE")
-    dl.build_base(cache=Path(cache) if cache else None, log=notes)
+    dl.build_base(cache=Path(cache) if cache else None, log=notes,
+                  docker=("docker", "-H", dl.docker_host(lab.root)))
     lab.timed("base image", t)
     print("\n" + "\n".join(notes))
 
