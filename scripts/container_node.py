@@ -6,9 +6,11 @@ The image's ``lab-node`` command (Dockerfile, docker-compose.yml)::
     lab-node name                 # print the node name this container would use
 
 ``backend`` starts ``python3 -m lbadapter.backend_app`` on 0.0.0.0:PORT and
-``swimlib agent --tag role=backend --retry-join ha`` (gossip on 0.0.0.0:7946,
-advertising the container's address; Serf's RPC on 127.0.0.1:7373, so
-``docker exec <container> swimlib members`` works), and supervises both. On
+``swimlib agent --tag role=backend --retry-join ha --retry-interval 1s``
+(gossip on 0.0.0.0:7946, advertising the container's address; Serf's RPC on
+127.0.0.1:7373, so ``docker exec <container> swimlib members`` works; a
+backend started before ``ha`` listens joins a second later), and supervises
+both. On
 SIGTERM or SIGINT (``docker stop``) it stops them in the order a careful
 operator would: the agent first (a graceful leave, so HAProxy drains the
 server), then the app. If either dies on its own, the other is stopped too
@@ -97,7 +99,8 @@ def nameserver() -> str:
     return "127.0.0.11"
 
 
-def reverse_lookup(ip: str, server: str, tries: int = 3, timeout: float = 1.0) -> str | None:
+def reverse_lookup(ip: str, server: str, port: int = 53, tries: int = 3,
+                   timeout: float = 1.0) -> str | None:
     """Ask ``server`` (not /etc/hosts, which maps the address to the container ID) for
     the PTR record of ``ip``."""
     qname = ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
@@ -108,7 +111,7 @@ def reverse_lookup(ip: str, server: str, tries: int = 3, timeout: float = 1.0) -
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(timeout)
             try:
-                sock.sendto(query, (server, 53))
+                sock.sendto(query, (server, port))
                 answer = parse_ptr(sock.recv(4096), qid)
             except (OSError, ValueError, struct.error, IndexError):
                 continue
@@ -166,7 +169,8 @@ def backend(name: str, join: str, port: int) -> int:
                             "--listen", f"0.0.0.0:{port}"])
     agent = subprocess.Popen([py, "-m", "swimlib.cli", "agent", "--node", name,
                               "--bind", f"0.0.0.0:{GOSSIP_PORT}", "--rpc-addr", RPC_ADDR,
-                              "--tag", "role=backend", "--retry-join", join])
+                              "--tag", "role=backend", "--retry-join", join,
+                              "--retry-interval", "1s"])
     print(f"lab-node {name}: app pid {app.pid} on :{port}, agent pid {agent.pid} "
           f"(--retry-join {join})", flush=True)
     while not stopping.wait(0.5):

@@ -220,7 +220,8 @@ def test_container_lab_follows_scale_and_stop(lab: Lab) -> None:
     follows({"s1", "s3"})
     lab.timed("docker stop s2: s2 gone", t)
     state = json.loads(lab.run("docker", "inspect", f"{PROJECT}_s_2").stdout)[0]["State"]
-    logs = lab.run("docker", "logs", f"{PROJECT}_s_2").stdout
+    out = lab.run("docker", "logs", f"{PROJECT}_s_2")
+    logs = out.stdout + out.stderr
     assert state["ExitCode"] == 0, logs
     assert "Gracefully shutting down agent" in logs and "agent exited 0, app exited 0" in logs
     members = lab.run("docker", "exec", f"{PROJECT}_ha_1", "swimlib", "members").stdout
