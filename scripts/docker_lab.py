@@ -13,9 +13,11 @@ while it matches; ``--cache DIR`` also keeps the tarball for the next daemon.
 
 ``daemon`` runs dockerd for machines with no Docker service (as root):
 everything under one directory (data root, exec root, socket), its own
-config, the vfs storage driver, no iptables rules, no IP forwarding and no
-default bridge, so it changes nothing on the host but the bridges of the
-networks it is asked for. Ctrl-C stops it (by PID) and removes the directory.
+config, the overlay2 storage driver (vfs where overlay2 fails), no iptables
+rules, no IP forwarding and no default bridge, so it changes nothing on the
+host but the bridges of the networks it is asked for. Ctrl-C or SIGTERM
+stops it (by PID), and what it left is removed: the directory, and the
+cgroups and containerd's socket directory it created.
 tests/integration/test_docker_lab.py uses the same functions.
 
 Standard library only; every wait is bounded.
@@ -354,11 +356,13 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     dirs_before = host_dirs()
     proc, driver = start_daemon(root)
     try:
-        print(f"dockerd {proc.pid} ready (storage driver {driver}); in another shell:\n"
-              f"  export DOCKER_HOST={docker_host(root)}\nCtrl-C stops it and removes {root}",
-              flush=True)
         with contextlib.suppress(KeyboardInterrupt):
+            # SIGINT too: a shell starts background jobs with SIGINT ignored.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, signal.default_int_handler)
+            print(f"dockerd {proc.pid} ready (storage driver {driver}); in another shell:\n"
+                  f"  export DOCKER_HOST={docker_host(root)}\n"
+                  f"Ctrl-C (or SIGTERM) stops it and removes {root}", flush=True)
             proc.wait()
     finally:
         for line in stop_daemon(proc, root):
