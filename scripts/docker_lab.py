@@ -251,7 +251,9 @@ def kill_pids(pids: Sequence[int], timeout: float = 10.0) -> None:
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
     for pid in pids:
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        for _ in range(int(timeout / 0.05) + 1):
+            if not Path(f"/proc/{pid}").exists() or time.monotonic() > deadline:
+                break
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             status = Path(f"/proc/{pid}/stat")
@@ -317,7 +319,9 @@ def start_daemon(root: Path, drivers: Sequence[str] = STORAGE_DRIVERS,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline:
+        for _ in range(int(timeout / 0.2) + 1):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                break
             if daemon_ready(root):
                 return proc, driver
             time.sleep(0.2)

@@ -75,6 +75,12 @@ def _why_not() -> str | None:
     if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True, timeout=20,
                       check=False).returncode == 0:
         return f"bridge {BRIDGE} exists: a container lab test is running or left it"
+    nf_call = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    forward = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True,
+                             timeout=20, check=False).stdout
+    if "-P FORWARD DROP" in forward and nf_call.exists() and nf_call.read_text().strip() == "1":
+        return ("iptables' FORWARD policy is DROP (a Docker service?) and bridged traffic "
+                "goes through it: containers on the test's bridge could not talk")
     return None
 
 
