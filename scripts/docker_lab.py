@@ -273,12 +273,18 @@ def host_dirs() -> list[Path]:
 
 
 def remove_host_dirs(before: Sequence[Path]) -> None:
-    """Remove the :func:`host_dirs` that were not there ``before``, if empty (the kernel
-    refuses to remove a cgroup in use, rmdir a directory with files: another daemon's)."""
+    """Remove the :func:`host_dirs` that were not there ``before``, with the empty
+    directories below them (the containers' cgroups, after a SIGKILLed daemon). Only
+    empty ones: the kernel refuses to remove a cgroup in use, rmdir a directory with
+    files in it."""
     for path in host_dirs():
-        if path not in before:
+        if path in before:
+            continue
+        below = sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                       reverse=True)
+        for directory in [*below, path]:
             with contextlib.suppress(OSError):
-                path.rmdir()
+                directory.rmdir()
 
 
 def clear(root: Path, sid: int | None = None) -> list[str]:
