@@ -23,7 +23,7 @@ __all__ = ["ADVERT_RANGE", "IFNAME_RE", "VipError", "check_vip", "parse_advert_i
 
 #: Linux interface names: at most 15 bytes, no '/', ':', whitespace (dev_valid_name);
 #: stricter here (no quotes, braces or '#'/'!' comments for keepalived.conf).
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
+IFNAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
 #: VRRPv3 advertisement interval (centiseconds on the wire, at most 40.95 s).
 ADVERT_RANGE = (0.05, 40.0)
 
@@ -52,7 +52,7 @@ def parse_vip(key: str, value: Any) -> ipaddress.IPv4Interface:
 
 
 def parse_interface(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not IFNAME_RE.match(value) or value in (".", ".."):
+    if not isinstance(value, str) or not IFNAME_RE.fullmatch(value) or value in (".", ".."):
         raise VipError(f"{key}: not an interface name: {value!r}")
     return value
 
@@ -137,6 +137,6 @@ def check_vip(vip: ipaddress.IPv4Interface | None, interface: str | None,
                        "clients of the floating address would not reach it")
     if str(vip.ip) in peers:
         raise VipError(f"vip_unicast_peers: {vip.ip} is the floating address itself")
-    if not re.match(r"^[A-Za-z0-9_./+=@-]+$", state_dir):
+    if not re.fullmatch(r"[A-Za-z0-9_./+=@-]+", state_dir):
         raise VipError(f"state_dir: {state_dir!r}: with --vip its path goes into "
                        "keepalived.conf; use letters, digits and _./+=@- only")
