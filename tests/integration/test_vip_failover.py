@@ -254,21 +254,26 @@ class Failover:
     recovered: float
     killed: list[int]
     requests: list[Request]
+    #: When the kill began, and when the host was cut off (``ip link`` takes a few ms).
     killed_at: float
+    cut_at: float
 
     def split(self) -> tuple[list[Request], list[Request], list[Request], list[Request]]:
-        """(before the kill, in flight at it, sent after it, failed)."""
-        at = self.killed_at
-        return ([r for r in self.requests if r.ended < at],
-                [r for r in self.requests if r.started < at <= r.ended],
-                [r for r in self.requests if r.started >= at],
+        """(done before the kill, in flight at it, sent after it, failed); a request
+        sent while the cable was being pulled may have reached the host: in flight."""
+        return ([r for r in self.requests if r.ended < self.killed_at],
+                [r for r in self.requests if r.started < self.cut_at
+                 and r.ended >= self.killed_at],
+                [r for r in self.requests if r.started >= self.cut_at],
                 [r for r in self.requests if not r.ok])
 
     def report(self, title: str) -> None:
         before, in_flight, after, failed = self.split()
         gap = [r for r in after if r.started < self.killed_at + self.recovered]
-        print(f"\n{title}: killed {len(self.killed)} processes of the active balancer; the VIP "
-              f"answered from the standby {self.recovered:.2f} s later")
+        cut = (f" (cable pulled in {(self.cut_at - self.killed_at) * 1000:.0f} ms)"
+               if self.cut_at > self.killed_at else "")
+        print(f"\n{title}: killed {len(self.killed)} processes of the active balancer{cut}; "
+              f"the VIP answered from the standby {self.recovered:.2f} s later")
         print(f"  requests: {len(self.requests)} ({len(before)} before the kill, "
               f"{len(in_flight)} in flight at the kill, {len(after)} after); failed: "
               f"{len(failed)} ({sum(not r.ok for r in in_flight)} of those in flight)")
@@ -286,13 +291,14 @@ def kill_active(c: Cluster, active: str, unplug: bool) -> Failover:
         killed_at = time.monotonic()
         if unplug:
             c.lan.unplug(active)  # first: a dead host sends nothing more (no VRRP goodbye)
+        cut_at = time.monotonic() if unplug else killed_at
         killed = c.lan.kill_all(active)
         recovered = first_answer_after(c.vip, killed_at, 10.0)
         assert recovered is not None, "the VIP did not answer within 10 s of the kill"
         # keep the load on the standby a while: nothing may fail after the move
         wait_for(lambda: sum(r.ok and r.started > killed_at + recovered
                              for r in load.requests) >= 300, 30, what="traffic after the move")
-    return Failover(recovered, killed, list(load.requests), killed_at)
+    return Failover(recovered, killed, list(load.requests), killed_at, cut_at)
 
 
 def test_vip_moves_to_the_standby_when_the_active_host_dies(cluster: Cluster) -> None:
