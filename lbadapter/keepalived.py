@@ -274,11 +274,11 @@ class Keepalived:
         refuse to start while that one holds the pid file)."""
         try:
             pid = int(self.pid_file.read_text().split()[0])
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError, IndexError):
             return
-        if not cmdline or Path(cmdline[0].decode(errors="replace")).name != "keepalived" \
-                or str(self.conf).encode() not in cmdline:
+        if comm != Path(self.binary).name[:15] or str(self.conf).encode() not in cmdline:
             return  # a recycled pid, not ours
         log.warning("an earlier keepalived (pid %d) still runs with %s; stopping it",
                     pid, self.conf)
