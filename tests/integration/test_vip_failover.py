@@ -80,7 +80,9 @@ class Cluster:
         self.state_dirs = {ns: state / f"lb{i}" for i, ns in enumerate(self.balancers)}
         self.adapters: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self) -> None:
+    def start(self, unicast: bool = False) -> None:
+        """Start everything; ``unicast``: VRRP to the other balancer's address
+        (``vip_unicast_peers``) instead of multicast."""
         py = sys.executable
         env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         first = self.lan.ip(self.balancers[0])
@@ -94,12 +96,15 @@ class Cluster:
                                            "--tag", "role=backend", "--join", first], env=env)
         for i, ns in enumerate(self.balancers):
             other = self.lan.ip(self.balancers[1 - i])
+            settings = self.group.workdir / f"lb{i}.toml"
+            settings.write_text(f'vip_unicast_peers = ["{other}"]\n' if unicast else "")
             child = self.group.start(f"lb{i}", [
                 *self.lan.exec_prefix(ns), py, "-m", "lbadapter.cli", "run",
                 "--node", f"ha{i}", "--bind", f"{self.lan.ip(ns)}:7946", "--join", other,
                 "--backend-port", str(APP_PORT), "--listen", "0.0.0.0:80",
                 "--stats", "0.0.0.0:1936", "--state-dir", str(self.state_dirs[ns]),
-                "--vip", f"{self.vip}/24", "--vip-interface", "eth0"], env=env)
+                "--vip", f"{self.vip}/24", "--vip-interface", "eth0",
+                "--config", str(settings)], env=env)
             self.adapters[ns] = child.popen
 
     def holders(self) -> list[str]:
@@ -213,7 +218,7 @@ def first_answer_after(host: str, since: float, limit: float) -> float | None:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     why = _why_not()
     if why:
         pytest.skip(why)
@@ -222,7 +227,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     lan = netns.Lan(4)
     try:
         c = Cluster(lan, group, state)
-        c.start()
+        c.start(unicast=request.node.get_closest_marker("unicast") is not None)
         yield c
     finally:
         group.stop_all(grace=15.0)
@@ -322,10 +327,12 @@ def test_vip_moves_to_the_standby_when_the_active_host_dies(cluster: Cluster) ->
     assert not Path(f"/proc/{keepalived_pid}").exists()
 
 
+@pytest.mark.unicast
 def test_vip_moves_when_only_the_processes_die(cluster: Cluster) -> None:
     """The namespace's kernel lives on: it still holds the address (keepalived had no
     time to remove it) and refuses connections until the standby's gratuitous ARPs
-    reach the client. Those refusals are the failures here, all before the move."""
+    reach the client. Those refusals are the failures here, all before the move.
+    This pair speaks VRRP by unicast (``vip_unicast_peers``), the other by multicast."""
     c = cluster
     active, standby = ready(c)
     result = kill_active(c, active, unplug=False)
