@@ -29,6 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from swimlib.agent.runtime import Agent, AgentStatistics
 from swimlib.agent.runtime import open_agent as open_async_agent
+from swimlib.cluster.coordinates import Coordinate
 from swimlib.cluster.effects import QueryReply
 from swimlib.cluster.events import ClusterMember, Event, MemberStatus
 from swimlib.cluster.keys import KeyResult
@@ -77,6 +78,10 @@ class BlockingAgent:
 
     def statistics(self) -> AgentStatistics:
         return self._call_sync(self._agent.statistics)
+
+    def coordinate(self, node: str | None = None) -> Coordinate | None:
+        """``node``'s network coordinate as last heard (ours by default), or None."""
+        return self._call_sync(self._agent.coordinate, node)
 
     def join(self, addrs: Sequence[str], replay: bool = False) -> int:
         return self._call(self._agent.join, addrs, replay)

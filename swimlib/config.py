@@ -111,6 +111,9 @@ class Config:
     query_size_limit: int = field(default=1024, validator=_positive)
     query_response_size_limit: int = field(default=1024, validator=_positive)
     user_event_size_limit: int = field(default=512, validator=_positive)
+    #: Serf's ``DisableCoordinates``: no Vivaldi coordinate in our acks, none
+    #: computed from theirs, and ``get-coordinate`` (``serf rtt``) answers not found.
+    disable_coordinates: bool = False
     #: Cluster label (memberlist >= 0.3): sent before every datagram and stream and
     #: bound into encryption; members with another label (or none) are refused, so
     #: two clusters on one network never merge. "" = no label (memberlist 0.2).

@@ -55,6 +55,7 @@ whose bugs have been fixed stay as switches (nothing avoids them).
 from __future__ import annotations
 
 import functools
+import math
 import struct
 import zlib
 from collections.abc import Callable, Sequence
@@ -703,11 +704,39 @@ def indirect_pings(draw: st.DrawFn, c: Cluster) -> bytes:
     return _msg(MessageType.INDIRECT_PING, struct_map(draw, sorted(fields)))
 
 
+@functools.cache
+def coordinate_numbers() -> st.SearchStrategy[Any]:
+    """Values for a coordinate's float64 fields: the edges of our domain (100 s),
+    overflow, NaN, infinities, subnormals, negatives, integers, nil."""
+    return st.one_of(
+        st.sampled_from([0.0, -0.0, 5e-324, 1e-6, 1e-5, 1.5, 100.0, 100.00000000000001,
+                         -100.0, -100.00000000000001, 1e154, 1e308, -1e308, math.nan,
+                         math.inf, -math.inf, 0, 1, -1, U64, None]),
+        st.floats(-200.0, 200.0, allow_nan=False))
+
+
+@st.composite
+def coordinate_payloads(draw: st.DrawFn) -> bytes:
+    """Serf's ack payload, ``01`` + ``{Adjustment, Error, Height, Vec}``, with hostile
+    values: every field at the edges, too few or too many dimensions, another version."""
+    n = draw(st.sampled_from([8, 8, 8, 8, 0, 1, 7, 9, 64, 65]))
+    vec = [draw(coordinate_numbers()) for _ in range(n)] if n < 9 else [
+        draw(coordinate_numbers())] * n
+    fields = [(b"Adjustment", draw(coordinate_numbers())),
+              (b"Error", draw(coordinate_numbers())),
+              (b"Height", draw(coordinate_numbers())),
+              (b"Vec", vec or None)]
+    version = draw(st.sampled_from([1, 1, 1, 1, 0, 2, 255]))
+    return bytes((version,)) + gopack(struct_map(draw, fields))
+
+
 @_per_cluster
 @st.composite
 def acks(draw: st.DrawFn, c: Cluster) -> bytes:
-    """``02 ackResp``: spoofed acks for guessable sequence numbers, odd payloads."""
-    fields = [(b"Payload", style_raw(draw, draw(payloads(4000)))),
+    """``02 ackResp``: spoofed acks for guessable sequence numbers, odd payloads,
+    hostile Vivaldi coordinates (a spoofed ack for the probe in flight is a sample)."""
+    payload = draw(st.one_of(payloads(4000), coordinate_payloads()))
+    fields = [(b"Payload", style_raw(draw, payload)),
               (b"SeqNo", style_uint(draw, draw(seq_nos())))]
     return _msg(MessageType.ACK, struct_map(draw, fields))
 

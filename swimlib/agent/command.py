@@ -355,6 +355,8 @@ class _Settings:
         s.backend = backend.choose_backend(args.backend)
         if args.disable_compression:
             s.config = s.config.evolve(enable_compression=False)
+        if c.get("disable_coordinates"):
+            s.config = s.config.evolve(disable_coordinates=True)
         return s
 
 

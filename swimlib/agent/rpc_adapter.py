@@ -96,6 +96,9 @@ class AgentRPC:
     def stats(self) -> Mapping[str, Mapping[str, str]]:
         return self.agent.stats()
 
+    def get_coordinate(self, node: str) -> api.Coordinate | None:
+        return self.agent.coordinate(node)
+
     # ------------------------------------------------------------------ keys
 
     async def install_key(self, key: str) -> api.KeyResult:

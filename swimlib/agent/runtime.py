@@ -32,6 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from swimlib.agent.addresses import resolve_join_addresses
 from swimlib.agent.shell import CoreShell
 from swimlib.cluster import events as ev
+from swimlib.cluster.coordinates import Coordinate
 from swimlib.cluster.keys import KeyResult, key_request, tally_key_responses
 from swimlib.cluster.serf import (
     Emit,
@@ -149,6 +150,12 @@ class Agent:
 
     def local_member(self) -> ev.ClusterMember:
         return self.serf.local_member()
+
+    def coordinate(self, node: str | None = None) -> Coordinate | None:
+        """The Vivaldi network coordinate of ``node`` as last heard (ours by default);
+        None when unknown or when coordinates are disabled. Estimate the RTT between
+        two with :func:`swimlib.cluster.coordinates.distance_seconds`."""
+        return self.serf.get_cached_coordinate(self.name if node is None else node)
 
     def member_time(self) -> int:
         """Our Lamport member clock (what the snapshot records)."""
@@ -337,19 +344,23 @@ class Agent:
         count = Counter(m.status_name for m in members)
         statistics = self.statistics()
         drops = statistics.drops
+        serf = {
+            "members": str(len(members)),
+            "failed": str(count["failed"]),
+            "left": str(count["left"]),
+            "health_score": str(self.serf.node.health_score),
+            "member_time": str(self.serf.clock.time()),
+            "event_time": str(self.serf.event_clock.time()),
+            "query_time": str(self.serf.query_clock.time()),
+            "encrypted": str(self.keyring is not None).lower(),
+        }
+        resets = self.serf.coordinate_resets
+        if resets is not None:  # as Serf: only while coordinates are on
+            serf["coordinate_resets"] = str(resets)
         return {
             "agent": {"name": self.name},
             "runtime": {"version": "swimlib", "backend": _backend_name()},
-            "serf": {
-                "members": str(len(members)),
-                "failed": str(count["failed"]),
-                "left": str(count["left"]),
-                "health_score": str(self.serf.node.health_score),
-                "member_time": str(self.serf.clock.time()),
-                "event_time": str(self.serf.event_clock.time()),
-                "query_time": str(self.serf.query_clock.time()),
-                "encrypted": str(self.keyring is not None).lower(),
-            },
+            "serf": serf,
             "tags": self.serf.tags,
             "drops": {k: str(v) for k, v in sorted(drops.items())},
             "internal_errors": {k: str(v) for k, v in

@@ -69,6 +69,7 @@ KEYS: Final[dict[str, Kind]] = {
     "retry_max_attempts": Kind.INT,
     "retry_interval": Kind.DURATION,
     "broadcast_timeout": Kind.DURATION,
+    "disable_coordinates": Kind.BOOL,
     "leave_on_terminate": Kind.BOOL,
     "skip_leave_on_interrupt": Kind.BOOL,
     "statsd_addr": Kind.STRING,
@@ -80,7 +81,6 @@ KEYS: Final[dict[str, Kind]] = {
 
 #: serf's keys not implemented here yet: accepted (type-checked), warned about, ignored.
 NOT_YET: Final[dict[str, Kind]] = {
-    "disable_coordinates": Kind.BOOL,
     "protocol": Kind.INT,
     "discover": Kind.STRING,
     "disable_name_resolution": Kind.BOOL,

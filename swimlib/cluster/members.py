@@ -12,6 +12,7 @@ Follows Serf 0.9.4's ``serf.go``; each departure from it says why.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from swimlib.cluster import domains as dom
 from swimlib.cluster import events as ev
@@ -73,8 +74,11 @@ class SerfMembers:
     """Members by name and by address, the failed and left lists, and intents."""
 
     def __init__(self, name: str, config: Config, clock: LamportClock, *,
-                 stats: Counter[str], effects: list[ClusterEffect], timers: Timers) -> None:
+                 stats: Counter[str], effects: list[ClusterEffect], timers: Timers,
+                 on_erase: Callable[[str], None] | None = None) -> None:
         self.name = name
+        #: Told the name of every member erased (Serf's eraseNode also drops its coordinate).
+        self._on_erase = on_erase
         self.config = config
         self._clock = clock
         self._stats = stats
@@ -377,6 +381,8 @@ class SerfMembers:
             del self.at[(m.addr, m.port)]
         _drop_from(self.failed, name)
         _drop_from(self.left, name)
+        if self._on_erase is not None:
+            self._on_erase(name)
         self._emit(ev.EventType.MEMBER_REAP, m)
 
     def reap(self, now: float) -> None:

@@ -4,7 +4,8 @@ It adds what ``serf agent`` users see: tags (carried in node meta), member
 status with graceful leave (alive -> leaving -> left; failed), Lamport-clocked
 join/leave intents, user events with de-duplication, queries with filters,
 acks and relayed responses, Serf's internal queries, reaping and reconnects,
-and the Serf state carried in push-pull. Behaviour follows Serf 0.9.4's
+the Serf state carried in push-pull, and Vivaldi network coordinates
+(:mod:`.coordinates`) carried in acks. Behaviour follows Serf 0.9.4's
 ``serf.go``/``delegate.go``/``query.go`` (reference/memberlist-wire.md section 11).
 
 Like :class:`~swimlib.membership.node.Node`, it never reads a clock or touches
@@ -31,6 +32,7 @@ from swimlib.cluster import domains as dom
 from swimlib.cluster import events as ev
 from swimlib.cluster.catch_up import CATCH_UP_GOSSIP_ROUNDS, CatchUp
 from swimlib.cluster.clocks import LamportClock, SerfClocks, is_implausible, ltime_problem
+from swimlib.cluster.coordinates import Coordinate, CoordinateClient
 from swimlib.cluster.effects import (
     ClusterEffect,
     Emit,
@@ -49,7 +51,7 @@ from swimlib.membership.broadcasts import BroadcastQueue, retransmit_limit
 from swimlib.membership.node import Node
 from swimlib.membership.rows import RowCache
 from swimlib.membership.timers import Timers
-from swimlib.membership.types import Address, JoinFinished, NodeEvent
+from swimlib.membership.types import Address, JoinFinished, NodeEvent, PingCompleted
 from swimlib.wire import serf as sw
 
 if TYPE_CHECKING:  # cryptography is imported only when encryption is on
@@ -96,8 +98,15 @@ class Serf:
         shared: dict[str, Any] = {"stats": self.stats, "effects": self._effects}
 
         self._clocks = SerfClocks()
+        #: Our Vivaldi coordinate (None: ``disable_coordinates``), the last one each
+        #: member sent us (keys are members: erased with them), and our ack payload.
+        self._coords: CoordinateClient | None = None
+        if not config.disable_coordinates:
+            self._coords = CoordinateClient(_coordinate_rng(rng))
+        self._coord_cache: dict[str, Coordinate] = {}
+        self._ack_payload: bytes | None = None
         self._members = SerfMembers(name, config, self._clocks.member, timers=self._timers,
-                                    **shared)
+                                    on_erase=self._forget_coordinate, **shared)
         self._events = UserEvents(config, self._clocks, **shared)
         self._queries = Queries(name, config, rng, self._clocks, self._members,
                                 self._send_user, lambda: self._tags, lambda: self.node.keyring,
@@ -231,6 +240,24 @@ class Serf:
         """Serf's gossip queues by Serf's names for them (its ``serf.queue.*`` metrics)."""
         return {"Intent": len(self._members.intents), "Event": len(self._events.queue),
                 "Query": len(self._queries.queue)}
+
+    def get_coordinate(self) -> Coordinate | None:
+        """Our network coordinate (Serf's GetCoordinate); None when disabled."""
+        return None if self._coords is None else self._coords.coordinate
+
+    def get_cached_coordinate(self, name: str) -> Coordinate | None:
+        """The last coordinate ``name`` sent us, ours for our own name (Serf's
+        GetCachedCoordinate); None if unknown or disabled."""
+        if self._coords is None:
+            return None
+        if name == self.name:
+            return self._coords.coordinate
+        return self._coord_cache.get(name)
+
+    @property
+    def coordinate_resets(self) -> int | None:
+        """Times our coordinate went invalid and restarted (``coordinate_resets``)."""
+        return None if self._coords is None else self._coords.resets
 
     # ================================================================== commands
 
@@ -463,7 +490,45 @@ class Serf:
         return self._events.merge(pp.events, ignore_old, trusted, now)
 
     def ack_payload(self) -> bytes:
-        return b""
+        """Our coordinate for the acks we send (Serf's AckPayload), encoded once per change."""
+        if self._coords is None:
+            return b""
+        if self._ack_payload is None:
+            self._ack_payload = sw.encode_ping_payload(self._coords.coordinate)
+        return self._ack_payload
+
+    # ================================================================== coordinates
+
+    def _on_ping_complete(self, effect: PingCompleted) -> None:
+        """A direct ack to our probe (Serf's NotifyPingComplete): learn from its coordinate.
+
+        Refused input is counted (``drop.serf.coordinate_*``) and changes nothing.
+        """
+        coords = self._coords
+        if coords is None or not effect.payload:  # a plain memberlist peer sends none
+            return
+        try:
+            other = sw.decode_ping_payload(effect.payload)
+        except DecodeError as exc:
+            self.stats["drop.serf.coordinate_" + exc.reason] += 1
+            return
+        if effect.node == self.name or self._members.get(effect.node) is None:
+            # Only members get an entry (and lose it when reaped): the cache stays bounded.
+            self.stats["drop.serf.coordinate_not_member"] += 1
+            return
+        problem = coords.update(effect.node, other, effect.rtt)
+        if problem is not None:
+            self.stats["drop.serf." + problem] += 1
+            return
+        self.stats["coordinate.updates"] += 1
+        self._coord_cache[effect.node] = other
+        self._ack_payload = None
+
+    def _forget_coordinate(self, name: str) -> None:
+        """A member was erased (reaped or pruned): forget its coordinate and samples."""
+        self._coord_cache.pop(name, None)
+        if self._coords is not None:
+            self._coords.forget(name)
 
     # ================================================================== memberlist events
 
@@ -474,6 +539,8 @@ class Serf:
                 if self._report_node_events:
                     self._effects.append(effect)
                 self._members.on_node_event(effect, now)
+            elif isinstance(effect, PingCompleted):
+                self._on_ping_complete(effect)
             elif isinstance(effect, JoinFinished):
                 self._on_join_finished(effect, now)
                 self._effects.append(effect)
@@ -511,3 +578,19 @@ class Serf:
             self._effects.append(LeaveFinished())
         elif poll is not None:
             self._timers.schedule(poll, self._advance_leave)
+
+
+def _coordinate_rng(rng: random.Random) -> random.Random:
+    """The stream Vivaldi draws its random directions from: a copy of ``rng``'s state.
+
+    A copy, not ``rng`` itself, so turning coordinates on or off leaves every
+    other random choice of the node as it was (the simulator's traces show
+    it); still fully determined by the injected generator.
+    """
+    try:
+        state = rng.getstate()
+    except NotImplementedError:  # random.SystemRandom has no state to copy
+        return rng
+    copy = random.Random(0)
+    copy.setstate(state)
+    return copy

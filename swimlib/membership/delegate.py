@@ -5,8 +5,10 @@ gossip, the user state we send in push-pull, the ack payload. Each is a
 question the node asks while it builds what it sends, answered from the
 layer's state. What it *receives* for the layer -- user messages, the user
 part of a push-pull -- it hands up as data (:meth:`Node.receive_packet`,
-:meth:`Node.receive_stream`, :meth:`Node.receive_stream_reply`), so it never
-calls into the layer while handling its input. All calls are
+:meth:`Node.receive_stream`, :meth:`Node.receive_stream_reply`) and, for
+memberlist's ping delegate, as a :class:`~.types.PingCompleted` effect (the
+RTT and ack payload of a direct ack to our probe), so it never calls into the
+layer while handling its input. All calls are
 synchronous and pure with respect to I/O (sans-IO).
 """
 

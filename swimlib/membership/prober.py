@@ -7,6 +7,12 @@ tries the stream path; at the end of the probe interval without an ack, the
 target is suspected. The interval stretches with our local health
 (Lifeguard's awareness). As a helper, :class:`Prober` pings targets for
 others and relays their acks (or a nack when none comes).
+
+An ack to our own probe that arrives before ``probe_timeout`` is a measured
+round trip: with a delegate above us, it is handed up as a
+:class:`~.types.PingCompleted` effect with the ack's payload, exactly when
+memberlist calls ``NotifyPingComplete`` (``probeNode``'s first wait). Acks
+relayed by helpers, late acks and TCP pings are not measurements.
 """
 
 from __future__ import annotations
@@ -24,7 +30,13 @@ from swimlib.membership.sync import StreamPurpose, Sync
 from swimlib.membership.table import MemberTable, Verdict
 from swimlib.membership.timers import TimerEntry, Timers
 from swimlib.membership.timings import Timings
-from swimlib.membership.types import Address, Effect, MemberState, SuspicionRaised
+from swimlib.membership.types import (
+    Address,
+    Effect,
+    MemberState,
+    PingCompleted,
+    SuspicionRaised,
+)
 from swimlib.wire import codec
 from swimlib.wire.messages import Ack, Alive, IndirectPing, Nack, Ping, Suspect
 
@@ -40,11 +52,12 @@ class _Probe:
     """The probe in flight (memberlist runs at most one at a time)."""
 
     __slots__ = ("addr", "deadline", "expected_nacks", "helpers", "incarnation", "indirect_sent",
-                 "nacks", "seq", "started", "target", "tcp_ok", "tcp_pending", "unreachable")
+                 "nacks", "sent", "seq", "target", "tcp_ok", "tcp_pending", "unreachable")
 
-    def __init__(self, seq: int, target: NodeState, started: float, deadline: float) -> None:
+    def __init__(self, seq: int, target: NodeState, sent: float, deadline: float) -> None:
         self.seq = seq
-        self.started = started
+        #: When the ping went out (memberlist's ``sent``, the RTT's start).
+        self.sent = sent
         self.target = target.name
         self.incarnation = target.incarnation
         self.addr = (target.addr, target.port)
@@ -234,7 +247,7 @@ class Prober:
     def _finish_probe(self, awareness_delta: int, now: float) -> None:
         probe = self._probe
         if probe is not None:
-            self._timings.probe.add(now, probe.started)
+            self._timings.probe.add(now, probe.sent)
         self._probe = None
         if self._lifeguard:
             self._awareness.apply_delta(awareness_delta)
@@ -339,6 +352,12 @@ class Prober:
                 target = self._table.get(handler.target)
                 if target is not None and (target.addr, target.port) == source:
                     self._table.set_heard(target, True)
+            rtt = now - handler.sent
+            if (self._delegate is not None and not handler.indirect_sent
+                    and rtt <= self.config.probe_timeout):
+                # memberlist reports any ack with the probe's SeqNo in this window,
+                # whoever sent it; the layer above judges the payload.
+                self._effects.append(PingCompleted(handler.target, rtt, msg.payload))
             self._finish_probe(-1, now)
 
     # ------------------------------------------------------------------ moved members

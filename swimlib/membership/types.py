@@ -102,6 +102,18 @@ class Refuted:
 
 
 @record
+class PingCompleted:
+    """Our probe of ``node`` was answered directly, before the probe timeout
+    (memberlist's ``NotifyPingComplete``): ``rtt`` seconds from our ping to the
+    ack, and the ack's ``payload`` (Serf's coordinate; may be empty). Only a
+    node with a delegate reports it; the layer above consumes it."""
+
+    node: str
+    rtt: float
+    payload: bytes = b""
+
+
+@record
 class JoinFinished:
     """A join attempt ended: how many addresses answered, and the failures."""
 
@@ -113,5 +125,5 @@ class JoinFinished:
 
 Effect = (
     SendPacket | OpenStream | NodeEvent | SuspicionRaised | DeathDeclared | Refuted
-    | JoinFinished
+    | JoinFinished | PingCompleted
 )

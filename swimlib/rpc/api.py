@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from swimlib.cluster.coordinates import Coordinate
 from swimlib.cluster.effects import QueryReply
 from swimlib.cluster.events import ClusterMember, Event, QueryEvent
 from swimlib.cluster.keys import KeyResult
@@ -22,6 +23,7 @@ from swimlib.records import record
 __all__ = [
     "LOG_LEVELS",
     "AgentAPI",
+    "Coordinate",
     "KeyQueryError",
     "KeyResult",
     "LogLine",
@@ -116,6 +118,11 @@ class AgentAPI(Protocol):
 
     def stats(self) -> Mapping[str, Mapping[str, str]]:
         """``serf info`` sections: agent, runtime, serf, tags, event_handlers."""
+        ...
+
+    def get_coordinate(self, node: str) -> Coordinate | None:
+        """The network coordinate last heard from ``node`` (ours for our own name), or
+        None: unknown, or coordinates are disabled (Serf's GetCachedCoordinate)."""
         ...
 
     async def install_key(self, key: str) -> KeyResult:

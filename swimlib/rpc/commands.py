@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final
 
+from swimlib.cluster.coordinates import Coordinate, distance_seconds
 from swimlib.errors import RPCError
 from swimlib.rpc import protocol as p
 from swimlib.rpc.client import DEFAULT_RPC_ADDR, RPCClient
 from swimlib.rpc.goflags import BoolFlag, go_flag, parse_go_duration
-from swimlib.rpc.output import GoStruct, columnize, go_json, go_repr, stats_text
+from swimlib.rpc.output import GoStruct, columnize, go_json, go_quote, go_repr, stats_text
 
 __all__ = ["BOOL_FLAGS", "register"]
 
@@ -421,6 +422,39 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rtt(args: argparse.Namespace) -> int:
+    """``serf rtt``: the distance between two nodes' coordinates, as the agent caches them."""
+    nodes = list(args.nodes)
+    if len(nodes) not in (1, 2):
+        err("One or two node names must be specified")
+        err("")
+        err(args.parser.format_help().rstrip())
+        return 1
+    coords: list[Coordinate] = []
+    with connect(args) as client:
+        if len(nodes) == 1:
+            try:
+                stats = client.stats()
+            except RPCError as exc:
+                raise CommandFailed(f"Error querying agent: {exc}") from None
+            nodes.append(stats.get("agent", {}).get("name", ""))
+        for node in nodes:
+            try:
+                coord = client.get_coordinate(node)
+            except RPCError as exc:
+                raise CommandFailed(f"Error getting coordinates: {exc}") from None
+            if coord is None:
+                raise CommandFailed(f"Could not find a coordinate for node {go_quote(node)}")
+            coords.append(Coordinate(tuple(coord.vec), coord.error, coord.adjustment,
+                                     coord.height))
+    try:
+        dist = distance_seconds(coords[0], coords[1])
+    except ValueError as exc:  # an agent that mixes dimensions (serf's CLI panics)
+        raise CommandFailed(f"Error getting coordinates: {exc}") from None
+    out(f"Estimated {nodes[0]} <-> {nodes[1]} rtt: {dist * 1000.0:.3f} ms")
+    return 0
+
+
 # -- registration -----------------------------------------------------------------------
 
 
@@ -506,6 +540,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     reach = add("reachability", cmd_reachability, "check that every live member answers")
     reach.add_argument(*go_flag("verbose"), action="store_true")
+
+    rtt = add("rtt", cmd_rtt, "estimate the round trip time between two nodes from their "
+              "network coordinates (the second defaults to the agent's own node)")
+    rtt.add_argument("nodes", nargs="*", metavar="NODE", help="node names as `members` shows")
+    rtt.usage = "%(prog)s [--rpc-addr HOST:PORT] [--rpc-auth TOKEN] NODE [NODE]"
 
 
 def run(func: Handler, args: argparse.Namespace) -> int:

@@ -103,7 +103,7 @@ def _json(value: Any, indent: str, depth: int) -> str:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-def _go_quote(text: str) -> str:
+def go_quote(text: str) -> str:
     """``strconv.Quote`` for the printable-ASCII-and-common-escapes cases."""
     out = ['"']
     for ch in text:
@@ -143,7 +143,7 @@ def go_repr(value: Any, top: bool = True) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
-        return _go_quote(value)
+        return go_quote(value)
     if isinstance(value, bytes):  # fmt names the type []uint8 once nested
         return ("[]byte{" if top else "[]uint8{") + ", ".join(hex(b) for b in value) + "}"
     if isinstance(value, Mapping):

@@ -420,10 +420,19 @@ class _Session:
         await self._send(seq, "", stats)
 
     async def _get_coordinate(self, seq: int) -> None:
-        # Coordinates are not implemented: answer Ok=false, which ``serf rtt``
-        # reports as "Could not find a coordinate for node".
-        await self._body(p.CoordinateRequest)
-        await self._send(seq, "", p.CoordinateResponse())
+        # Serf's handleGetCoordinate: the cached coordinate, or Ok=false with a zero
+        # one (``serf rtt`` then says "Could not find a coordinate for node").
+        req: p.CoordinateRequest = await self._body(p.CoordinateRequest)
+        try:
+            coord = self.agent.get_coordinate(req.node)
+        except Exception as exc:
+            await self._send(seq, _err(exc), p.CoordinateResponse())
+            return
+        if coord is None:
+            await self._send(seq, "", p.CoordinateResponse())
+            return
+        await self._send(seq, "", p.CoordinateResponse(
+            p.Coordinate(list(coord.vec), coord.error, coord.adjustment, coord.height), True))
 
     # -- keyring -----------------------------------------------------------------------
 

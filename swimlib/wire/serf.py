@@ -12,7 +12,8 @@ missing or unknown keys, and raises only :class:`~swimlib.errors.DecodeError`.
 What crashes Go Serf is refused both ways (an empty query filter).
 
 Node tags travel in memberlist's alive ``Meta``: :func:`encode_tags` /
-:func:`decode_tags`.
+:func:`decode_tags`. Serf's Vivaldi coordinate travels in memberlist's ack
+payload: :func:`encode_ping_payload` / :func:`decode_ping_payload`.
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ TAG_MAGIC = 0xFF
 INTERNAL_QUERY_PREFIX = "_serf_"
 #: Serf's event/query dedup rings (and the push-pull ``Events`` length).
 EVENT_BUFFER_SIZE = 512
+#: First byte of Serf's ack payload (``PingVersion``); a coordinate follows.
+PING_VERSION = 1
+#: Most dimensions a received coordinate may have (Serf's have 8); longer is a DecodeError.
+MAX_COORDINATE_DIMENSIONS = 64
 
 
 # --------------------------------------------------------------------------- messages
@@ -266,6 +271,22 @@ class Relay:
     dest_name: str
     message: bytes
     dest_zone: str = ""
+
+
+@record
+class Coordinate:
+    """Serf's Vivaldi network coordinate (``coordinate.Coordinate``); seconds.
+
+    ``vec`` is the Euclidean part, ``height`` the access-link offset,
+    ``adjustment`` the non-Euclidean correction and ``error`` the
+    (dimensionless) confidence. The math lives in
+    :mod:`swimlib.cluster.coordinates`; this is only the value on the wire.
+    """
+
+    vec: tuple[float, ...]
+    error: float
+    adjustment: float = 0.0
+    height: float = 0.0
 
 
 SerfMessage = (JoinIntent | LeaveIntent | SerfPushPull | UserEvent | Query | QueryResponse
@@ -562,6 +583,54 @@ def decode_serf(data: bytes) -> SerfMessage:
     if decoder is None:
         raise DecodeError("serf-type", f"unknown Serf message type {kind}")
     return decoder(unpack_one(data[1:]))
+
+
+# --------------------------------------------------------------------------- coordinates
+
+
+def encode_ping_payload(coord: Coordinate) -> bytes:
+    """Serf's ack payload: ``01`` + ``{Adjustment, Error, Height, Vec}`` (float64s, keys
+    sorted as Go writes them). A fresh node's is 130 bytes."""
+    return bytes((PING_VERSION,)) + pack({
+        "Adjustment": float(coord.adjustment),
+        "Error": float(coord.error),
+        "Height": float(coord.height),
+        "Vec": [float(x) for x in coord.vec] or None,
+    })
+
+
+def _coordinate_float(v: Any, what: str) -> float:
+    """A Go ``float64`` field: a msgpack float, or an integer (Go converts), nil as 0."""
+    if v is None:
+        return 0.0
+    if type(v) is float:
+        return v
+    if type(v) is int:
+        return float(v)
+    raise DecodeError("schema", f"{what} is not a number")
+
+
+def decode_coordinate(obj: Any) -> Coordinate:
+    """A decoded msgpack ``coordinate.Coordinate`` map. Only its shape is checked here:
+    NaN, infinities or a wrong dimension are the coordinate client's to refuse."""
+    m = as_map(obj, "coordinate")
+    vec = get_list(m, b"Vec")
+    if len(vec) > MAX_COORDINATE_DIMENSIONS:
+        raise DecodeError("schema", f"coordinate has {len(vec)} dimensions")
+    return Coordinate(tuple(_coordinate_float(x, "Vec") for x in vec),
+                      _coordinate_float(m.get(b"Error"), "Error"),
+                      _coordinate_float(m.get(b"Adjustment"), "Adjustment"),
+                      _coordinate_float(m.get(b"Height"), "Height"))
+
+
+def decode_ping_payload(data: bytes) -> Coordinate:
+    """The coordinate in a Serf ack payload (``01`` + msgpack; trailing bytes ignored, as
+    Go does). DecodeError reasons: ``empty``, ``ping_version``, ``msgpack``, ``schema``."""
+    if not data:
+        raise DecodeError("empty", "empty ack payload")
+    if data[0] != PING_VERSION:
+        raise DecodeError("ping_version", f"unsupported ping version {data[0]}")
+    return decode_coordinate(unpack_one(data[1:]))
 
 
 # --------------------------------------------------------------------------- tags

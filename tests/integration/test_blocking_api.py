@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
+import time
 from contextlib import ExitStack
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 import swimlib
 from swimlib import Config, MemberStatus
 from swimlib.blocking import open_agent
+from swimlib.cluster.coordinates import distance_seconds
 
 LOCAL = Config.local()
 
@@ -53,6 +55,15 @@ def test_two_blocking_agents_gossip_query_and_leave(backend: str) -> None:
         assert [(r.from_node, r.payload) for r in replies if r.kind == "response"] == [
             ("b", b"pong")]
         assert a.statistics().counters["udp.sent"] > 0
+        # Network coordinates: ours at once, b's once a has probed b directly.
+        for _ in range(200):
+            if a.coordinate("b") is not None:
+                break
+            time.sleep(0.05)
+        mine, theirs = a.coordinate(), a.coordinate("b")
+        assert mine is not None and theirs is not None
+        assert 0.0 < distance_seconds(mine, theirs) < 0.1
+        assert a.coordinate("nobody") is None
 
         b.leave()
         assert a.wait_member("b", MemberStatus.LEFT, timeout=10).name == "b"

@@ -191,8 +191,11 @@ async def test_force_leave_keys_reachability_rtt():
         proc = await serf(addr, "reachability")
         assert lines(proc) == ["Total members: 2, live members: 2", "Starting reachability test...",
                                "Successfully contacted all live nodes"]
+        # The FakeAgent's coordinates are two serf agents' own: serf said 0.569 ms then.
         proc = await serf(addr, "rtt", "n1")
-        assert (proc.returncode, proc.stdout) == (1, b'Could not find a coordinate for node "n1"\n')
+        assert (proc.returncode, proc.stdout) == (0, b"Estimated n1 <-> n0 rtt: 0.569 ms\n")
+        proc = await serf(addr, "rtt", "n1", "n2")
+        assert (proc.returncode, proc.stdout) == (1, b'Could not find a coordinate for node "n2"\n')
 
 
 async def test_monitor():

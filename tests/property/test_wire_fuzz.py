@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import random
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from swimlib.cluster.coordinates import CoordinateClient, coordinate_problem, new_coordinate
 from swimlib.errors import DecodeError
 from swimlib.wire import codec, crypto, lzw, serf
 from swimlib.wire.crypto import Keyring
@@ -230,6 +232,31 @@ def test_decode_serf(data: bytes) -> None:
 @given(hostile(TAGS_CORPUS + SERF_CORPUS[:3]))
 def test_decode_tags(data: bytes) -> None:
     only_decode_errors(serf.decode_tags, data)
+
+
+PING_CORPUS = [
+    serf.encode_ping_payload(new_coordinate()),
+    serf.encode_ping_payload(serf.Coordinate((1e-4, -2e-5, 0.0, 3.5, -1e300, 0.0, 7.0, -0.5),
+                                             1.2, -3e-5, 2e-4)),
+    b"\x01" + codec.pack({"Error": 1, "Vec": [0, 1, None]}),
+]
+
+
+@FUZZ
+@given(hostile(PING_CORPUS))
+def test_decode_ping_payload_and_update(data: bytes) -> None:
+    """An ack payload decodes or is refused; a decoded one updates us or is refused,
+    and our coordinate stays in its domain either way."""
+    coord = only_decode_errors(serf.decode_ping_payload, data)
+    if coord is None:
+        return
+    again = serf.encode_ping_payload(coord)
+    assert serf.encode_ping_payload(serf.decode_ping_payload(again)) == again
+    client = CoordinateClient(random.Random(0))
+    assert client.update("peer", coord, 0.002) in (None, "coordinate_dimension",
+                                                    "coordinate_invalid", "coordinate_domain",
+                                                    "coordinate_diverged")
+    assert coordinate_problem(client.coordinate) is None
 
 
 @FUZZ

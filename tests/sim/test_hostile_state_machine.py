@@ -9,13 +9,14 @@ in response, or arm the attacker's own host (:class:`Attacker`, at an address
 the hostile messages announce fake members at) with hostile *replies* to the
 push-pulls the cluster opens to it -- with the passage of time and normal
 operations (user events, queries, tag changes, a member stopping and
-restarting).
+restarting). A member may also start acking with a hostile Vivaldi coordinate.
 
 Checked after every step: no exception escapes the core (an exception out of
 ``handle_packet``/``handle_stream``/``tick`` is a bug, so it simply fails the
 step), no handler stalls (a rule taking more than ``MAX_STEP_WALL_S`` of wall
 time), a stream is answered with bytes a peer can decode, and no live node
-sees itself dead. At the end of every example, injection stops and the
+sees itself dead, and every node's own coordinate stays in its domain
+(finite, within 100 s). At the end of every example, injection stops and the
 cluster gets a bounded amount of simulated time; then
 
 * every live node is alive, at its own address, in every live view,
@@ -63,6 +64,7 @@ from simulations import faults
 from simulations.engine import LEAVING, Simulation
 from simulations.scenarios import Options, Run
 from simulations.serfnode import SerfNode
+from swimlib.cluster.coordinates import coordinate_problem
 from swimlib.cluster.events import QueryEvent, UserEvent
 from swimlib.cluster.serf import Emit, QueryReply, Serf
 from swimlib.config import Config
@@ -295,6 +297,16 @@ class HostileMachine(RuleBasedStateMachine):
         note(f"attacker armed: {hostile.describe_stream(reply)}")
         self.attacker.replies.append(reply)
 
+    @rule(data=st.data(), by=st.integers(min_value=0, max_value=N - 1))
+    def hostile_coordinates(self, data: st.DataObject, by: int) -> None:
+        """From now on a member's acks carry a hostile Vivaldi coordinate (a broken or
+        hostile Serf peer): whoever probes it must drop it or stay in its domain."""
+        running = self._running()
+        i = running[by % len(running)]
+        payload = data.draw(hostile.coordinate_payloads(), label="ack payload")
+        note(f"{self.names[i]} acks with coordinate payload {payload.hex()}")
+        _serf(self.sim, i).ack_payload = lambda: payload  # type: ignore[method-assign]
+
     # -- time and normal operations ----------------------------------------------------
 
     @rule(dt=st.floats(min_value=0.05, max_value=8.0))
@@ -365,6 +377,15 @@ class HostileMachine(RuleBasedStateMachine):
         for i in self._live():
             state = _serf(self.sim, i).node.state_of(self.names[i])
             assert state in (MemberState.ALIVE, MemberState.SUSPECT), (self.names[i], state)
+
+    @invariant()
+    def coordinates_stay_in_their_domain(self) -> None:
+        """Hostile coordinates in spoofed acks never poison a node's own coordinate."""
+        if not hasattr(self, "sim"):
+            return
+        for i in self._running():
+            coord = _serf(self.sim, i).get_coordinate()
+            assert coord is not None and coordinate_problem(coord) is None, (self.names[i], coord)
 
     # -- at the end ----------------------------------------------------------------------
 
@@ -448,6 +469,8 @@ class HostileMachine(RuleBasedStateMachine):
             return
         sim = self.sim
         self.attacker.replies.clear()  # injection stops: the attacker goes quiet too
+        for i in range(N):  # and members ack with their own coordinates again
+            vars(_serf(sim, i)).pop("ack_payload", None)
         # Let graceful leaves finish, then bring every stopped node back (but
         # one that left, while that is HAZARD_LEAVE_RESTART: it stays gone, and
         # the checks below hold for the others).

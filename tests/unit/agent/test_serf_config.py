@@ -119,6 +119,17 @@ def test_files_reach_the_agent_and_the_command_line_wins(tmp_path: Path) -> None
     assert s.keyring is not None
 
 
+def test_disable_coordinates_reaches_the_config(tmp_path: Path) -> None:
+    assert not _settings("-node=a").config.disable_coordinates
+    f = _write(tmp_path / "c.json", {"disable_coordinates": True})
+    warnings: list[str] = []
+    assert sc.read_paths([str(f)], warn=warnings.append) == {"disable_coordinates": True}
+    assert warnings == []
+    assert _settings(f"-config-file={f}", "-node=a").config.disable_coordinates
+    with pytest.raises(ConfigError, match="disable_coordinates: expected a boolean"):
+        sc.read_paths([str(_write(tmp_path / "d.json", {"disable_coordinates": "yes"}))])
+
+
 def test_values_the_agent_refuses_are_errors_after_the_merge(tmp_path: Path) -> None:
     for content, message in (({"profile": "moon"}, "Unknown profile: moon"),
                              ({"log_level": "LOUD"}, "Invalid log level: LOUD"),

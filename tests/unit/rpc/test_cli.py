@@ -275,6 +275,42 @@ async def test_reachability(capsys):
         assert agent.calls[-1][:2] == ("query", "_serf_ping")
 
 
+async def test_rtt_as_serf_prints_it(capsys):
+    async with served() as (agent, addr):
+        # One name: the second is the agent's own (n0), from `stats`.
+        assert await cli("rtt", "--rpc-addr", addr, "n1") == 0
+        assert capsys.readouterr().out == "Estimated n1 <-> n0 rtt: 0.569 ms\n"
+        assert agent.calls[-3:] == [("stats",), ("get_coordinate", "n1"),
+                                    ("get_coordinate", "n0")]
+        assert await cli("rtt", f"-rpc-addr={addr}", "n0", "n1") == 0
+        assert capsys.readouterr().out == "Estimated n0 <-> n1 rtt: 0.569 ms\n"
+        assert await cli("rtt", "--rpc-addr", addr, "n0", "n0") == 0
+        assert capsys.readouterr().out == "Estimated n0 <-> n0 rtt: 0.310 ms\n"
+
+
+async def test_rtt_failures(capsys):
+    async with served() as (agent, addr):
+        assert await cli("rtt", "--rpc-addr", addr, "n1", "n2") == 1
+        assert capsys.readouterr().err == 'Could not find a coordinate for node "n2"\n'
+        assert await cli("rtt", "--rpc-addr", addr, 'we"ird') == 1
+        assert capsys.readouterr().err == 'Could not find a coordinate for node "we\\"ird"\n'
+        for argv in ((), ("a", "b", "c")):
+            assert await cli("rtt", "--rpc-addr", addr, *argv) == 1
+            err = capsys.readouterr().err
+            assert err.startswith("One or two node names must be specified\n\nusage: swimlib rtt")
+        agent.fail["get_coordinate"] = "boom"
+        assert await cli("rtt", "--rpc-addr", addr, "n1") == 1
+        assert capsys.readouterr().err == "Error getting coordinates: boom\n"
+        agent.fail["stats"] = "down"
+        assert await cli("rtt", "--rpc-addr", addr, "n1") == 1
+        assert capsys.readouterr().err == "Error querying agent: down\n"
+        agent.coordinates["n2"] = agent.coordinates["n0"].__class__((0.0,) * 3, 1.5)
+        del agent.fail["get_coordinate"]
+        assert await cli("rtt", "--rpc-addr", addr, "n1", "n2") == 1
+        assert capsys.readouterr().err == (
+            "Error getting coordinates: coordinate dimensionality does not match\n")
+
+
 async def test_monitor_streams_until_the_agent_goes_away(capsys):
     agent = FakeAgent()
     agent.log("INFO", "agent: Serf agent starting")
@@ -393,7 +429,9 @@ async def test_client_api_directly():
                 names = [m.name for m in client.members()]
                 num = client.join(["10.0.0.9"])
                 stats = client.stats()
-                assert client.get_coordinate("n0") is None
+                assert client.get_coordinate("n2") is None
+                coord = client.get_coordinate("n0")
+                assert coord is not None and len(coord.vec) == 8 and coord.error > 0
                 seq = client.start_stream("user")
                 client.user_event("hello", b"payload", coalesce=False)
                 got_seq, rec = client.next_record(timeout=5)

@@ -247,13 +247,47 @@ async def test_agent_failures_become_error_strings():
         assert await raw.reply("members", 3, has_body=True) == ("boom", {"Members": []})
 
 
+#: serf agent 0.8.2's reply to get-coordinate (Seq 1) for a node it knows, captured
+#: live: header, then {Coord: {Adjustment, Error, Height, Vec[8]}, Ok: true}.
+LIVE_COORDINATE_REPLY = bytes.fromhex(
+    "82a54572726f72a0a35365710182a5436f6f726484aa41646a7573746d656e74cb3f0d4b106b0d8823a545"
+    "72726f72cb3ff3433ca804c360a6486569676874cb3f1a06833c52df75a356656398cbbf2370de779129ac"
+    "cbbf21d8ff15933f89cbbf16443b91c6f794cb3f17fc1b00ca7370cb3f200c18bab3ab20cb3ef849c7dcdb"
+    "d8abcbbf21210ba9a61f51cbbf1cf5c83a2bcd02a24f6bc3")
+#: ... and for a node it does not know: a zero coordinate, nil Vec, Ok false.
+LIVE_NO_COORDINATE_REPLY = bytes.fromhex(
+    "82a54572726f72a0a35365710182a5436f6f726484aa41646a7573746d656e74cb0000000000000000a5"
+    "4572726f72cb0000000000000000a6486569676874cb0000000000000000a3566563c0a24f6bc2")
+
+
 async def test_stats_and_coordinate():
-    async with session() as (_agent, raw):
+    async with session() as (agent, raw):
         error, body = await raw.reply("stats", 1, has_body=True)
         assert error == "" and body["agent"] == {"name": "n0"}
-        error, body = await raw.reply("get-coordinate", 2, {"Node": "n1"}, has_body=True)
+        assert body["serf"]["coordinate_resets"] == "0"
+        error, body = await raw.reply("get-coordinate", 2, {"Node": "n2"}, has_body=True)
         assert error == "" and body["Ok"] is False
         assert body["Coord"] == {"Adjustment": 0.0, "Error": 0.0, "Height": 0.0, "Vec": None}
+        error, body = await raw.reply("get-coordinate", 3, {"Node": "n1"}, has_body=True)
+        n1 = agent.coordinates["n1"]
+        assert error == "" and body["Ok"] is True
+        assert body["Coord"] == {"Adjustment": n1.adjustment, "Error": n1.error,
+                                 "Height": n1.height, "Vec": list(n1.vec)}
+        agent.fail["get_coordinate"] = "boom"
+        error, body = await raw.reply("get-coordinate", 4, {"Node": "n1"}, has_body=True)
+        assert error == "boom" and body["Ok"] is False
+
+
+@pytest.mark.parametrize(("node", "expected"), [("n0", LIVE_COORDINATE_REPLY),
+                                                ("n2", LIVE_NO_COORDINATE_REPLY)])
+async def test_get_coordinate_bytes_equal_serfs(node, expected):
+    async with session() as (_agent, raw):
+        await raw.request("get-coordinate", 1, {"Node": node})
+        got = b""
+        with anyio.fail_after(5):
+            while len(got) < len(expected):
+                got += await raw.stream.receive(65536)
+        assert got == expected
 
 
 async def test_key_operations():

@@ -194,3 +194,43 @@ def test_refusals(data: bytes, why: str) -> None:
 def test_encoder_refusals(msg: serf.SerfMessage) -> None:
     with pytest.raises(ValueError):
         serf.encode_serf(msg)
+
+
+# --------------------------------------------------------------------------- coordinates
+
+#: The ack payload of a ``serf agent`` (0.8.2) that had just started: the origin,
+#: error 1.5, height 10e-6. Live capture.
+FRESH_SERF_ACK_PAYLOAD = bytes.fromhex(
+    "0184aa41646a7573746d656e74cb0000000000000000a54572726f72cb3ff8000000000000a648656967"
+    "6874cb3ee4f8b588e368f1a356656398" + "cb0000000000000000" * 8)
+
+
+def test_fresh_coordinate_is_serfs_byte_for_byte() -> None:
+    from swimlib.cluster.coordinates import new_coordinate
+
+    assert serf.encode_ping_payload(new_coordinate()) == FRESH_SERF_ACK_PAYLOAD
+    assert serf.decode_ping_payload(FRESH_SERF_ACK_PAYLOAD) == new_coordinate()
+    assert len(FRESH_SERF_ACK_PAYLOAD) == 130
+
+
+def test_coordinate_decoding_is_lenient_like_go() -> None:
+    # Missing keys are zero, unknown keys skipped, integers and nil taken as numbers.
+    data = b"\x01" + pack({"Vec": [1, None, 2.5], "Extra": b"x", "Height": 3})
+    assert serf.decode_ping_payload(data) == serf.Coordinate((1.0, 0.0, 2.5), 0.0, 0.0, 3.0)
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    (b"", "empty"),
+    (b"\x00" + pack({"Vec": None}), "ping_version"),
+    (b"\x01", "msgpack"),
+    (b"\x01\xc1", "msgpack"),
+    (b"\x01\x93\x01\x02\x03", "schema"),
+    (b"\x01" + pack({"Vec": b"raw"}), "schema"),
+    (b"\x01" + pack({"Vec": [True]}), "schema"),
+    (b"\x01" + pack({"Error": "1.5"}), "schema"),
+    (b"\x01" + pack({"Vec": [0.0] * (serf.MAX_COORDINATE_DIMENSIONS + 1)}), "schema"),
+])
+def test_ping_payload_refusals(data: bytes, why: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        serf.decode_ping_payload(data)
+    assert info.value.reason == why
