@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo sim-demo lab lab-add lab-stop lab-down test lint typecheck unit bench system-deps clean
+.PHONY: demo sim-demo lab lab-add lab-stop lab-kill lab-down test lint typecheck unit bench system-deps clean
 
 # The checkout is installed as a plain path (.pth, setuptools' "compat" mode),
 # as a regular install behaves: the default editable mode adds an import hook
@@ -28,14 +28,19 @@ sim-demo: $(STAMP)
 	$(PY) -m simulations demo
 
 # The Docker lab on network namespaces (Linux, root): ha + s1, s2; docs/lab.md.
+# BALANCERS=2: ha1 + ha2 sharing ha's address through keepalived (lbadapter --vip).
 lab: $(STAMP)
-	$(PY) scripts/lab.py up
+	$(PY) scripts/lab.py up $(if $(BALANCERS),--balancers $(BALANCERS))
 
 lab-add: $(STAMP)
 	$(PY) scripts/lab.py add
 
 lab-stop: $(STAMP)
 	$(PY) scripts/lab.py stop $(NODE)
+
+# A node's host dies: cable pulled, every process SIGKILLed (`make lab` brings it back).
+lab-kill: $(STAMP)
+	$(PY) scripts/lab.py kill $(NODE)
 
 lab-down:
 	$(PYTHON) scripts/lab.py down

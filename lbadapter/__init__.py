@@ -12,13 +12,16 @@ Commands (``lbadapter.cli``)::
                   [--rpc-addr HOST:PORT] [--backend-tag role=backend] [--backend-port 3000]
                   [--listen 0.0.0.0:80] [--stats 0.0.0.0:1936] [--template PATH.j2]
                   [--config PATH.toml] [--haproxy PATH] [--state-dir DIR] [--log-level info]
+                  [--vip ADDR/PREFIX --vip-interface IFACE]
     lbadapter render --template T.j2 --members-json F.json [same settings flags]
     lbadapter status [--state-dir DIR] [--json]
 
 ``--config FILE.toml`` takes the same settings as keys (``backend_tag = "role=backend"``,
 dashes or underscores), plus tuning keys: ``backend_name``, ``balance``,
 ``server_options``, ``reconcile_interval``, ``drain_grace``, ``reload_min_wait``,
-``reload_max_wait``, ``hard_stop_after``. Command-line flags win over the file.
+``reload_max_wait``, ``hard_stop_after``, and for ``--vip`` (``lbadapter.keepalived``):
+``vip_router_id``, ``vip_priority``, ``vip_advert_interval``, ``vip_unicast_peers``,
+``keepalived``. Command-line flags win over the file.
 
 State directory (``--state-dir``, default ``./lbadapter-state``)::
 
@@ -26,6 +29,9 @@ State directory (``--state-dir``, default ``./lbadapter-state``)::
     haproxy.cfg.bak  the previous good config
     admin.sock       HAProxy stats socket, ``level admin`` (runtime API)
     master.sock      HAProxy master CLI (``show proc``, ``reload``)
+    keepalived.conf  with ``--vip``: rendered from the settings, checked with ``keepalived -t``
+    keepalived.pid, keepalived-vrrp.pid   keepalived's parent and VRRP child
+    haproxy-fault    with ``--vip``: 0 while HAProxy serves, else 1 (keepalived ``track_file``)
     state.json       desired servers and the last reconcile result (read by ``lbadapter status``),
                      ``internal_errors`` (place -> failures caught and retried: ``desired``,
                      ``reconcile``, ``reconcile-server``, ``config``, ``reload``, ``state``,

@@ -367,6 +367,12 @@ async def run_adapter(settings: Settings) -> None:
         members: list[Any] = []
         adapter = Adapter(settings, lambda: members)
         await adapter.prepare()
+        vip = None
+        if settings.vip is not None:  # keepalived.conf checked before anything binds
+            from lbadapter.keepalived import Vip
+
+            vip = Vip(settings, adapter.supervisor)
+            await vip.prepare()
         async with anyio.create_task_group() as outer:
             async def stop_on_signal() -> None:
                 async for signum in received:
@@ -398,6 +404,8 @@ async def run_adapter(settings: Settings) -> None:
                             raise AdapterError(f"cannot serve RPC on {host}:{port}: "
                                                f"{exc}") from None
                     await tg.start(adapter.run)
+                    if vip is not None:
+                        await tg.start(vip.run)
                     tg.start_soon(_forward_events, events, adapter)
                     if settings.join:
                         tg.start_soon(join_with_backoff, agent, settings.join)
@@ -406,6 +414,8 @@ async def run_adapter(settings: Settings) -> None:
                              *settings.listen, *settings.stats,
                              Path(settings.state_dir).absolute())
                     await stop.wait()
+                    if vip is not None:  # the standby takes over while we still serve
+                        await vip.stop()
                     with anyio.move_on_after(5):
                         await agent.leave()
                     tg.cancel_scope.cancel()

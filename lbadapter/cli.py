@@ -67,6 +67,10 @@ def _settings_flags(p: argparse.ArgumentParser, agent: bool) -> None:
                        help="serve Serf's RPC here (for `serf members`); off by default")
         p.add_argument("--profile", choices=("lan", "wan", "local"), help="gossip timing")
         p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+        p.add_argument("--vip", metavar="ADDR/PREFIX",
+                       help="floating address held by keepalived on the healthy balancer")
+        p.add_argument("--vip-interface", metavar="IFACE",
+                       help="interface carrying --vip (and VRRP adverts)")
     p.add_argument("--backend-tag", metavar="KEY=VALUE",
                    help="members with this tag are backends (default role=backend)")
     p.add_argument("--backend-port", metavar="PORT",
@@ -141,6 +145,13 @@ def _cmd_run(settings: Settings) -> int:
         find_haproxy(settings.haproxy)
     except HAProxyNotFound as exc:
         return _error(str(exc))
+    if settings.vip is not None:
+        from lbadapter.keepalived import KeepalivedError, preflight
+
+        try:
+            preflight(settings)
+        except KeepalivedError as exc:
+            return _error(str(exc))
     _setup_logging(settings.log_level)
     log.info("event loop: %s (%s=asyncio|trio chooses)", async_backend(), backend.ENV_VAR)
     try:
@@ -148,7 +159,9 @@ def _cmd_run(settings: Settings) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:  # task groups wrap errors in (nested) exception groups
-        expected = (HAProxyNotFound, AdapterError, OSError, SwimError)
+        from lbadapter.keepalived import KeepalivedError
+
+        expected = (HAProxyNotFound, AdapterError, OSError, SwimError, KeepalivedError)
         leaves = list(_leaves(exc))
         if leaves and all(isinstance(e, expected) for e in leaves):
             return _error("; ".join(str(e) for e in leaves))

@@ -9,6 +9,7 @@ bad value is a clear :class:`SettingsError` instead of a failure later.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
 import socket
 import tomllib
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lbadapter import vrrp
 from swimlib.agent.addresses import split_host_port
 from swimlib.errors import ConfigError
 from swimlib.records import field, record
@@ -74,6 +76,16 @@ class Settings:
     reload_min_wait: float = 0.2
     reload_max_wait: float = 2.0
     hard_stop_after: str = "30s"
+    #: Floating address (lbadapter.vrrp, lbadapter.keepalived): ``--vip ADDR/PREFIX`` held
+    #: on ``--vip-interface`` by keepalived; the rest TOML only (None: derived from the VIP).
+    vip: ipaddress.IPv4Interface | None = None
+    vip_interface: str | None = None
+    vip_router_id: int | None = None
+    vip_priority: int = 100
+    vip_advert_interval: float = 0.5
+    vip_unicast_peers: tuple[str, ...] = ()
+    #: keepalived binary (None: ``shutil.which("keepalived")`` or /usr/sbin/keepalived).
+    keepalived: str | None = None
 
     @property
     def config_path(self) -> Path:
@@ -180,6 +192,15 @@ def _balance(key: str, value: Any) -> str:
     return text
 
 
+def _vip_setting(parse: Any) -> Any:
+    def parsed(key: str, value: Any) -> Any:
+        try:
+            return parse(key, value)
+        except vrrp.VipError as exc:
+            raise SettingsError(str(exc)) from None
+    return parsed
+
+
 _PARSERS: dict[str, Any] = {
     "node": _text,
     "bind": lambda k, v: _address(k, v, 7946),
@@ -203,6 +224,13 @@ _PARSERS: dict[str, Any] = {
     "reload_min_wait": _seconds,
     "reload_max_wait": _seconds,
     "hard_stop_after": _text,
+    "vip": _vip_setting(vrrp.parse_vip),
+    "vip_interface": _vip_setting(vrrp.parse_interface),
+    "vip_router_id": _vip_setting(vrrp.parse_router_id),
+    "vip_priority": _vip_setting(vrrp.parse_priority),
+    "vip_advert_interval": _vip_setting(vrrp.parse_advert_interval),
+    "vip_unicast_peers": _vip_setting(vrrp.parse_peers),
+    "keepalived": _text,
 }
 
 
@@ -236,6 +264,11 @@ def _check(s: Settings) -> None:
                             "HAProxy's unix sockets (keep it under ~85 characters)")
     if s.reconcile_interval < 0.1:
         raise SettingsError("reconcile_interval: at least 0.1 s")
+    try:
+        vrrp.check_vip(s.vip, s.vip_interface, s.listen, s.vip_unicast_peers,
+                       str(s.state_dir.absolute()))
+    except vrrp.VipError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -254,7 +287,8 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 #: argparse destinations that are settings (None means "not given").
 FLAG_KEYS = ("node", "bind", "advertise", "rpc_addr", "join", "backend_tag", "backend_port",
-             "listen", "stats", "template", "haproxy", "state_dir", "log_level", "profile")
+             "listen", "stats", "template", "haproxy", "state_dir", "log_level", "profile",
+             "vip", "vip_interface")
 
 
 def load_settings(args: argparse.Namespace) -> Settings:

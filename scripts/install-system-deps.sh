@@ -1,11 +1,12 @@
 #!/bin/sh
-# Install Debian's haproxy and serf (real peers for the integration tests) and
-# iproute2 (the namespace lab) when
+# Install Debian's haproxy and serf (real peers for the integration tests),
+# keepalived (lbadapter --vip) and iproute2 (the namespace lab) when
 # they are missing. Needs root on Debian; otherwise say what to install.
 missing=""
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
 command -v serf >/dev/null 2>&1 || missing="$missing serf"
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"   # the namespace lab
+command -v keepalived >/dev/null 2>&1 || [ -x /usr/sbin/keepalived ] || missing="$missing keepalived"
 # The container lab test starts its own dockerd and builds its base image with mmdebstrap.
 docker_missing=""
 command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || docker_missing="docker.io"

@@ -7,13 +7,20 @@ lab runs on any Linux box where we are root. Nothing leaves the machine:
 the nodes sit on a private bridge (``swlab0``, 10.231.0.0/24), the host
 gets 10.231.0.1 on it so ``curl http://10.231.0.2/`` reaches ``ha``.
 
-Commands (``make lab``, ``make lab-add``, ``make lab-stop NODE=s2``, ``make lab-down``)::
+Commands (``make lab [BALANCERS=2]``, ``make lab-add``, ``make lab-stop NODE=s2``,
+``make lab-kill NODE=ha1``, ``make lab-down``)::
 
-    python scripts/lab.py up          # bridge, ha, s1, s2; idempotent (restarts what is missing)
+    python scripts/lab.py up [--balancers 2]  # bridge, ha (or ha1 + ha2), s1, s2; idempotent
     python scripts/lab.py add         # next free sN (s3, s4, ...)
     python scripts/lab.py stop NODE   # graceful: SIGTERM the agent (leave), then the app
+    python scripts/lab.py kill NODE   # the host dies: cable pulled, every process SIGKILLed
     python scripts/lab.py status      # nodes, PIDs, what curl through ha sees
     python scripts/lab.py down        # stop everything, delete namespaces, bridge, /etc/netns
+
+With two balancers, ``ha1`` (10.231.0.3) and ``ha2`` (10.231.0.4) run
+``lbadapter run --vip 10.231.0.2/24 --vip-interface eth0``: ``ha``'s address
+becomes a floating one, held by whichever balancer keepalived elected, so
+``curl http://10.231.0.2/`` works the same in both layouts.
 
 Every process is started with its PID (and start time, so a reused PID is
 never mistaken for it) written under the state directory
@@ -48,7 +55,9 @@ GOSSIP_PORT = 7946
 APP_PORT = 3000
 #: Seconds a graceful stop may take before SIGKILL (an agent's leave takes ~1-2 s).
 STOP_TIMEOUT = 10.0
-NODE_RE = re.compile(r"^(ha|s[0-9]{1,2})$")
+NODE_RE = re.compile(r"^(ha[12]?|s[0-9]{1,2})$")
+#: With two balancers, ``ha``'s address floats between them (keepalived, lbadapter --vip).
+VIP = f"{NET}.2"
 
 
 class LabError(Exception):
@@ -56,15 +65,36 @@ class LabError(Exception):
 
 
 def node_ip(node: str) -> str:
-    """ha -> .2, sN -> .(10+N)."""
+    """ha -> .2 (the VIP with two balancers), ha1 -> .3, ha2 -> .4, sN -> .(10+N)."""
     if node == "ha":
         return f"{NET}.2"
+    if is_balancer(node):
+        return f"{NET}.{2 + int(node[2:])}"
     return f"{NET}.{10 + int(node[1:])}"
 
 
+def is_balancer(node: str) -> bool:
+    return node.startswith("ha")
+
+
 def node_order(node: str) -> tuple[bool, int]:
-    """ha first, then s1, s2, ... s10 (numeric, not text, order)."""
-    return (node != "ha", int(node[1:]) if node != "ha" else 0)
+    """Balancers first, then s1, s2, ... s10 (numeric, not text, order)."""
+    if is_balancer(node):
+        return (False, int(node[2:] or 0))
+    return (True, int(node[1:]))
+
+
+def balancer_nodes(count: int) -> list[str]:
+    return ["ha"] if count == 1 else [f"ha{i}" for i in range(1, count + 1)]
+
+
+def lab_balancers() -> int:
+    """How many balancers the lab that is up has (recorded by ``up``), 0 if none."""
+    try:
+        return int((STATE / "balancers").read_text())
+    except (OSError, ValueError):
+        nodes = lab_nodes()
+        return 2 if "ha1" in nodes else 1 if "ha" in nodes else 0
 
 
 def veth_name(node: str) -> str:
@@ -117,6 +147,8 @@ def ensure_bridge() -> None:
 def write_hosts(nodes: list[str]) -> None:
     """/etc/netns/<ns>/hosts for every node, written in place so running processes see it."""
     lines = [MARKER, "127.0.0.1 localhost", f"{HOST_IP} host"]
+    if "ha" not in nodes:
+        lines.append(f"{VIP} ha")  # the floating address
     lines += [f"{node_ip(n)} {n}" for n in nodes]
     text = "\n".join(lines) + "\n"
     for n in nodes:
@@ -138,6 +170,10 @@ def ensure_netns(node: str) -> None:
         sh("ip", "link", "set", veth, "master", BRIDGE)
         sh("ip", "link", "set", veth, "up")
     addrs = sh(*inside, "ip", "-o", "-4", "addr", "show", "dev", "eth0").stdout
+    if node in ("ha1", "ha2") and f"{VIP}/24" in addrs and running_pid(node, "lbadapter") is None:
+        # left by a killed keepalived: it would answer for the VIP as soon as plugged in
+        sh(*inside, "ip", "addr", "del", f"{VIP}/24", "dev", "eth0")
+    sh("ip", "link", "set", veth_name(node), "up")  # plugs a cable `lab kill` pulled
     if f"{node_ip(node)}/24" not in addrs:
         sh(*inside, "ip", "addr", "add", f"{node_ip(node)}/24", "dev", "eth0")
     sh(*inside, "ip", "link", "set", "eth0", "up")
@@ -235,25 +271,29 @@ def kill_leftovers(node: str) -> list[int]:
 
 def start_node(node: str) -> None:
     py, ip = python(), node_ip(node)
-    if node == "ha":
-        start(node, "lbadapter", [
-            py, "-m", "lbadapter.cli", "run", "--node", "ha",
-            "--bind", f"{ip}:{GOSSIP_PORT}", "--rpc-addr", "127.0.0.1:7373",
-            "--backend-tag", "role=backend", "--backend-port", str(APP_PORT),
-            "--listen", "0.0.0.0:80", "--stats", "0.0.0.0:1936",
-            "--state-dir", str(STATE / "nodes" / "ha" / "lbadapter")])
+    if is_balancer(node):
+        argv = [py, "-m", "lbadapter.cli", "run", "--node", node,
+                "--bind", f"{ip}:{GOSSIP_PORT}", "--rpc-addr", "127.0.0.1:7373",
+                "--backend-tag", "role=backend", "--backend-port", str(APP_PORT),
+                "--listen", "0.0.0.0:80", "--stats", "0.0.0.0:1936",
+                "--state-dir", str(STATE / "nodes" / node / "lbadapter")]
+        if node != "ha":  # one of two: they join each other and share ha's address
+            argv += ["--join", "ha2" if node == "ha1" else "ha1",
+                     "--vip", f"{VIP}/24", "--vip-interface", "eth0"]
+        start(node, "lbadapter", argv)
         return
     start(node, "app", [py, "-m", "lbadapter.backend_app", "--name", node,
                         "--listen", f"0.0.0.0:{APP_PORT}"])
+    joins = [arg for b in balancer_nodes(lab_balancers() or 1) for arg in ("--join", b)]
     start(node, "agent", [py, "-m", "swimlib.cli", "agent", "--node", node,
                           "--bind", f"{ip}:{GOSSIP_PORT}", "--rpc-addr", "127.0.0.1:7373",
-                          "--tag", "role=backend", "--join", "ha"])
+                          "--tag", "role=backend", *joins])
 
 
 def stop_node(node: str) -> list[str]:
     """Graceful: the agent leaves first (HAProxy drains the server), then the app stops."""
-    if node == "ha":
-        return [f"ha lbadapter: {stop_proc(node, 'lbadapter', 20.0)}"]
+    if is_balancer(node):
+        return [f"{node} lbadapter: {stop_proc(node, 'lbadapter', 20.0)}"]
     return [f"{node} agent: {stop_proc(node, 'agent')}",
             f"{node} app: {stop_proc(node, 'app')}"]
 
@@ -297,7 +337,7 @@ def wait_backends(want: set[str], timeout: float) -> Counter[str]:
 
 
 def running_backends() -> set[str]:
-    return {n for n in lab_nodes() if n != "ha" and running_pid(n, "app") is not None
+    return {n for n in lab_nodes() if not is_balancer(n) and running_pid(n, "app") is not None
             and running_pid(n, "agent") is not None}
 
 
@@ -308,7 +348,19 @@ def show(seen: Counter[str]) -> str:
 # --------------------------------------------------------------- commands
 
 
-def preflight() -> None:
+def vip_holder() -> str | None:
+    """The balancer whose eth0 carries the VIP (a killed one, unplugged, does not count)."""
+    for node in ("ha1", "ha2"):
+        if node not in namespaces() or running_pid(node, "lbadapter") is None:
+            continue
+        addrs = sh("ip", "-n", node, "-o", "-4", "addr", "show", "dev", "eth0",
+                   check=False).stdout
+        if f"{VIP}/24" in addrs:
+            return node
+    return None
+
+
+def preflight(balancers: int = 1) -> None:
     if not sys.platform.startswith("linux"):
         raise LabError("the lab needs Linux network namespaces")
     if os.geteuid() != 0:
@@ -317,36 +369,51 @@ def preflight() -> None:
         raise LabError("`ip` is missing: sudo apt-get install iproute2")
     if shutil.which("haproxy") is None:
         raise LabError("haproxy is missing: sudo apt-get install haproxy")
+    if balancers > 1 and shutil.which("keepalived") is None \
+            and not os.path.exists("/usr/sbin/keepalived"):
+        raise LabError("two balancers share their address through keepalived: "
+                       "sudo apt-get install keepalived")
 
 
-def cmd_up(_args: argparse.Namespace) -> int:
-    preflight()
-    nodes = sorted(set(lab_nodes()) | {"ha", "s1", "s2"}, key=node_order)
+def cmd_up(args: argparse.Namespace) -> int:
+    up = lab_balancers()
+    count = args.balancers or up or 1
+    if up and count != up:
+        raise LabError(f"a lab with {up} balancer(s) is up: `make lab-down` first")
+    preflight(count)
+    balancers = balancer_nodes(count)
+    nodes = sorted(set(lab_nodes()) | {*balancers, "s1", "s2"}, key=node_order)
     ensure_bridge()
+    (STATE / "nodes").mkdir(parents=True, exist_ok=True)
+    (STATE / "balancers").write_text(f"{count}\n")
     write_hosts(nodes)
     for node in nodes:
         ensure_netns(node)
-    for node in ("ha", "s1", "s2"):
+    for node in (*balancers, "s1", "s2"):
         start_node(node)
-    if http_get(f"http://{node_ip('ha')}:1936/;csv;norefresh", 1.0) is None:
+    for node in balancers:
+        stats = f"http://{node_ip(node)}:1936/;csv;norefresh"
         deadline = time.monotonic() + 30.0
-        while http_get(f"http://{node_ip('ha')}:1936/;csv;norefresh", 1.0) is None:
-            if running_pid("ha", "lbadapter") is None or time.monotonic() > deadline:
-                raise LabError(f"ha did not come up; see {STATE}/nodes/ha/lbadapter.log")
+        while http_get(stats, 1.0) is None:
+            if running_pid(node, "lbadapter") is None or time.monotonic() > deadline:
+                raise LabError(f"{node} did not come up; see {STATE}/nodes/{node}/lbadapter.log")
             time.sleep(0.3)
     wait_backends(running_backends() | {"s1", "s2"}, 45.0)
     print(f"lab up: nodes {', '.join(nodes)} on {BRIDGE} ({NET}.0/24)")
+    if count > 1:
+        print(f"  floating address {VIP} (name ha) held by {vip_holder()}")
     print(f"  through ha (20 requests): {show(sample(20))}")
-    print(f"  stats page: http://{node_ip('ha')}:1936/   site: http://{node_ip('ha')}/")
+    stats = "   ".join(f"{n}: http://{node_ip(n)}:1936/" for n in balancers)
+    print(f"  stats page {stats}   site: http://{node_ip('ha')}/")
     print(f"  a shell in a node: ip netns exec s1 bash;  members: "
-          f"ip netns exec ha {REPO}/.venv/bin/swimlib members")
+          f"ip netns exec {balancers[0]} {REPO}/.venv/bin/swimlib members")
     return 0
 
 
 def cmd_add(_args: argparse.Namespace) -> int:
     preflight()
-    existing = [int(n[1:]) for n in lab_nodes() if n != "ha"]
-    if "ha" not in lab_nodes():
+    existing = [int(n[1:]) for n in lab_nodes() if not is_balancer(n)]
+    if not lab_balancers():
         raise LabError("no lab is up: run `make lab` first")
     node = f"s{max(existing, default=0) + 1}"
     if int(node[1:]) > 200:
@@ -366,9 +433,37 @@ def cmd_stop(args: argparse.Namespace) -> int:
         raise LabError(f"no lab node {node!r}; nodes: {', '.join(lab_nodes()) or 'none'}")
     for line in stop_node(node):
         print(line)
-    if node != "ha":
+    if not is_balancer(node):
         seen = wait_backends(running_backends(), 30.0)
         print(f"through ha: {show(seen)}")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    """A host that dies: its cable pulled, then every process in it SIGKILLed (by PID)."""
+    preflight()
+    node: str = args.node
+    if node not in lab_nodes() or node not in namespaces():
+        raise LabError(f"no lab node {node!r}; nodes: {', '.join(lab_nodes()) or 'none'}")
+    held = vip_holder() == node
+    killed_at = time.monotonic()
+    sh("ip", "link", "set", veth_name(node), "down")  # first: nothing more leaves it
+    pids = [int(p) for p in sh("ip", "netns", "pids", node, check=False).stdout.split()]
+    started = {pid: start_time(pid) for pid in pids}
+    for sig in (signal.SIGSTOP, signal.SIGKILL):  # all at once: none sees another die
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+    for pid in pids:
+        wait_gone(pid, started[pid], 5.0)
+    print(f"{node}: cable pulled, killed pids {pids}")
+    if held:
+        deadline = killed_at + 15.0
+        while http_get(f"http://{VIP}/", 0.2) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        print(f"{VIP} answered again {time.monotonic() - killed_at:.2f} s after the kill, "
+              f"now held by {vip_holder()}")
+    print(f"through ha: {show(sample(12))}   (`make lab` brings {node} back)")
     return 0
 
 
@@ -378,11 +473,13 @@ def cmd_status(_args: argparse.Namespace) -> int:
         print("no lab")
         return 1
     for node in nodes:
-        procs = ["lbadapter"] if node == "ha" else ["agent", "app"]
+        procs = ["lbadapter"] if is_balancer(node) else ["agent", "app"]
         states = [f"{p}={running_pid(node, p) or 'stopped'}" for p in procs]
         ns = "netns" if node in namespaces() else "no netns"
         print(f"  {node:<4} {node_ip(node):<12} {ns:<9} {' '.join(states)}")
-    if running_pid("ha", "lbadapter") is not None:
+    if lab_balancers() > 1:
+        print(f"  floating address {VIP} held by {vip_holder() or 'nobody'}")
+    if any(running_pid(n, "lbadapter") is not None for n in nodes if is_balancer(n)):
         print(f"  through ha: {show(sample())}")
     return 0
 
@@ -392,13 +489,14 @@ def cmd_down(_args: argparse.Namespace) -> int:
         raise LabError("run as root (sudo make lab-down)")
     nodes = lab_nodes()
     removed = list(nodes)
-    for node in nodes:  # backends first (graceful leaves reach ha), then ha
-        if node != "ha":
+    for node in nodes:  # backends first (graceful leaves reach ha), then the balancers
+        if not is_balancer(node):
             for line in stop_node(node):
                 print(line)
-    if "ha" in nodes:
-        for line in stop_node("ha"):
-            print(line)
+    for node in nodes:
+        if is_balancer(node):
+            for line in stop_node(node):
+                print(line)
     for node in nodes:
         left = kill_leftovers(node)
         if left:
@@ -424,11 +522,18 @@ def cmd_down(_args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/lab.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("up", help="bridge + ha, s1, s2 (idempotent)").set_defaults(fn=cmd_up)
+    up = sub.add_parser("up", help="bridge + ha (or ha1, ha2), s1, s2 (idempotent)")
+    up.add_argument("--balancers", type=int, choices=(1, 2), default=None,
+                    help="1: ha; 2: ha1 and ha2 sharing ha's address (default: as the lab "
+                         "that is up, else 1)")
+    up.set_defaults(fn=cmd_up)
     sub.add_parser("add", help="add the next backend sN").set_defaults(fn=cmd_add)
     stop = sub.add_parser("stop", help="stop one node gracefully")
     stop.add_argument("node", help="ha, s1, s2, ...")
     stop.set_defaults(fn=cmd_stop)
+    kill = sub.add_parser("kill", help="a node's host dies (cable pulled, processes SIGKILLed)")
+    kill.add_argument("node", help="ha1, ha2, s1, ...")
+    kill.set_defaults(fn=cmd_kill)
     sub.add_parser("status", help="nodes, PIDs and traffic").set_defaults(fn=cmd_status)
     sub.add_parser("down", help="remove everything").set_defaults(fn=cmd_down)
     args = p.parse_args(argv)

@@ -645,7 +645,7 @@ def __init__(self, node, rtt, payload=_D):
 
 CODE["def __init__(self, node, rtt, payload=_D):\n    _osa(self, 'node', node)\n    _osa(self, 'rtt', rtt)\n    _osa(self, 'payload', payload)\n"] = __init__.__code__
 
-def __init__(self, node=_D, bind=_D, advertise=_D, rpc_addr=_D, join=_D, profile=_D, backend_tag=_D, backend_port=_D, listen=_D, stats=_D, template=_D, haproxy=_D, state_dir=_D, log_level=_D, backend_name=_D, balance=_D, server_options=_D, reconcile_interval=_D, drain_grace=_D, reload_min_wait=_D, reload_max_wait=_D, hard_stop_after=_D):
+def __init__(self, node=_D, bind=_D, advertise=_D, rpc_addr=_D, join=_D, profile=_D, backend_tag=_D, backend_port=_D, listen=_D, stats=_D, template=_D, haproxy=_D, state_dir=_D, log_level=_D, backend_name=_D, balance=_D, server_options=_D, reconcile_interval=_D, drain_grace=_D, reload_min_wait=_D, reload_max_wait=_D, hard_stop_after=_D, vip=_D, vip_interface=_D, vip_router_id=_D, vip_priority=_D, vip_advert_interval=_D, vip_unicast_peers=_D, keepalived=_D):
     if node is _NOTHING: node = _f_node()
     _osa(self, 'node', node)
     _osa(self, 'bind', bind)
@@ -669,8 +669,15 @@ def __init__(self, node=_D, bind=_D, advertise=_D, rpc_addr=_D, join=_D, profile
     _osa(self, 'reload_min_wait', reload_min_wait)
     _osa(self, 'reload_max_wait', reload_max_wait)
     _osa(self, 'hard_stop_after', hard_stop_after)
+    _osa(self, 'vip', vip)
+    _osa(self, 'vip_interface', vip_interface)
+    _osa(self, 'vip_router_id', vip_router_id)
+    _osa(self, 'vip_priority', vip_priority)
+    _osa(self, 'vip_advert_interval', vip_advert_interval)
+    _osa(self, 'vip_unicast_peers', vip_unicast_peers)
+    _osa(self, 'keepalived', keepalived)
 
-CODE["def __init__(self, node=_D, bind=_D, advertise=_D, rpc_addr=_D, join=_D, profile=_D, backend_tag=_D, backend_port=_D, listen=_D, stats=_D, template=_D, haproxy=_D, state_dir=_D, log_level=_D, backend_name=_D, balance=_D, server_options=_D, reconcile_interval=_D, drain_grace=_D, reload_min_wait=_D, reload_max_wait=_D, hard_stop_after=_D):\n    if node is _NOTHING: node = _f_node()\n    _osa(self, 'node', node)\n    _osa(self, 'bind', bind)\n    _osa(self, 'advertise', advertise)\n    _osa(self, 'rpc_addr', rpc_addr)\n    _osa(self, 'join', join)\n    _osa(self, 'profile', profile)\n    _osa(self, 'backend_tag', backend_tag)\n    _osa(self, 'backend_port', backend_port)\n    _osa(self, 'listen', listen)\n    _osa(self, 'stats', stats)\n    _osa(self, 'template', template)\n    _osa(self, 'haproxy', haproxy)\n    _osa(self, 'state_dir', state_dir)\n    _osa(self, 'log_level', log_level)\n    _osa(self, 'backend_name', backend_name)\n    _osa(self, 'balance', balance)\n    _osa(self, 'server_options', server_options)\n    _osa(self, 'reconcile_interval', reconcile_interval)\n    _osa(self, 'drain_grace', drain_grace)\n    _osa(self, 'reload_min_wait', reload_min_wait)\n    _osa(self, 'reload_max_wait', reload_max_wait)\n    _osa(self, 'hard_stop_after', hard_stop_after)\n"] = __init__.__code__
+CODE["def __init__(self, node=_D, bind=_D, advertise=_D, rpc_addr=_D, join=_D, profile=_D, backend_tag=_D, backend_port=_D, listen=_D, stats=_D, template=_D, haproxy=_D, state_dir=_D, log_level=_D, backend_name=_D, balance=_D, server_options=_D, reconcile_interval=_D, drain_grace=_D, reload_min_wait=_D, reload_max_wait=_D, hard_stop_after=_D, vip=_D, vip_interface=_D, vip_router_id=_D, vip_priority=_D, vip_advert_interval=_D, vip_unicast_peers=_D, keepalived=_D):\n    if node is _NOTHING: node = _f_node()\n    _osa(self, 'node', node)\n    _osa(self, 'bind', bind)\n    _osa(self, 'advertise', advertise)\n    _osa(self, 'rpc_addr', rpc_addr)\n    _osa(self, 'join', join)\n    _osa(self, 'profile', profile)\n    _osa(self, 'backend_tag', backend_tag)\n    _osa(self, 'backend_port', backend_port)\n    _osa(self, 'listen', listen)\n    _osa(self, 'stats', stats)\n    _osa(self, 'template', template)\n    _osa(self, 'haproxy', haproxy)\n    _osa(self, 'state_dir', state_dir)\n    _osa(self, 'log_level', log_level)\n    _osa(self, 'backend_name', backend_name)\n    _osa(self, 'balance', balance)\n    _osa(self, 'server_options', server_options)\n    _osa(self, 'reconcile_interval', reconcile_interval)\n    _osa(self, 'drain_grace', drain_grace)\n    _osa(self, 'reload_min_wait', reload_min_wait)\n    _osa(self, 'reload_max_wait', reload_max_wait)\n    _osa(self, 'hard_stop_after', hard_stop_after)\n    _osa(self, 'vip', vip)\n    _osa(self, 'vip_interface', vip_interface)\n    _osa(self, 'vip_router_id', vip_router_id)\n    _osa(self, 'vip_priority', vip_priority)\n    _osa(self, 'vip_advert_interval', vip_advert_interval)\n    _osa(self, 'vip_unicast_peers', vip_unicast_peers)\n    _osa(self, 'keepalived', keepalived)\n"] = __init__.__code__
 
 def __init__(self, nodes):
     _osa(self, 'nodes', nodes)

@@ -11,10 +11,13 @@ test deletes everything it made.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 
 #: A neighbour address nobody holds: traffic routed through it is dropped.
@@ -57,6 +60,8 @@ class Lan:
         self.names = [f"swt{tag}h{i}" for i in range(hosts)]
         self._routes: list[tuple[str, str]] = []
         self._made: list[str] = []
+        #: Host-side end of each namespace's veth (its "cable").
+        self.veths: dict[str, str] = {}
         try:
             _ip("link", "add", self.bridge, "type", "bridge")
             _ip("addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
@@ -64,7 +69,7 @@ class Lan:
             for i, ns in enumerate(self.names):
                 _ip("netns", "add", ns)
                 self._made.append(ns)
-                veth = f"swtv{tag}h{i}"
+                veth = self.veths[ns] = f"swtv{tag}h{i}"
                 _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
                 _ip("link", "set", veth, "master", self.bridge, "up")
                 _ip("-n", ns, "addr", "add", f"{self.ip(ns)}/24", "dev", "eth0")
@@ -109,8 +114,35 @@ class Lan:
             _ip("-n", ns, "route", "del", dest, check=False)
         self._routes.clear()
 
+    def pids(self, ns: str) -> list[int]:
+        """Processes whose network namespace is ``ns``."""
+        out = _ip("netns", "pids", ns, check=False).stdout
+        return [int(p) for p in out.split()]
+
+    def kill_all(self, ns: str, timeout: float = 5.0) -> list[int]:
+        """SIGKILL every process in ``ns`` (by PID); wait, bounded, until they are gone.
+
+        All are stopped (SIGSTOP) first, so none sees another die and acts on it
+        (a child told by ``PR_SET_PDEATHSIG`` that its parent died, say): they all
+        die as in one instant.
+        """
+        pids = self.pids(ns)
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while set(self.pids(ns)) & set(pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return pids
+
+    def unplug(self, ns: str) -> None:
+        """Pull ``ns``'s cable: no frame in or out, as for a host that lost power."""
+        _ip("link", "set", self.veths[ns], "down")
+
     def close(self) -> None:
-        for ns in self._made:
+        for ns in self._made:  # a leftover (a daemon whose parent was killed) would pin it
+            self.kill_all(ns)
             _ip("netns", "del", ns, check=False)
         self._made.clear()
         _ip("link", "del", self.bridge, check=False)

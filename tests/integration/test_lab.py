@@ -8,6 +8,7 @@ otherwise, with the reason. It never touches a lab someone already has up
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,3 +127,44 @@ def test_lab_up_add_stop_down(lab_up: subprocess.CompletedProcess[str]) -> None:
     assert not any(Path("/etc/netns", n).exists() for n in ("ha", "s1", "s2", "s3"))
     again = lab("down")  # idempotent too
     assert again.returncode == 0 and "nothing" in again.stdout, again.stdout
+
+
+@pytest.mark.slow
+def test_lab_with_two_balancers_survives_the_active_one_dying() -> None:
+    """``make lab BALANCERS=2`` and ``make lab-kill NODE=<active>`` (docs/lab.md, section 7)."""
+    reason = _why_not()
+    if reason is None and shutil.which("keepalived") is None \
+            and not os.path.exists("/usr/sbin/keepalived"):
+        reason = "keepalived is not installed (apt-get install keepalived)"
+    if reason:
+        pytest.skip(reason)
+    try:
+        up = lab("up", "--balancers", "2")
+        assert up.returncode == 0, up.stdout + up.stderr
+        match = re.search(r"floating address 10\.231\.0\.2 \(name ha\) held by (ha[12])\n",
+                          up.stdout)
+        assert match, up.stdout
+        active = match.group(1)
+        standby = "ha2" if active == "ha1" else "ha1"
+        assert {"ha1", "ha2", "s1", "s2"} <= namespaces() and "ha" not in namespaces()
+        assert set(through_ha()) == {"s1", "s2"}  # through the floating address
+        hosts = Path("/etc/netns/s1/hosts").read_text().splitlines()
+        assert "10.231.0.2 ha" in hosts and "10.231.0.3 ha1" in hosts, hosts
+
+        killed = lab("kill", active)
+        assert killed.returncode == 0, killed.stdout + killed.stderr
+        moved = re.search(r"answered again ([0-9.]+) s after the kill, now held by (ha[12])",
+                          killed.stdout)
+        assert moved and moved.group(2) == standby, killed.stdout
+        assert float(moved.group(1)) <= 3.0, killed.stdout
+        wait_backends({"s1", "s2"})
+
+        back = lab("up")  # the dead balancer comes back as the standby: no second move
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert f"held by {standby}\n" in back.stdout, back.stdout
+        mixed = lab("up", "--balancers", "1")
+        assert mixed.returncode == 1 and "make lab-down" in mixed.stderr, mixed.stderr
+    finally:
+        down = lab("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not namespaces() & {"ha1", "ha2", "s1", "s2"}
