@@ -117,7 +117,7 @@ class Reconciler:
             return result
         result.actual = actual_rows
         actual = {s.name: s for s in actual_rows}
-        sessions = await self._sessions(actual, result)
+        sessions = await self._sessions(actual, desired, result)
         servers_ok = True
         for name in sorted(set(desired) | set(actual)):
             try:
@@ -150,9 +150,12 @@ class Reconciler:
         return result
 
     async def _sessions(self, actual: Mapping[str, ServerState],
+                        desired: Mapping[str, DesiredServer],
                         result: PassResult) -> dict[str, int]:
-        """Current sessions per server, only when something is draining."""
-        if not any(s.draining for s in actual.values()):
+        """Current sessions per server, only when a leaving member's server is draining
+        (one drained by its ``lb-state`` stays so: nothing to wait for)."""
+        if not any(s.draining and (name not in desired or desired[name].want is not Want.READY)
+                   for name, s in actual.items()):
             return {}
         try:
             rows = await self.client.show_stat(self.backend)

@@ -334,3 +334,67 @@ async def test_other_client_errors_are_counted_per_server(fake, clock):
     result = await r.reconcile({"a": ready("a"), "b": ready("b")})
     assert r.counters["server_errors"] == 2 and len(result.errors) == 2
     assert result.reload_reason is None
+
+
+# ------------------------------------------------------------------ lb-state, lb-weight, IDs
+
+
+def steered(name: str, state: str = "ready", weight: int = 1, sid: int = 0) -> DesiredServer:
+    return DesiredServer(name, name, "127.0.0.1", 8000, Want.READY, weight, state, sid)
+
+
+async def test_state_tags_move_a_live_server_without_resetting_its_health(fake, clock):
+    r = make(fake, clock)
+    await r.reconcile({"a": steered("a")})
+    steps = [("drain", ["set server app/a state drain"]),
+             ("ready", ["set server app/a state ready"]),  # no health down: sticky stays
+             ("maint", ["set server app/a state maint"]),
+             ("maint", []),  # a live member in maint stays (no delete)
+             ("ready", ["enable health app/a",
+                        "set server app/a state ready; set server app/a health down"])]
+    for state, commands in steps:
+        fake.log.clear()
+        result = await r.reconcile({"a": steered("a", state)})
+        assert fake.log[1:] == commands, state
+        assert fake.servers["a"].admin == state and not result.errors
+    assert r.counters["del"] == 0
+
+
+async def test_weight_tag_is_applied_with_set_weight(fake, clock):
+    r = make(fake, clock)
+    await r.reconcile({"a": steered("a", weight=3)})
+    assert fake.servers["a"].weight == 3
+    fake.log.clear()
+    result = await r.reconcile({"a": steered("a", weight=0)})
+    assert fake.log[1:] == ["set server app/a weight 0"]
+    assert result.actions == ["weight app/a 3 -> 0 (lb-weight)"]
+    fake.log.clear()
+    await r.reconcile({"a": steered("a", weight=0)})
+    assert fake.log[1:] == []  # idempotent
+
+
+@pytest.mark.parametrize(("state", "last"), [
+    ("drain", "set server app/a state drain; set server app/a health down"),
+    ("maint", "set server app/a state maint")])
+async def test_a_new_server_starts_in_its_tagged_state(fake, clock, state, last):
+    r = make(fake, clock)
+    await r.reconcile({"a": steered("a", state, weight=5, sid=77)})
+    assert fake.log[1:] == ["add server app/a 127.0.0.1:8000 id 77 weight 5 check inter 1s",
+                            "enable health app/a", last]
+    assert fake.servers["a"].admin == state
+
+
+async def test_dynamic_cookies_are_computed_after_adding(fake, clock):
+    r = Reconciler(fake, "app", "check inter 1s", 10.0, clock=clock, dynamic_cookies=True)
+    await r.reconcile({"a": steered("a")})
+    assert fake.log[-1] == "enable dynamic-cookie backend app" and fake.cookies_computed == 1
+    await r.reconcile({"a": steered("a")})
+    assert fake.cookies_computed == 1
+
+
+async def test_an_id_that_differs_asks_for_a_reload(fake, clock):
+    r = make(fake, clock)
+    await r.reconcile({"a": steered("a", sid=5)})
+    fake.servers["a"].sid = 6  # e.g. a server left by an older lbadapter
+    result = await r.reconcile({"a": steered("a", sid=5)})
+    assert result.reload_reason == "app/a has id 6, membership says 5"
