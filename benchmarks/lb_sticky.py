@@ -44,11 +44,11 @@ from benchmarks.lb_churn import (
     connection_dropped,
     lbadapter_argv,
     read_response,
-    stats_rows,
     summarize,
     wait_port,
     wait_up,
 )
+from lbadapter.haproxy import UnexpectedAnswer, parse_stat_csv
 from lbadapter.testing import free_port
 
 #: One request of a sticky client: start (s since load start), latency (s),
@@ -181,30 +181,44 @@ def sticky_moves(clients: Sequence[Sequence[StickySample]],
             "unexplained_count": len(unexplained)}
 
 
-def server_identity(stats_port: int, backend: str) -> dict[str, tuple[str, str]] | None:
-    """Server name -> (ID, cookie) on one balancer's stats page (servers in MAINT left out:
-    a deleted server may linger there while idle connections hold it)."""
-    rows = stats_rows(stats_port)
-    if rows is None:
+def server_identity(state_dir: Path, backend: str) -> dict[str, tuple[str, str]] | None:
+    """Server name -> (ID, cookie) on one balancer, from its admin socket (the stats page
+    leaves the cookie column empty); servers in MAINT are left out: a deleted server may
+    linger there while idle connections hold it."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(state_dir / "admin.sock"))
+            sock.sendall(f"show stat {backend} 4 -1\n".encode())
+            sock.shutdown(socket.SHUT_WR)
+            chunks = []
+            for _ in range(10_000):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        rows = parse_stat_csv(b"".join(chunks).decode(errors="replace"))
+    except (OSError, UnexpectedAnswer):
         return None
     return {r["svname"]: (r.get("sid", ""), r.get("cookie", "")) for r in rows
-            if r.get("pxname") == backend and r.get("svname") not in ("FRONTEND", "BACKEND")
+            if r.get("svname") not in ("FRONTEND", "BACKEND")
             and not r.get("status", "").startswith("MAINT")}
 
 
-def compare_identities(stats_ports: Sequence[int], backend: str, timeout: float = 20.0
+def compare_identities(state_dirs: Sequence[Path], backend: str, timeout: float = 20.0
                        ) -> dict[str, Any]:
     """Poll (bounded) until every balancer shows the same servers, IDs and cookies."""
     deadline = time.monotonic() + timeout
     views: list[dict[str, tuple[str, str]] | None] = []
     while True:
-        views = [server_identity(p, backend) for p in stats_ports]
+        views = [server_identity(d, backend) for d in state_dirs]
         same = all(v is not None for v in views) and all(v == views[0] for v in views)
         if same or time.monotonic() > deadline:
             break
         time.sleep(0.25)
     first = views[0] or {}
     return {"identical": same, "servers": {k: list(v) for k, v in sorted(first.items())},
+            "all_have_cookies": bool(first) and all(cookie for _, cookie in first.values()),
             "views": [None if v is None else {k: list(x) for k, x in sorted(v.items())}
                       for v in views] if not same else None}
 
@@ -253,7 +267,7 @@ def run_two_balancers(opts: Options, schedule: list[Action]) -> dict[str, Any]:
             phase.stop_due_apps(now)
             time.sleep(min(0.05, end - now))
         elapsed = load.stop()
-        identity = compare_identities([b.stats_port for b in balancers], BACKEND)
+        identity = compare_identities([b.state_dir for b in balancers], BACKEND)
         alive = [b.proc is not None and b.proc.poll() is None for b in balancers]
     finally:
         if load is not None:
@@ -298,5 +312,6 @@ def format_two_balancers(r: dict[str, Any]) -> str:
     return (f"two-balancers: {s['clients']} sticky clients, moves {s['moves']} = clients "
             f"pinned to departing backends {s['pinned']} (unexplained moves "
             f"{s['unexplained_count']}); server names/IDs/cookies identical on both: "
-            f"{'yes' if ident['identical'] else 'NO'} ({len(ident['servers'])} servers); "
+            f"{'yes' if ident['identical'] else 'NO'} ({len(ident['servers'])} servers"
+            f"{'' if ident['all_have_cookies'] else ', some without a cookie!'}); "
             f"reloads {'/'.join(reloads)}")

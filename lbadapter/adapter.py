@@ -183,6 +183,10 @@ class Adapter:
         """
         try:
             await self.prepare()
+            with self.faults.boundary("desired"):  # members may be known by now (a join):
+                self.desired = self._compute_desired()  # HAProxy starts with them and
+            with self.faults.boundary("config"):  # its peers, so it resyncs its stick
+                await self._install_config()  # table from them at once
             async with anyio.create_task_group() as tg:
                 await tg.start(self.supervisor.run)
                 task_status.started()
@@ -412,6 +416,25 @@ async def _forward_events(events: MemoryObjectReceiveStream[Any], adapter: Adapt
             adapter.poke()
 
 
+#: How long ``lbadapter run`` waits for its first join before it starts HAProxy anyway.
+FIRST_JOIN_WAIT = 3.0
+
+
+async def _first_members(agent: Any) -> None:
+    """Until the agent knows another member (bounded by :data:`FIRST_JOIN_WAIT`).
+
+    A HAProxy that starts knowing the members starts with its servers and
+    its peers in the file: with ``sticky = "source"`` it then pulls the
+    stick table from the other balancers at once, which it does not do for
+    a peer added later by a reload.
+    """
+    with anyio.move_on_after(FIRST_JOIN_WAIT):
+        for _ in range(int(FIRST_JOIN_WAIT / 0.05) + 1):
+            if len(agent.members()) > 1:
+                return
+            await anyio.sleep(0.05)
+
+
 async def run_adapter(settings: Settings) -> None:
     """Everything ``lbadapter run`` does, until SIGINT/SIGTERM (then a graceful leave).
 
@@ -471,10 +494,11 @@ async def run_adapter(settings: Settings) -> None:
                             host, port = settings.metrics_addr
                             raise AdapterError(f"cannot serve metrics on {host}:{port}: "
                                                f"{exc}") from None
-                    await tg.start(adapter.run)
-                    tg.start_soon(_forward_events, events, adapter)
                     if settings.join:
                         tg.start_soon(join_with_backoff, agent, settings.join)
+                        await _first_members(agent)
+                    await tg.start(adapter.run)
+                    tg.start_soon(_forward_events, events, adapter)
                     log.info("lbadapter running: node %s, gossip %s:%d, frontend %s:%d, "
                              "stats %s:%d, state %s", agent.name, *agent.address,
                              *settings.listen, *settings.stats,

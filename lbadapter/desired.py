@@ -459,9 +459,10 @@ class Balancer:
         return member_label(self.member)
 
 
-#: Balancers that count as peers: a failed one stays (it may come back; removing and
-#: re-adding it would cost two reloads), one that left goes.
-_PEER_STATUSES = frozenset({"alive", "failed"})
+#: Balancers that count as peers: every one membership still lists, failed or left
+#: (a restarted balancer leaves and comes back: dropping and re-adding it would cost
+#: every other balancer two reloads); it goes when membership reaps it.
+_PEER_STATUSES = frozenset({"alive", "leaving", "left", "failed"})
 
 
 def balancer_peers(members: Iterable[MemberLike], local_name: str,

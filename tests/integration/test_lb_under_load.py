@@ -49,6 +49,6 @@ def test_two_sticky_balancers_agree_under_churn(tmp_path) -> None:
     assert s["pinned"] > 0  # departures did hit pinned clients
     assert s["unexplained_count"] == 0, s["unexplained"]
     assert s["moves"] == s["pinned"], s
-    assert r["identity"]["identical"], r["identity"]
+    assert r["identity"]["identical"] and r["identity"]["all_have_cookies"], r["identity"]
     assert len(r["identity"]["servers"]) >= 2
     assert all(b["alive_at_end"] for b in r["balancers"])

@@ -121,6 +121,7 @@ def test_file_carries_weight_and_state():
 
 
 def test_peers_are_the_balancers_with_a_peer_port_sorted_and_local_marked():
+    # left and failed ones stay until membership reaps them: a restart costs no reloads
     members = [balancer("lb-b", "10.0.0.12"), balancer("lb-a", "10.0.0.11"),
                balancer("lb-old", "10.0.0.13", status="left"),
                balancer("lb-dead", "10.0.0.14", status="failed"),
@@ -128,7 +129,7 @@ def test_peers_are_the_balancers_with_a_peer_port_sorted_and_local_marked():
     peers = balancer_peers(members, "lb-a", ("10.0.0.11", 7000))
     assert [(p.name, p.address, p.local) for p in peers] == [
         ("lb-a", "10.0.0.11:7000", True), ("lb-b", "10.0.0.12:7947", False),
-        ("lb-dead", "10.0.0.14:7947", False)]
+        ("lb-dead", "10.0.0.14:7947", False), ("lb-old", "10.0.0.13:7947", False)]
 
 
 def test_local_peer_is_there_before_the_snapshot_lists_us():
