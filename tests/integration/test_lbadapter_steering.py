@@ -138,6 +138,7 @@ def test_weights_set_by_tags_share_the_traffic_without_a_reload(cluster: Cluster
     seen = spread(cluster.frontend, 2000)
     assert seen["error"] == 0 and sum(seen.values()) == 2000, seen
     share = seen["s2"] / 2000
+    print(f"weights 1:3 over 2000 requests: {dict(seen)} (s2 {share:.1%})")
     assert abs(share - 0.75) <= 0.075, seen  # within 10 % of 75/25
     cluster.tags("s2", "--set", "lb-weight=1e9")  # refused: counted, logged, weight default
     wait_for(lambda: cluster.status("s2") == "UP w1", 10, what="s2 back at weight 1")
@@ -188,6 +189,7 @@ def test_drain_then_maint_then_ready_through_tags(cluster: Cluster) -> None:
     wait_for(lambda: cluster.status("s1").startswith("DRAIN"), 5,
              what=f"s1 draining; log:\n{cluster.log()}")
     took = time.monotonic() - started
+    print(f"lb-state=drain applied in {took:.2f} s (swimlib tags to DRAIN on the stats page)")
     assert took < 2.0, f"drain took {took:.2f} s"
     assert spread(cluster.frontend, 40) == Counter({"s2": 40})  # no new session on s1
     assert spread(cluster.frontend, 10, s1_cookie) == Counter({"s1": 10})  # sticky ones stay

@@ -188,3 +188,18 @@ def test_bad_new_settings_are_refused(key, value):
 def test_peer_port_must_not_be_the_frontend_with_source_stickiness():
     with pytest.raises(SettingsError, match="peer_port"):
         settings(sticky="source", peer_port="8080")
+
+
+def test_flags_reach_the_settings(tmp_path):
+    from lbadapter.cli import build_parser
+    from lbadapter.config import load_settings
+
+    toml = tmp_path / "lb.toml"
+    toml.write_text('[lbadapter]\nsticky = "source"\ncookie_key = "k"\npeer_port = 9000\n')
+    args = build_parser().parse_args(["run", "--config", str(toml), "--sticky", "cookie",
+                                      "--metrics-addr", "127.0.0.1:9100"])
+    s = load_settings(args)
+    assert (s.sticky, s.cookie_key, s.peer_port, s.metrics_addr) == (
+        "cookie", "k", 9000, ("127.0.0.1", 9100))
+    args = build_parser().parse_args(["run", "--config", str(toml), "--peer-port", "9001"])
+    assert (load_settings(args).sticky, load_settings(args).peer_port) == ("source", 9001)
