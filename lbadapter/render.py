@@ -57,16 +57,17 @@ PEERS_SECTION = "lbadapter"
 
 
 def file_options(server: DesiredServer, settings: Settings) -> str:
-    """A server line's options: ID and weight, the admin state, then ``server_options``.
+    """A server line's options: ID and weight, then ``server_options``.
 
     The file is what a reload or restart comes back with, so it carries
-    ``lb-state`` too: ``maint`` as ``disabled``, ``drain`` as weight 0 (HAProxy
-    has no drain keyword; weight 0 takes no new sessions but keeps sticky
-    ones, as drain does). The reconciler restores the exact state right after.
+    ``lb-state`` too: ``drain`` as weight 0 (HAProxy has no drain keyword;
+    weight 0 takes no new sessions but keeps sticky ones, as drain does).
+    A server in ``maint`` gets no line at all (see :func:`render_context`).
+    The reconciler restores the exact state and weight right after a reload.
     """
     weight = 0 if server.state == "drain" else server.weight
     head = (f"id {server.sid} " if server.sid else "") + f"weight {weight}"
-    return f"{head}{' disabled' if server.state == 'maint' else ''} {settings.server_options}"
+    return f"{head} {settings.server_options}"
 
 
 def render_context(settings: Settings, servers: Iterable[DesiredServer],
@@ -79,7 +80,11 @@ def render_context(settings: Settings, servers: Iterable[DesiredServer],
     line breaks), so no template can be made to write a line or directive a
     member chose. Peers are used only by ``sticky = "source"``.
     """
-    ready = sorted((s for s in servers if s.want is Want.READY), key=lambda s: s.name)
+    # A server in lb-state maint is left out: HAProxy's ``disabled`` is a config
+    # maintenance that ``set server ... state ready`` cannot lift; after a reload the
+    # reconciler adds it back, in maintenance.
+    ready = sorted((s for s in servers if s.want is Want.READY and s.state != "maint"),
+                   key=lambda s: s.name)
     used_peers = list(peers) if settings.sticky == "source" else []
     local = [p.name for p in used_peers if p.local]
     if not local:

@@ -82,7 +82,7 @@ COMMAND_SHAPES = [re.compile(p) for p in (
     r"enable dynamic-cookie backend app",
     rf"set server app/{NAME} addr {IP} port \d{{1,5}}",
     rf"del server app/{NAME}")]
-SERVER_LINE = re.compile(rf"    server {NAME} {ADDR} id \d{{1,10}} weight \d{{1,3}}(?: disabled)? "
+SERVER_LINE = re.compile(rf"    server {NAME} {ADDR} id \d{{1,10}} weight \d{{1,3}} "
                          rf"{re.escape(DEFAULT_SERVER_OPTIONS)}")
 
 
