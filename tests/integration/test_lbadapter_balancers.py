@@ -87,8 +87,8 @@ class LB:
         return (self.state_dir / "haproxy.cfg").read_text()
 
 
-def master_cli(lb: LB, line: str) -> str:
-    """One master CLI command ("" if the master refuses: it does while it re-execs)."""
+def master_cli(lb: LB, line: str) -> str | None:
+    """One master CLI command (None if the master refuses: it does while it re-execs)."""
     try:
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(5)
@@ -100,7 +100,7 @@ def master_cli(lb: LB, line: str) -> str:
                 chunks.append(chunk)
         return b"".join(chunks).decode()
     except OSError:
-        return ""
+        return None
 
 
 class Lab:
@@ -244,10 +244,11 @@ def test_source_stickiness_is_replicated_between_peers(lab: Lab) -> None:
 
     # a reload of lb1's HAProxy (master CLI) keeps its table (the old worker hands it over)
     workers = wait_for(lb1.workers, 10, what="lb1's worker")
-    wait_for(lambda: master_cli(lb1, "reload") == "" and lb1.workers() != workers, 15,
-             what="a new worker after a reload")
-    wait_for(lambda: lb1.stuck() == first and len(lb1.servers()) == 3, 15,
-             what="lb1 back after a reload with its table")
+    wait_for(lambda: master_cli(lb1, "reload") is not None, 10, what="the reload sent once")
+    wait_for(lambda: lb1.workers() not in ((), workers), 15, what="a new worker")
+    wait_for(lambda: lb1.stuck() == first and len(lb1.servers()) == 3 and all(
+        v[2].startswith("UP") for v in lb1.servers().values()), 15,
+             what="lb1 back after a reload with its table and its servers UP")
     got = {c: ask(lb1, c)[0] for c in CLIENTS}
     assert got == first, (lb1.admin("show table app"), lb1.admin("show servers state app"),
                           lb1.admin("show stat app 4 -1"))
