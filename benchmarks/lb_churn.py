@@ -2,9 +2,13 @@
 
 ``python -m benchmarks lb_churn [--quick] [--duration S] [--json out.json]``
 
-Two balancers face the same churn, one after the other in one run:
+Three setups face the same churn, one after the other in one run:
 
 * ``lbadapter``: ``lbadapter run`` (runtime API, no reloads for membership).
+* ``two-balancers``: two ``lbadapter run --sticky cookie`` on the same cluster,
+  with sticky clients alternating between them (``benchmarks.lb_sticky``:
+  failed requests, backend moves against clients pinned to departing
+  backends, server names/IDs/cookies compared on both).
 * ``restart``: the original approach, implemented here (``restart-baseline``
   below): an embedded swimlib agent whose member events, coalesced like
   ``serf agent`` does for event handlers (3 s / 1 s), re-render the config
@@ -67,7 +71,7 @@ _CHILD_ENV = {"PYTHONUNBUFFERED": "1",
                                                           os.environ.get("PYTHONPATH")]))}
 BACKEND = "app"  # lbadapter's default backend name, also in the baseline's config
 LOOPBACK = "127.0.0.1"
-MODES = ("lbadapter", "restart")
+MODES = ("lbadapter", "restart", "two-balancers")
 
 
 # ----------------------------------------------------------------- processes
@@ -258,8 +262,10 @@ REQUEST_KEEPALIVE = b"GET / HTTP/1.1\r\nHost: lb\r\nUser-Agent: lb_churn\r\n\r\n
 REQUEST_CLOSE = b"GET / HTTP/1.1\r\nHost: lb\r\nUser-Agent: lb_churn\r\nConnection: close\r\n\r\n"
 
 
-def read_response(sock: socket.socket) -> tuple[int, bytes, bool]:
-    """(status, body, server keeps the connection) for one HTTP/1.1 answer."""
+def read_response(sock: socket.socket, set_cookies: list[str] | None = None
+                  ) -> tuple[int, bytes, bool]:
+    """(status, body, server keeps the connection) for one HTTP/1.1 answer; the values of
+    its ``Set-Cookie`` headers are appended to ``set_cookies`` when given."""
     buf = bytearray()
     while (end := buf.find(b"\r\n\r\n")) < 0:
         if len(buf) > 65536:
@@ -279,6 +285,8 @@ def read_response(sock: socket.socket) -> tuple[int, bytes, bool]:
             length = int(value)
         elif key == b"connection":
             keep = value.strip().lower() != b"close"
+        elif key == b"set-cookie" and set_cookies is not None:
+            set_cookies.append(value.strip().decode("latin-1"))
     body = bytearray(buf[end + 4:])
     while length is None or len(body) < length:
         chunk = sock.recv(65536)
@@ -529,6 +537,9 @@ class Options:
     modes: list[str]
     workdir: Path
     startup_timeout: float = 60.0
+    #: The two-balancer case (benchmarks.lb_sticky): sticky clients and their rate each.
+    sticky_clients: int = 16
+    sticky_rate: float = 15.0
 
 
 @dataclass
@@ -651,15 +662,22 @@ def balancer_info(mode: str, workdir: Path, alive: bool) -> dict[str, Any]:
 # ----------------------------------------------------------------- report
 
 
+#: Result keys that are client kinds, and their labels in the table.
+_ROWS = (("keepalive", "keep-alive"), ("new_connection", "new-connection"),
+         ("sticky", "sticky, 2 LBs"))
+
+
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    head = (f"{'balancer':<10} {'clients':<15} {'requests':>8} {'failed':>7} {'req/s':>7} "
+    head = (f"{'balancer':<13} {'clients':<15} {'requests':>8} {'failed':>7} {'req/s':>7} "
             f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>8}  errors")
     lines = [head, "-" * len(head)]
     for mode, r in results.items():
-        for key, label in (("keepalive", "keep-alive"), ("new_connection", "new-connection")):
+        for key, label in _ROWS:
+            if key not in r:
+                continue
             s = r[key]
             errors = " ".join(f"{k}={v}" for k, v in s["errors"].items()) or "-"
-            lines.append(f"{mode:<10} {label:<15} {s['requests']:>8} {s['failed']:>7} "
+            lines.append(f"{mode:<13} {label:<15} {s['requests']:>8} {s['failed']:>7} "
                          f"{s['req_per_s']:>7.1f} {_fmt(s['p50_ms']):>7} {_fmt(s['p99_ms']):>7} "
                          f"{_fmt(s['max_ms']):>8}  {errors}")
     return "\n".join(lines)
@@ -669,6 +687,11 @@ def format_balancers(results: dict[str, dict[str, Any]]) -> str:
     """One line per balancer: how it applied the changes."""
     lines = []
     for mode, r in results.items():
+        if mode == "two-balancers":
+            from benchmarks.lb_sticky import format_two_balancers
+
+            lines.append(format_two_balancers(r))
+            continue
         b = r["balancer"]
         if mode == "restart":
             closed = b["frontend_closed_ms"]
@@ -703,8 +726,12 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument("--timeout", type=float, default=5.0, help="per-request timeout (5 s)")
     p.add_argument("--app-stop-delay", type=float, default=5.0,
                    help="seconds between an agent's leave and its app's stop (5)")
+    p.add_argument("--sticky-clients", type=int, default=16,
+                   help="two-balancers: sticky clients (16)")
+    p.add_argument("--sticky-rate", type=float, default=15.0,
+                   help="two-balancers: req/s per sticky client (15)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--modes", default=",".join(MODES), help="lbadapter,restart")
+    p.add_argument("--modes", default=",".join(MODES), help=",".join(MODES))
     p.add_argument("--workdir", default=None, help="logs and state (default: a temp dir)")
     p.add_argument("--json", help=argparse.SUPPRESS)  # written by benchmarks/__main__.py
     a = p.parse_args(argv)
@@ -719,7 +746,8 @@ def parse_args(argv: list[str]) -> Options:
                    initial=a.backends, keepalive_clients=a.keepalive_clients,
                    keepalive_rate=a.keepalive_rate, open_rate=a.open_rate, timeout=a.timeout,
                    app_stop_delay=a.app_stop_delay, seed=a.seed, modes=modes,
-                   workdir=Path(a.workdir or tempfile.mkdtemp(prefix="lb_churn-")))
+                   workdir=Path(a.workdir or tempfile.mkdtemp(prefix="lb_churn-")),
+                   sticky_clients=a.sticky_clients, sticky_rate=a.sticky_rate)
 
 
 def run(argv: list[str]) -> dict[str, Any]:
@@ -733,16 +761,22 @@ def run(argv: list[str]) -> dict[str, Any]:
     print(f"lb_churn: {opts.duration:.0f} s of load per balancer, "
           f"{opts.keepalive_clients} keep-alive clients x {opts.keepalive_rate:g} req/s + "
           f"{opts.open_rate:g} new connections/s; churn: "
-          f"{', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}; logs in {opts.workdir}",
-          flush=True)
+          f"{', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}; logs in {opts.workdir}"
+          + (f"; two-balancers: {opts.sticky_clients} sticky clients x {opts.sticky_rate:g} "
+             "req/s" if "two-balancers" in opts.modes else ""), flush=True)
     results: dict[str, dict[str, Any]] = {}
     for mode in opts.modes:
         started = time.monotonic()
-        results[mode] = run_phase(mode, opts, schedule)
+        if mode == "two-balancers":
+            from benchmarks.lb_sticky import run_two_balancers
+
+            results[mode] = run_two_balancers(opts, schedule)
+        else:
+            results[mode] = run_phase(mode, opts, schedule)
         r = results[mode]
-        print(f"  {mode}: done in {time.monotonic() - started:.0f}s, failed "
-              f"{r['keepalive']['failed']} keep-alive / {r['new_connection']['failed']} "
-              f"new-connection", flush=True)
+        failed = " / ".join(f"{r[k]['failed']} {label}" for k, label in _ROWS if k in r)
+        print(f"  {mode}: done in {time.monotonic() - started:.0f}s, failed {failed}",
+              flush=True)
     print(format_table(results))
     print(format_balancers(results))
     return {
@@ -753,6 +787,7 @@ def run(argv: list[str]) -> dict[str, Any]:
                     "keepalive_clients": opts.keepalive_clients,
                     "keepalive_rate": opts.keepalive_rate, "open_rate": opts.open_rate,
                     "timeout_s": opts.timeout, "app_stop_delay_s": opts.app_stop_delay,
+                    "sticky_clients": opts.sticky_clients, "sticky_rate": opts.sticky_rate,
                     "seed": opts.seed, "workdir": str(opts.workdir)},
         "schedule": [(a.at, a.kind) for a in schedule],
         "results": results,

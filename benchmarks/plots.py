@@ -69,7 +69,7 @@ def plot_lb_churn(data: dict[str, Any], img: Path) -> Path:
     import matplotlib.pyplot as plt
 
     results = data["results"]
-    modes = list(results)
+    modes = [m for m in results if "keepalive" in results[m]]  # (two-balancers: sticky only)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     for offset, kind, label in ((-0.2, "keepalive", "keep-alive"),
                                 (0.2, "new_connection", "new connection")):

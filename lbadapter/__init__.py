@@ -13,6 +13,7 @@ Commands (``lbadapter.cli``)::
                   [--listen 0.0.0.0:80] [--stats 0.0.0.0:1936] [--template PATH.j2]
                   [--config PATH.toml] [--haproxy PATH] [--state-dir DIR] [--log-level info]
                   [--vip ADDR/PREFIX --vip-interface IFACE]
+                  [--sticky cookie|source|none] [--peer-port 7947] [--metrics-addr HOST:PORT]
     lbadapter render --template T.j2 --members-json F.json [same settings flags]
     lbadapter status [--state-dir DIR] [--json]
 
@@ -21,7 +22,19 @@ dashes or underscores), plus tuning keys: ``backend_name``, ``balance``,
 ``server_options``, ``reconcile_interval``, ``drain_grace``, ``reload_min_wait``,
 ``reload_max_wait``, ``hard_stop_after``, and for ``--vip`` (``lbadapter.keepalived``):
 ``vip_router_id``, ``vip_priority``, ``vip_advert_interval``, ``vip_unicast_peers``,
-``keepalived``. Command-line flags win over the file.
+``keepalived``, ``cookie_name``, ``cookie_key``,
+``stick_expire``. Command-line flags win over the file.
+
+Several balancers, one truth: any number of ``lbadapter run`` on one cluster
+reach the same HAProxy view, because server names, IDs (``id N``, a hash of
+the name) and cookies (HAProxy's dynamic cookies: a hash of ``cookie_key``
+and the server's address) depend on the member alone. With
+``--sticky source`` the ``peers`` section is generated from the members
+tagged ``role=balancer`` (port from their tag ``lb-peer-port``), so stick
+tables replicate; a change to it is a coalesced, checked reload. Backends
+steer their own server with the tags ``lb-weight=0..256`` and
+``lb-state=ready|drain|maint`` (runtime API, no reload; a bad value is
+logged, counted in ``member_problems`` and ignored).
 
 State directory (``--state-dir``, default ``./lbadapter-state``)::
 
@@ -66,6 +79,10 @@ the event loop from the ``SWIMLIB_BACKEND`` environment variable, see ``lbadapte
 * ``lbadapter.supervisor``: ``Supervisor`` (runs and restarts the HAProxy master).
 * ``lbadapter.reconcile``: ``Reconciler`` (desired vs ``show servers state``),
   ``ReloadScheduler`` (coalesced, backed-off reloads).
+* ``lbadapter.metrics`` (imported only with ``--metrics-addr``; needs prometheus_client):
+  ``AdapterCollector(adapter)``, ``start_metrics_server(task_group, adapter, addr, agent)``.
+* ``lbadapter.desired`` also: ``server_id(name)``, ``balancer_peers(members, local_name,
+  local_addr) -> list[Balancer]``, ``parse_weight_tag``, ``parse_state_tag``.
 * ``lbadapter.adapter``: ``run_adapter(settings)`` (everything ``lbadapter run`` does);
   ``Adapter(settings, members_fn)`` with ``await task_group.start(adapter.run)`` and
   ``adapter.poke()`` drives HAProxy from any membership source (tests, benchmarks).
@@ -78,7 +95,7 @@ the event loop from the ``SWIMLIB_BACKEND`` environment variable, see ``lbadapte
   ``adapter_running(adapter)`` (async context manager: HAProxy up for the block).
 
 Logs (stderr): ``event loop: asyncio|trio`` once, then
-``reconcile: add|reuse|readdress|drain|maint|del app/NAME ...`` per runtime action,
+``reconcile: add|reuse|readdress|drain|maint|del|weight app/NAME ...`` per runtime action,
 ``wrote .../haproxy.cfg (N servers)``, ``reloading haproxy: REASONS``,
 ``haproxy reloaded: worker(s) ...``, ``haproxy master exited ...; restarting``, and
 HAProxy's own lines prefixed ``haproxy:``. ``state.json`` ``counters`` has the totals

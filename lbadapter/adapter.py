@@ -31,7 +31,17 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lbadapter.config import Settings
-from lbadapter.desired import DesiredServer, MemberLike, MemberProblems, desired_servers
+from lbadapter.desired import (
+    BALANCER_TAG,
+    PEER_PORT_TAG,
+    Balancer,
+    DesiredServer,
+    MemberLike,
+    MemberProblems,
+    balancer_peers,
+    desired_servers,
+    usable_ip,
+)
 from lbadapter.haproxy import RuntimeClient, find_haproxy
 from lbadapter.reconcile import PassResult, Reconciler, ReloadScheduler
 from lbadapter.render import (
@@ -80,13 +90,23 @@ class Adapter:
         self.problems = MemberProblems()
         self.reconciler = Reconciler(self.client, settings.backend_name,
                                      settings.server_options, settings.drain_grace,
-                                     faults=self.faults)
+                                     faults=self.faults,
+                                     dynamic_cookies=settings.sticky == "cookie")
         self.scheduler = ReloadScheduler(settings.reload_min_wait, settings.reload_max_wait)
         self.supervisor = Supervisor(self.haproxy, settings.config_path, settings.master_socket,
                                      settings.admin_socket, on_spawn=self._spawned,
                                      on_ready=self.poke)
         self.counters: Counter[str] = Counter()
         self.desired: dict[str, DesiredServer] = {}
+        #: The balancers, as HAProxy ``peers`` (used by ``sticky = "source"``).
+        self.peers: list[Balancer] = []
+        #: This balancer's peers address (None until known: ``run_adapter`` sets the
+        #: gossip address once the agent is up).
+        self.local_peer: tuple[str, int] | None = _configured_peer_address(settings)
+        #: Members of the latest snapshot by (role, status): backend, balancer or other.
+        self.member_counts: Counter[tuple[str, str]] = Counter()
+        #: Duration and end (``anyio.current_time``) of the latest reconcile pass.
+        self.last_reconcile_seconds: float | None = None
         self.last_pass: PassResult | None = None
         self.config_error: str | None = None
         self._wake = anyio.Event()
@@ -163,6 +183,10 @@ class Adapter:
         """
         try:
             await self.prepare()
+            with self.faults.boundary("desired"):  # members may be known by now (a join):
+                self.desired = self._compute_desired()  # HAProxy starts with them and
+            with self.faults.boundary("config"):  # its peers, so it resyncs its stick
+                await self._install_config()  # table from them at once
             async with anyio.create_task_group() as tg:
                 await tg.start(self.supervisor.run)
                 task_status.started()
@@ -225,7 +249,11 @@ class Adapter:
     async def _reconcile(self) -> None:
         if not self.supervisor.ready:
             return
+        started = anyio.current_time()
         result = await self.reconciler.reconcile(self.desired)
+        self.last_reconcile_seconds = anyio.current_time() - started
+        if result.errors:
+            self.counters["reconcile_errors"] += 1
         self.last_pass = result
         if result.reload_reason:
             self.scheduler.request(anyio.current_time(), result.reload_reason)
@@ -233,16 +261,22 @@ class Adapter:
             self.scheduler.note_clean_pass()
 
     def _compute_desired(self) -> dict[str, DesiredServer]:
+        """Desired servers, and as a by-product the peers and the member counts."""
         s = self.settings
-        return desired_servers(self.members(), s.backend_tag, s.backend_port, self.problems)
+        members = list(self.members())
+        desired = desired_servers(members, s.backend_tag, s.backend_port, self.problems)
+        if s.sticky == "source":
+            self.peers = balancer_peers(members, s.node, self.local_peer, self.problems)
+        self.member_counts = _count_members(members, s.backend_tag)
+        return desired
 
     # ------------------------------------------------------------------ config file
 
     async def _install_config(self) -> bool:
         """Render and install; False (old file kept, error logged) if that fails."""
         try:
-            text = render_config(self.settings, self.desired.values())
-            skeleton = render_config(self.settings, [])
+            text = render_config(self.settings, self.desired.values(), peers=self.peers)
+            skeleton = render_config(self.settings, [], peers=self.peers)
         except RenderError as exc:
             self._config_failed("render_errors", str(exc), [])
             return False
@@ -312,8 +346,12 @@ class Adapter:
         return {
             "backend": self.settings.backend_name,
             "desired": [{"name": d.name, "member": d.label, "addr": d.addr, "port": d.port,
-                         "want": d.want.value} for d in sorted(self.desired.values(),
-                                                               key=lambda d: d.name)],
+                         "want": d.want.value, "state": d.state, "weight": d.weight,
+                         "id": d.sid}
+                        for d in sorted(self.desired.values(), key=lambda d: d.name)],
+            "sticky": self.settings.sticky,
+            "peers": [{"name": p.name, "member": p.label, "address": p.address,
+                       "local": p.local} for p in self.peers],
             "haproxy": {"ready": sup.ready, "master_pid": sup.master_pid,
                         "workers": list(proc.workers) if proc else [],
                         "starts": sup.starts, "reloads": sup.reloads,
@@ -322,6 +360,7 @@ class Adapter:
                                                     "errors": last.errors},
             "config_error": self.config_error,
             "counters": dict(self.counters + self.reconciler.counters),
+            "last_reconcile_seconds": self.last_reconcile_seconds,
             #: place -> failures caught by a boundary (see swimlib.faults)
             "internal_errors": dict(self.faults.counts),
             #: reason -> members of the latest snapshot with a problem (bad port, address...)
@@ -340,6 +379,32 @@ class Adapter:
             log.debug("cannot write %s: %s", path, exc)
 
 
+def _configured_peer_address(settings: Settings) -> tuple[str, int] | None:
+    """The peers address from the settings, if they name one IP (advertise, else bind)."""
+    host = (settings.advertise or settings.bind)[0]
+    addr, _ = usable_ip(host)
+    return (addr, settings.peer_port) if addr is not None else None
+
+
+def _count_members(members: Iterable[MemberLike], backend_tag: tuple[str, str]
+                   ) -> Counter[tuple[str, str]]:
+    """(role, status) -> members; role is ``backend``, ``balancer`` or ``other``."""
+    counts: Counter[tuple[str, str]] = Counter()
+    key, value = backend_tag
+    for m in members:
+        try:
+            tags, status = m.tag_map, m.status_name
+        except Exception:  # counted as a member problem by desired_servers already
+            continue
+        role = ("backend" if tags.get(key) == value else
+                "balancer" if tags.get(BALANCER_TAG[0]) == BALANCER_TAG[1] else "other")
+        counts[(role, status if status in _STATUSES else "other")] += 1
+    return counts
+
+
+_STATUSES = frozenset({"alive", "leaving", "left", "failed"})
+
+
 # ---------------------------------------------------------------------- lbadapter run
 
 async def _forward_events(events: MemoryObjectReceiveStream[Any], adapter: Adapter) -> None:
@@ -349,6 +414,25 @@ async def _forward_events(events: MemoryObjectReceiveStream[Any], adapter: Adapt
     async with events:
         async for _ in events:
             adapter.poke()
+
+
+#: How long ``lbadapter run`` waits for its first join before it starts HAProxy anyway.
+FIRST_JOIN_WAIT = 3.0
+
+
+async def _first_members(agent: Any) -> None:
+    """Until the agent knows another member (bounded by :data:`FIRST_JOIN_WAIT`).
+
+    A HAProxy that starts knowing the members starts with its servers and
+    its peers in the file: with ``sticky = "source"`` it then pulls the
+    stick table from the other balancers at once, which it does not do for
+    a peer added later by a reload.
+    """
+    with anyio.move_on_after(FIRST_JOIN_WAIT):
+        for _ in range(int(FIRST_JOIN_WAIT / 0.05) + 1):
+            if len(agent.members()) > 1:
+                return
+            await anyio.sleep(0.05)
 
 
 async def run_adapter(settings: Settings) -> None:
@@ -388,13 +472,18 @@ async def run_adapter(settings: Settings) -> None:
                     agent = await stack.enter_async_context(swimlib.open_agent(
                         settings.node, bind=settings.bind, advertise=settings.advertise,
                         config=swimlib.Config.for_profile(settings.profile),
-                        tags={"role": "balancer"}))
+                        tags={BALANCER_TAG[0]: BALANCER_TAG[1],
+                              PEER_PORT_TAG: str(settings.peer_port)}))
                 except (OSError, swimlib.SwimError) as exc:
                     host, port = settings.bind
                     raise AdapterError(f"cannot bind the gossip address {host}:{port}: "
                                        f"{exc}") from None
                 events = agent.events()
                 adapter.members = agent.members
+                seen_as = usable_ip(agent.address[0])[0]
+                if adapter.local_peer is None and seen_as is not None:
+                    adapter.local_peer = (seen_as, settings.peer_port)  # bound to 0.0.0.0
+                    adapter.poke()
                 async with anyio.create_task_group() as tg:
                     if settings.rpc_addr is not None:
                         try:
@@ -403,12 +492,21 @@ async def run_adapter(settings: Settings) -> None:
                             host, port = settings.rpc_addr
                             raise AdapterError(f"cannot serve RPC on {host}:{port}: "
                                                f"{exc}") from None
+                    if settings.metrics_addr is not None:
+                        from lbadapter.metrics import start_metrics_server
+                        try:
+                            await start_metrics_server(tg, adapter, settings.metrics_addr, agent)
+                        except OSError as exc:
+                            host, port = settings.metrics_addr
+                            raise AdapterError(f"cannot serve metrics on {host}:{port}: "
+                                               f"{exc}") from None
+                    if settings.join:
+                        tg.start_soon(join_with_backoff, agent, settings.join)
+                        await _first_members(agent)
                     await tg.start(adapter.run)
                     if vip is not None:
                         await tg.start(vip.run)
                     tg.start_soon(_forward_events, events, adapter)
-                    if settings.join:
-                        tg.start_soon(join_with_backoff, agent, settings.join)
                     log.info("lbadapter running: node %s, gossip %s:%d, frontend %s:%d, "
                              "stats %s:%d, state %s", agent.name, *agent.address,
                              *settings.listen, *settings.stats,

@@ -71,12 +71,20 @@ def _settings_flags(p: argparse.ArgumentParser, agent: bool) -> None:
                        help="floating address held by keepalived on the healthy balancer")
         p.add_argument("--vip-interface", metavar="IFACE",
                        help="interface carrying --vip (and VRRP adverts)")
+        p.add_argument("--metrics-addr", metavar="HOST:PORT",
+                       help="serve Prometheus metrics on http://HOST:PORT/metrics")
+        p.add_argument("--peer-port", metavar="PORT",
+                       help="HAProxy peers port for --sticky source (default 7947; "
+                            "announced to the other balancers as tag lb-peer-port)")
     p.add_argument("--backend-tag", metavar="KEY=VALUE",
                    help="members with this tag are backends (default role=backend)")
     p.add_argument("--backend-port", metavar="PORT",
                    help="server port for members without a 'port' tag")
     p.add_argument("--listen", metavar="HOST:PORT", help="frontend (default 0.0.0.0:80)")
     p.add_argument("--stats", metavar="HOST:PORT", help="stats page (default 0.0.0.0:1936)")
+    p.add_argument("--sticky", choices=("cookie", "source", "none"),
+                   help="session stickiness: a cookie naming the server, the client address "
+                        "(stick table shared by the balancers), or none (default)")
     p.add_argument("--template", metavar="PATH.j2", help="Jinja2 config template")
     p.add_argument("--config", metavar="PATH.toml", help="settings file (flags win)")
     p.add_argument("--haproxy", metavar="PATH", help="haproxy binary")
@@ -152,6 +160,12 @@ def _cmd_run(settings: Settings) -> int:
             preflight(settings)
         except KeepalivedError as exc:
             return _error(str(exc))
+    if settings.metrics_addr is not None:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            return _error("--metrics-addr needs prometheus_client "
+                          "(pip install 'swimlib[metrics]')")
     _setup_logging(settings.log_level)
     log.info("event loop: %s (%s=asyncio|trio chooses)", async_backend(), backend.ENV_VAR)
     try:

@@ -35,6 +35,13 @@ DEFAULT_SERVER_OPTIONS = ("check inter 1s fall 2 rise 1 observe layer4 error-lim
 #: HAProxy refuses dynamic servers in backends using a static algorithm.
 _STATIC_BALANCE = {"static-rr"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+#: A cookie name (an RFC 6265 token, kept to the plain characters).
+_COOKIE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: The dynamic-cookie key is a config word and a CLI word: no spaces, quotes, '#' or ';'.
+_COOKIE_KEY_RE = re.compile(r"^[A-Za-z0-9_.:+/=@-]{1,128}$")
+#: HAProxy's time format: a number and an optional unit.
+_DURATION_RE = re.compile(r"^[0-9]{1,9}(us|ms|s|m|h|d)?$")
+STICKY_MODES = ("cookie", "source", "none")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -86,6 +93,21 @@ class Settings:
     vip_unicast_peers: tuple[str, ...] = ()
     #: keepalived binary (None: ``shutil.which("keepalived")`` or /usr/sbin/keepalived).
     keepalived: str | None = None
+    #: Session stickiness: ``cookie`` (HAProxy inserts a cookie naming the server),
+    #: ``source`` (a stick table on the client address, replicated between balancers
+    #: through HAProxy's ``peers``) or ``none``.
+    sticky: str = "none"
+    #: The cookie's name, and the key of HAProxy's dynamic cookies: every balancer must
+    #: use the same key, or a cookie set by one means nothing to another.
+    cookie_name: str = "SRVID"
+    cookie_key: str = "lbadapter"
+    #: How long a source-stickiness entry outlives the client's last request.
+    stick_expire: str = "30m"
+    #: Port HAProxy's peers protocol listens on (stick-table replication; the other
+    #: balancers learn it from the tag ``lb-peer-port``).
+    peer_port: int = 7947
+    #: Prometheus metrics (``/metrics``); None: off.
+    metrics_addr: Address | None = None
 
     @property
     def config_path(self) -> Path:
@@ -199,6 +221,13 @@ def _vip_setting(parse: Any) -> Any:
         except vrrp.VipError as exc:
             raise SettingsError(str(exc)) from None
     return parsed
+def _pattern(regex: re.Pattern[str], what: str) -> Any:
+    def parse(key: str, value: Any) -> str:
+        text = _text(key, value)
+        if not regex.match(text):
+            raise SettingsError(f"{key}: not {what}: {text!r}")
+        return text
+    return parse
 
 
 _PARSERS: dict[str, Any] = {
@@ -223,7 +252,6 @@ _PARSERS: dict[str, Any] = {
     "drain_grace": _seconds,
     "reload_min_wait": _seconds,
     "reload_max_wait": _seconds,
-    "hard_stop_after": _text,
     "vip": _vip_setting(vrrp.parse_vip),
     "vip_interface": _vip_setting(vrrp.parse_interface),
     "vip_router_id": _vip_setting(vrrp.parse_router_id),
@@ -231,6 +259,13 @@ _PARSERS: dict[str, Any] = {
     "vip_advert_interval": _vip_setting(vrrp.parse_advert_interval),
     "vip_unicast_peers": _vip_setting(vrrp.parse_peers),
     "keepalived": _text,
+    "hard_stop_after": _pattern(_DURATION_RE, "a HAProxy duration (30s, 5m...)"),
+    "sticky": _choice(STICKY_MODES),
+    "cookie_name": _pattern(_COOKIE_NAME_RE, "a cookie name (letters, digits, '-', '_')"),
+    "cookie_key": _pattern(_COOKIE_KEY_RE, "a key of letters, digits and _.:+/=@-"),
+    "stick_expire": _pattern(_DURATION_RE, "a HAProxy duration (30m, 1h...)"),
+    "peer_port": _port,
+    "metrics_addr": lambda k, v: _address(k, v),
 }
 
 
@@ -269,6 +304,9 @@ def _check(s: Settings) -> None:
                        str(s.state_dir.absolute()))
     except vrrp.VipError as exc:
         raise SettingsError(str(exc)) from None
+    if s.sticky == "source" and s.peer_port in (s.listen[1], s.stats[1]):
+        raise SettingsError(f"peer_port: {s.peer_port} is already the frontend's or the "
+                            "stats page's port")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -288,7 +326,7 @@ def read_toml(path: Path) -> dict[str, Any]:
 #: argparse destinations that are settings (None means "not given").
 FLAG_KEYS = ("node", "bind", "advertise", "rpc_addr", "join", "backend_tag", "backend_port",
              "listen", "stats", "template", "haproxy", "state_dir", "log_level", "profile",
-             "vip", "vip_interface")
+             "vip", "vip_interface", "sticky", "peer_port", "metrics_addr")
 
 
 def load_settings(args: argparse.Namespace) -> Settings:

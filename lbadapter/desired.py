@@ -4,6 +4,15 @@ Membership is a snapshot (``agent.members()`` or ``serf members -format=json``);
 every member carrying the backend tag maps to one server whose name is a
 stable, HAProxy-safe form of the member name. Recomputing from the snapshot
 each time makes lost, duplicated or reordered events harmless.
+
+Several balancers follow the same cluster, so everything HAProxy keys
+sessions on is a function of the member alone, never of the order a
+balancer saw things in: the server name (:func:`server_name`), the server
+ID (:func:`server_id`; stick tables and the peers protocol carry it) and
+so the cookie (HAProxy's dynamic cookie: a hash of the shared key and the
+server's address). Backends steer themselves with two tags, ``lb-weight=N``
+(0..256) and ``lb-state=ready|drain|maint``; a malformed one is reported
+and ignored (the server keeps serving with the defaults), never fatal.
 """
 
 from __future__ import annotations
@@ -17,11 +26,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from swimlib.records import field, record
+from swimlib.records import field, record, replace
 
-__all__ = ["DesiredServer", "MemberLike", "MemberProblems", "MemberRecord", "Want",
-           "desired_servers", "member_label", "members_from_json", "parse_port_tag",
-           "server_name", "usable_ip"]
+__all__ = ["BALANCER_TAG", "DEFAULT_WEIGHT", "PEER_PORT_TAG", "STATE_TAG", "WEIGHT_TAG",
+           "Balancer", "DesiredServer", "MemberLike", "MemberProblems", "MemberRecord", "Want",
+           "balancer_peers", "desired_servers", "member_label", "members_from_json",
+           "parse_port_tag", "parse_state_tag", "parse_weight_tag", "server_id", "server_name",
+           "usable_ip"]
 
 log = logging.getLogger("lbadapter")
 
@@ -36,6 +47,21 @@ _PORT_TAG = re.compile(r"[0-9]{1,5}")
 #: Characters a member label keeps as they are; everything else is escaped.
 _LABEL_KEEP = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@+=,/-")
 _LABEL_MAX = 128
+
+#: Balancers carry this tag (DESIGN 3.1b); their peers port in :data:`PEER_PORT_TAG`.
+BALANCER_TAG = ("role", "balancer")
+PEER_PORT_TAG = "lb-peer-port"
+#: A backend's own steering: its weight (HAProxy's 0..256) and its admin state.
+WEIGHT_TAG = "lb-weight"
+STATE_TAG = "lb-state"
+DEFAULT_WEIGHT = 1
+MAX_WEIGHT = 256
+#: ``lb-state`` values, as ``set server ... state`` spells them.
+STATES = ("ready", "drain", "maint")
+#: ASCII digits only, at most 3 (``int()`` also takes signs, spaces, ``1_0``, other scripts).
+_WEIGHT_TAG = re.compile(r"[0-9]{1,3}")
+#: Server IDs are positive 31-bit ints in HAProxy (``id`` > 2^31-1 is refused).
+_MAX_ID = 0x7FFFFFFF
 
 
 def _name_bytes(member: str) -> bytes:
@@ -58,6 +84,18 @@ def server_name(member: str) -> str:
         return safe
     digest = hashlib.sha256(_name_bytes(member)).hexdigest()[:8]
     return f"{safe}-{digest}" if safe else f"m-{digest}"
+
+
+def server_id(name: str, attempt: int = 0) -> int:
+    """HAProxy server ID (``id N``, 1..2^31-1) for server ``name``: a hash, the same everywhere.
+
+    Stick tables and the peers protocol refer to servers by ID, so two
+    balancers must give a member the same one, as must a reload. ``attempt``
+    > 0 gives the alternatives :func:`desired_servers` uses on a collision.
+    """
+    key = f"lbadapter-server-id:{name}" + (f"#{attempt}" if attempt else "")
+    value = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & _MAX_ID
+    return value or 1
 
 
 def member_label(member: str) -> str:
@@ -110,6 +148,19 @@ def usable_ip(addr: object) -> tuple[str | None, str]:
     if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
         return None, "addr_unusable"
     return str(ip), ""
+
+
+def parse_weight_tag(text: object) -> int | None:
+    """The weight an ``lb-weight`` tag names (0..256, HAProxy's range), or None."""
+    if not isinstance(text, str) or not _WEIGHT_TAG.fullmatch(text):
+        return None
+    weight = int(text)
+    return weight if weight <= MAX_WEIGHT else None
+
+
+def parse_state_tag(text: object) -> str | None:
+    """The admin state an ``lb-state`` tag names (``ready``, ``drain``, ``maint``), or None."""
+    return text if isinstance(text, str) and text in STATES else None
 
 
 class Want(enum.Enum):
@@ -172,6 +223,21 @@ def _check_port(_: str, value: int) -> None:
         raise ValueError(f"not a port: {value!r}")
 
 
+def _check_weight(_: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_WEIGHT:
+        raise ValueError(f"not a weight (0..{MAX_WEIGHT}): {value!r}")
+
+
+def _check_state(_: str, value: str) -> None:
+    if value not in STATES:
+        raise ValueError(f"not a server state ({', '.join(STATES)}): {value!r}")
+
+
+def _check_id(_: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_ID:
+        raise ValueError(f"not a server id: {value!r}")
+
+
 def _check_type(kind: type) -> Callable[[str, object], None]:
     def check(name: str, value: object) -> None:
         if not isinstance(value, kind):
@@ -195,6 +261,13 @@ class DesiredServer:
     addr: str = field(validator=_check_addr)
     port: int = field(validator=_check_port)
     want: Want = field(validator=_check_type(Want))
+    #: ``lb-weight`` (HAProxy's 0..256).
+    weight: int = field(default=DEFAULT_WEIGHT, validator=_check_weight)
+    #: ``lb-state``: what the backend asks for while it is a member (``ready``, ``drain``,
+    #: ``maint``); a leaving or failed member's server goes away whatever it says.
+    state: str = field(default="ready", validator=_check_state)
+    #: HAProxy server ID (0: none forced; :func:`desired_servers` always sets one).
+    sid: int = field(default=0, validator=_check_id)
 
     @property
     def label(self) -> str:
@@ -205,6 +278,11 @@ class DesiredServer:
         """``ip:port``, with IPv6 literals bracketed (config file and CLI syntax)."""
         host = f"[{self.addr}]" if ":" in self.addr else self.addr
         return f"{host}:{self.port}"
+
+    @property
+    def identity_options(self) -> str:
+        """``id N weight W``: the per-server options of a ``server`` line and ``add server``."""
+        return (f"id {self.sid} " if self.sid else "") + f"weight {self.weight}"
 
 
 class MemberProblems:
@@ -274,7 +352,31 @@ def _candidate(m: MemberLike, backend_tag: tuple[str, str], default_port: int | 
         return None
     status = m.status_name
     want = _WANT_BY_STATUS.get(status, Want.GONE) if isinstance(status, str) else Want.GONE
-    return DesiredServer(server_name(name), name, addr, port, want)
+    weight, state = _steering(name, tags, problems)
+    return DesiredServer(server_name(name), name, addr, port, want, weight, state)
+
+
+def _steering(name: str, tags: Mapping[str, str], problems: MemberProblems) -> tuple[int, str]:
+    """``lb-weight`` and ``lb-state``; a bad value is reported and ignored (the default),
+    so a typo never takes a working backend out or breaks the config."""
+    weight, state = DEFAULT_WEIGHT, "ready"
+    if WEIGHT_TAG in tags:
+        parsed = parse_weight_tag(tags[WEIGHT_TAG])
+        if parsed is None:
+            problems.report(name, "weight_invalid",
+                            f"bad {WEIGHT_TAG} tag {member_label(str(tags[WEIGHT_TAG]))} "
+                            f"(expected 0..{MAX_WEIGHT}); using {DEFAULT_WEIGHT}")
+        else:
+            weight = parsed
+    if STATE_TAG in tags:
+        parsed_state = parse_state_tag(tags[STATE_TAG])
+        if parsed_state is None:
+            problems.report(name, "state_invalid",
+                            f"bad {STATE_TAG} tag {member_label(str(tags[STATE_TAG]))} "
+                            f"(expected {'|'.join(STATES)}); using ready")
+        else:
+            state = parsed_state
+    return weight, state
 
 
 def _preference(server: DesiredServer) -> tuple[bool, str]:
@@ -317,7 +419,90 @@ def desired_servers(members: Iterable[MemberLike], backend_tag: tuple[str, str],
             problems.report(server.member, "name_collision",
                             f"server name {server.name} is already taken by member "
                             f"{kept.label}; skipped")
+    return _with_ids(out)
+
+
+def _with_ids(servers: dict[str, DesiredServer]) -> dict[str, DesiredServer]:
+    """Give each server its ID; on a (rare: 31-bit hash) collision, the name that
+    sorts first keeps the hash and the other probes on, so any balancer seeing
+    the same members assigns the same IDs."""
+    taken: set[int] = set()
+    out: dict[str, DesiredServer] = {}
+    for name in sorted(servers):
+        attempt = 0
+        while (sid := server_id(name, attempt)) in taken:
+            attempt += 1
+        taken.add(sid)
+        out[name] = replace(servers[name], sid=sid)
     return out
+
+
+@record
+class Balancer:
+    """A balancer member as a HAProxy ``peers`` entry (stick-table replication)."""
+
+    #: Peer name: the member name made HAProxy-safe (:func:`server_name`).
+    name: str = field(validator=_check_name)
+    member: str = field(validator=_check_type(str))
+    addr: str = field(validator=_check_addr)
+    port: int = field(validator=_check_port)
+    #: This balancer itself (HAProxy's ``localpeer``; it binds this address).
+    local: bool = False
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.addr}]" if ":" in self.addr else self.addr
+        return f"{host}:{self.port}"
+
+    @property
+    def label(self) -> str:
+        return member_label(self.member)
+
+
+#: Balancers that count as peers: every one membership still lists, failed or left
+#: (a restarted balancer leaves and comes back: dropping and re-adding it would cost
+#: every other balancer two reloads); it goes when membership reaps it.
+_PEER_STATUSES = frozenset({"alive", "leaving", "left", "failed"})
+
+
+def balancer_peers(members: Iterable[MemberLike], local_name: str,
+                   local: tuple[str, int] | None,
+                   problems: MemberProblems | None = None) -> list[Balancer]:
+    """The ``peers`` entries: every balancer member with a usable ``lb-peer-port``, sorted.
+
+    ``local`` is this balancer's peers address, used when the snapshot does
+    not list it (yet); the local entry is always present, as HAProxy needs it.
+    A balancer with an unusable address or port tag is reported and left out.
+    """
+    problems = problems if problems is not None else MemberProblems()
+    found: dict[str, Balancer] = {}
+    for m in members:
+        try:
+            tags = m.tag_map
+            if tags.get(BALANCER_TAG[0]) != BALANCER_TAG[1] or not isinstance(m.name, str):
+                continue
+            is_local = m.name == local_name
+            if not is_local and m.status_name not in _PEER_STATUSES:
+                continue
+            port = parse_port_tag(tags.get(PEER_PORT_TAG))
+            addr = usable_ip(m.addr)[0]
+            if is_local and local is not None:
+                addr, port = local
+            if port is None or addr is None:
+                if PEER_PORT_TAG in tags or addr is None:
+                    problems.report(m.name, "peer_invalid",
+                                    f"balancer without a usable address or {PEER_PORT_TAG} "
+                                    "tag; not a stick-table peer")
+                continue
+            peer = Balancer(server_name(m.name), m.name, addr, port, is_local)
+        except (TypeError, ValueError, AttributeError):
+            problems.report(_safe_name(m), "peer_invalid", "unreadable balancer; skipped")
+            continue
+        found.setdefault(peer.name, peer)
+    local_peer = server_name(local_name)
+    if local_peer not in found and local is not None:
+        found[local_peer] = Balancer(local_peer, local_name, local[0], local[1], True)
+    return [found[name] for name in sorted(found)]
 
 
 def _safe_name(member: object) -> str:

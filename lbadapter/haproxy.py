@@ -124,7 +124,8 @@ class ServerState:
     port: int
     op_state: int  # 0 stopped/DOWN, 1 starting, 2 running/UP, 3 stopping
     admin_state: int  # bit field: maint 0x67, drain 0x18
-    weight: int
+    weight: int  # the user weight (``set server weight``), not the effective one
+    sid: int = 0  # the server's ID (``id N``)
 
     @property
     def in_maint(self) -> bool:
@@ -153,7 +154,8 @@ def parse_servers_state(text: str) -> list[ServerState]:
                                     addr=fields["srv_addr"], port=int(fields["srv_port"]),
                                     op_state=int(fields["srv_op_state"]),
                                     admin_state=int(fields["srv_admin_state"]),
-                                    weight=int(fields["srv_uweight"])))
+                                    weight=int(fields["srv_uweight"]),
+                                    sid=int(fields.get("srv_id", "0"))))
         except (KeyError, ValueError):
             raise UnexpectedAnswer("show servers state", text) from None
     return rows
@@ -275,10 +277,30 @@ class RuntimeClient:
     async def enable_health(self, backend: str, name: str) -> None:
         await self._expect_empty(f"enable health {_token(backend)}/{_token(name)}")
 
-    async def set_ready_health_down(self, backend: str, name: str) -> None:
-        """Ready, but DOWN until the first good check: one line, so no request slips in."""
+    async def set_ready_health_down(self, backend: str, name: str, state: str = "ready"
+                                    ) -> None:
+        """Ready (or drain), but DOWN until the first good check: one line, so no request
+        slips in."""
+        if state not in ("ready", "drain"):
+            raise ValueError(f"bad server state {state!r}")
         srv = f"{_token(backend)}/{_token(name)}"
-        await self._expect_empty(f"set server {srv} state ready; set server {srv} health down")
+        await self._expect_empty(f"set server {srv} state {state}; set server {srv} health down")
+
+    async def set_weight(self, backend: str, name: str, weight: int) -> None:
+        """``set server be/name weight N`` (absolute, 0..256; empty answer on success)."""
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 256:
+            raise ValueError(f"bad weight {weight!r}")
+        await self._expect_empty(f"set server {_token(backend)}/{_token(name)} weight {weight}")
+
+    async def enable_dynamic_cookie(self, backend: str) -> None:
+        """(Re)compute the dynamic cookie of every server of ``backend``.
+
+        HAProxy 2.6 refuses ``cookie`` in ``add server`` and gives a dynamic
+        server no dynamic cookie of its own; this command computes them all
+        (a server's cookie is a hash of the key, its address and port, so the
+        ones already set do not change).
+        """
+        await self._expect_empty(f"enable dynamic-cookie backend {_token(backend)}")
 
     async def set_state(self, backend: str, name: str, state: str) -> None:
         if state not in ("ready", "drain", "maint"):

@@ -6,9 +6,15 @@ against the desired map and sends the commands that close the gap
 membership change and periodically, and a lost command, a restart or a
 reload is repaired by the next pass rather than by replaying events.
 
-* join: ``add server`` -> ``enable health`` -> ``state ready; health down``
-  (one line: no request reaches it before its first good check); an
-  existing entry (``Already exists``, or one in MAINT) is reused.
+* join: ``add server ... id N weight W`` -> ``enable health`` ->
+  ``state ready; health down`` (one line: no request reaches it before its
+  first good check); an existing entry (``Already exists``, or one in
+  MAINT) is reused. With cookie stickiness, ``enable dynamic-cookie``
+  then gives it its cookie.
+* a live member's ``lb-state`` (``ready``/``drain``/``maint``) and
+  ``lb-weight`` are applied with ``set server ... state`` and ``weight``.
+  Leaving drain or entering maint never resets health, so sticky sessions
+  do not move until the server really goes.
 * leave: ``drain``; ``maint`` once ``scur`` is 0 or the grace period is
   over; then ``del server``, retried with backoff (idle pooled connections
   can block it for long; a stuck entry is harmless in MAINT).
@@ -71,8 +77,10 @@ class Reconciler:
 
     def __init__(self, client: RuntimeClient, backend: str, server_options: str,
                  drain_grace: float, clock: Callable[[], float] = anyio.current_time,
-                 faults: FaultLog | None = None) -> None:
+                 faults: FaultLog | None = None, dynamic_cookies: bool = False) -> None:
         self.client = client
+        #: ``sticky = "cookie"``: compute dynamic cookies after adding or moving a server.
+        self.dynamic_cookies = dynamic_cookies
         #: Where a per-server failure nobody foresaw is counted (place ``reconcile-server``).
         self.faults = faults if faults is not None else FaultLog(log)
         self.backend = backend
@@ -109,7 +117,7 @@ class Reconciler:
             return result
         result.actual = actual_rows
         actual = {s.name: s for s in actual_rows}
-        sessions = await self._sessions(actual, result)
+        sessions = await self._sessions(actual, desired, result)
         servers_ok = True
         for name in sorted(set(desired) | set(actual)):
             try:
@@ -142,9 +150,12 @@ class Reconciler:
         return result
 
     async def _sessions(self, actual: Mapping[str, ServerState],
+                        desired: Mapping[str, DesiredServer],
                         result: PassResult) -> dict[str, int]:
-        """Current sessions per server, only when something is draining."""
-        if not any(s.draining for s in actual.values()):
+        """Current sessions per server, only when a leaving member's server is draining
+        (one drained by its ``lb-state`` stays so: nothing to wait for)."""
+        if not any(s.draining and (name not in desired or desired[name].want is not Want.READY)
+                   for name, s in actual.items()):
             return {}
         try:
             rows = await self.client.show_stat(self.backend)
@@ -200,24 +211,48 @@ class Reconciler:
 
     async def _make_ready(self, want: DesiredServer, have: ServerState | None,
                           result: PassResult) -> None:
-        be, name = self.backend, want.name
+        """A live member's server: present, at its address, in its ``lb-state``, weight."""
+        be, name, target = self.backend, want.name, want.state
         if have is None:
-            added = await self.client.add_server(be, name, want.address, self.options)
+            added = await self.client.add_server(be, name, want.address,
+                                                 f"{want.identity_options} {self.options}")
             if added is AddResult.EXISTS:  # appeared since we looked: reuse it
                 await self.client.set_addr(be, name, want.addr, want.port)
-            await self.client.enable_health(be, name)
-            await self.client.set_ready_health_down(be, name)
-            self._need(name, "add", result, f"add {be}/{name} {want.address} ({added.value})")
-        elif not _same_endpoint(have, want):
+            await self._bring_up(want)
+            self._need(name, "add", result, f"add {be}/{name} {want.address} ({added.value}, "
+                       f"{target}, weight {want.weight})")
+            return
+        if want.sid and have.sid != want.sid:  # IDs are fixed at creation: only a reload
+            result.reload_reason = result.reload_reason or (
+                f"{be}/{name} has id {have.sid}, membership says {want.sid}")
+        if not _same_endpoint(have, want):
             await self.client.set_addr(be, name, want.addr, want.port)
-            await self.client.enable_health(be, name)
-            await self.client.set_ready_health_down(be, name)
+            await self._bring_up(want)
             self._need(name, "readdress", result,
                        f"readdress {be}/{name} {have.addr}:{have.port} -> {want.address}")
-        elif have.in_maint or have.draining:
-            await self.client.enable_health(be, name)
-            await self.client.set_ready_health_down(be, name)
-            self._need(name, "reuse", result, f"reuse {be}/{name} ({have.admin_name} -> ready)")
+        elif have.in_maint and target != "maint":
+            await self._bring_up(want)
+            self._need(name, "reuse", result, f"reuse {be}/{name} ({have.admin_name} -> "
+                       f"{target})")
+        elif target != have.admin_name and not (target == "maint" and have.in_maint):
+            # ready <-> drain, or into maint: no health reset, so sticky sessions stay put
+            await self.client.set_state(be, name, target)
+            self._need(name, "state", result, f"{target} {be}/{name} (lb-state)")
+        if have.weight != want.weight:
+            await self.client.set_weight(be, name, want.weight)
+            self._need(name, "weight", result,
+                       f"weight {be}/{name} {have.weight} -> {want.weight} (lb-weight)")
+
+    async def _bring_up(self, want: DesiredServer) -> None:
+        """Checks on, then the wanted state; DOWN until the first good check (not in maint)."""
+        be, name = self.backend, want.name
+        await self.client.enable_health(be, name)
+        if want.state == "maint":
+            await self.client.set_state(be, name, "maint")
+        else:
+            await self.client.set_ready_health_down(be, name, want.state)
+        if self.dynamic_cookies:  # a dynamic server gets its cookie only from this
+            await self.client.enable_dynamic_cookie(be)
 
     async def _drain(self, have: ServerState, scur: int, result: PassResult) -> None:
         be, name, now = self.backend, have.name, self.clock()

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,12 @@ import anyio
 import jinja2
 
 from lbadapter.config import Settings
-from lbadapter.desired import DesiredServer, Want
+from lbadapter.desired import Balancer, DesiredServer, Want, member_label
 from swimlib.records import record
 
-__all__ = ["DEFAULT_TEMPLATE", "CheckResult", "ConfigCheckError", "ConfigWriter", "RenderError",
-           "check_config", "render_config", "render_context"]
+__all__ = ["DEFAULT_TEMPLATE", "PEERS_SECTION", "CheckResult", "ConfigCheckError",
+           "ConfigWriter", "RenderError", "check_config", "file_options", "render_config",
+           "render_context"]
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "haproxy.cfg.j2"
 #: ``haproxy -c`` never needs long; a hung check must not hang the adapter.
@@ -51,21 +52,57 @@ def _endpoint(addr: tuple[str, int]) -> dict[str, Any]:
     return {"host": host, "port": port, "address": f"{shown}:{port}"}
 
 
-def render_context(settings: Settings, servers: Iterable[DesiredServer]) -> dict[str, Any]:
+#: Name of the generated ``peers`` section.
+PEERS_SECTION = "lbadapter"
+
+
+def file_options(server: DesiredServer, settings: Settings) -> str:
+    """A server line's options: ID and weight, then ``server_options``.
+
+    The file is what a reload or restart comes back with, so it carries
+    ``lb-state`` too: ``drain`` as weight 0 (HAProxy has no drain keyword;
+    weight 0 takes no new sessions but keeps sticky ones, as drain does).
+    A server in ``maint`` gets no line at all (see :func:`render_context`).
+    The reconciler restores the exact state and weight right after a reload.
+    """
+    weight = 0 if server.state == "drain" else server.weight
+    head = (f"id {server.sid} " if server.sid else "") + f"weight {weight}"
+    return f"{head} {settings.server_options}"
+
+
+def render_context(settings: Settings, servers: Iterable[DesiredServer],
+                   peers: Sequence[Balancer] = ()) -> dict[str, Any]:
     """Template variables (documented at the top of the default template).
 
     Member data reaches the template only in forms :class:`DesiredServer`
-    has checked (name, address, port) or escaped (``member`` is the label:
-    no whitespace, ``#``, ``;``, quotes or line breaks), so no template can
-    be made to write a line or directive a member chose.
+    and :class:`Balancer` have checked (name, address, port, numbers) or
+    escaped (``member`` is the label: no whitespace, ``#``, ``;``, quotes or
+    line breaks), so no template can be made to write a line or directive a
+    member chose. Peers are used only by ``sticky = "source"``.
     """
-    ready = sorted((s for s in servers if s.want is Want.READY), key=lambda s: s.name)
+    # A server in lb-state maint is left out: HAProxy's ``disabled`` is a config
+    # maintenance that ``set server ... state ready`` cannot lift; after a reload the
+    # reconciler adds it back, in maintenance.
+    ready = sorted((s for s in servers if s.want is Want.READY and s.state != "maint"),
+                   key=lambda s: s.name)
+    used_peers = list(peers) if settings.sticky == "source" else []
+    local = [p.name for p in used_peers if p.local]
+    if not local:
+        used_peers = []  # HAProxy needs its own entry to take part
     return {
         "backend": settings.backend_name,
         "servers": [{"name": s.name, "member": s.label, "addr": s.addr, "port": s.port,
-                     "address": s.address, "options": settings.server_options}
+                     "address": s.address, "id": s.sid, "weight": s.weight,
+                     "state": s.state, "options": file_options(s, settings)}
                     for s in ready],
         "server_options": settings.server_options,
+        "sticky": settings.sticky,
+        "cookie": {"name": settings.cookie_name, "key": settings.cookie_key},
+        "stick_expire": settings.stick_expire,
+        "peers": [{"name": p.name, "member": member_label(p.member), "address": p.address,
+                   "local": p.local} for p in used_peers],
+        "peers_section": PEERS_SECTION,
+        "local_peer": local[0] if used_peers else None,
         "listen": _endpoint(settings.listen),
         "stats": _endpoint(settings.stats),
         "admin_socket": str(settings.admin_socket.absolute()),
@@ -87,7 +124,7 @@ def _template_line(exc: BaseException, filename: str) -> int | None:
 
 
 def render_config(settings: Settings, servers: Iterable[DesiredServer],
-                  template: Path | None = None) -> str:
+                  template: Path | None = None, peers: Sequence[Balancer] = ()) -> str:
     """Render the config for ``servers`` (only READY ones become ``server`` lines).
 
     The template is read from disk on every call, so edits take effect on
@@ -106,7 +143,7 @@ def render_config(settings: Settings, servers: Iterable[DesiredServer],
     except (OSError, UnicodeDecodeError) as exc:
         raise RenderError(f"template {path}: {exc}") from None
     try:
-        text = tpl.render(render_context(settings, servers))
+        text = tpl.render(render_context(settings, servers, peers))
     except Exception as exc:  # any error raised by template code
         line = _template_line(exc, str(path))
         where = f"{path}:{line}" if line else str(path)

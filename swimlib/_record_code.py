@@ -136,7 +136,7 @@ def __init__(self, auth_key):
 
 CODE["def __init__(self, auth_key):\n    _osa(self, 'auth_key', auth_key)\n"] = __init__.__code__
 
-def __init__(self, backend, name, addr, port, op_state, admin_state, weight):
+def __init__(self, backend, name, addr, port, op_state, admin_state, weight, sid=_D):
     _osa(self, 'backend', backend)
     _osa(self, 'name', name)
     _osa(self, 'addr', addr)
@@ -144,8 +144,9 @@ def __init__(self, backend, name, addr, port, op_state, admin_state, weight):
     _osa(self, 'op_state', op_state)
     _osa(self, 'admin_state', admin_state)
     _osa(self, 'weight', weight)
+    _osa(self, 'sid', sid)
 
-CODE["def __init__(self, backend, name, addr, port, op_state, admin_state, weight):\n    _osa(self, 'backend', backend)\n    _osa(self, 'name', name)\n    _osa(self, 'addr', addr)\n    _osa(self, 'port', port)\n    _osa(self, 'op_state', op_state)\n    _osa(self, 'admin_state', admin_state)\n    _osa(self, 'weight', weight)\n"] = __init__.__code__
+CODE["def __init__(self, backend, name, addr, port, op_state, admin_state, weight, sid=_D):\n    _osa(self, 'backend', backend)\n    _osa(self, 'name', name)\n    _osa(self, 'addr', addr)\n    _osa(self, 'port', port)\n    _osa(self, 'op_state', op_state)\n    _osa(self, 'admin_state', admin_state)\n    _osa(self, 'weight', weight)\n    _osa(self, 'sid', sid)\n"] = __init__.__code__
 
 def __init__(self, command, seq):
     _osa(self, 'command', command)
@@ -558,19 +559,38 @@ def __init__(self, name, addr, port, tags=_D, status=_D, protocol_min=_D, protoc
 
 CODE["def __init__(self, name, addr, port, tags=_D, status=_D, protocol_min=_D, protocol_max=_D, protocol_cur=_D, delegate_min=_D, delegate_max=_D, delegate_cur=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'addr', addr)\n    _osa(self, 'port', port)\n    if tags is _NOTHING: tags = _f_tags()\n    _osa(self, 'tags', tags)\n    _osa(self, 'status', status)\n    _osa(self, 'protocol_min', protocol_min)\n    _osa(self, 'protocol_max', protocol_max)\n    _osa(self, 'protocol_cur', protocol_cur)\n    _osa(self, 'delegate_min', delegate_min)\n    _osa(self, 'delegate_max', delegate_max)\n    _osa(self, 'delegate_cur', delegate_cur)\n"] = __init__.__code__
 
-def __init__(self, name, member, addr, port, want):
+def __init__(self, name, member, addr, port, local=_D):
+    _osa(self, 'name', name)
+    _osa(self, 'member', member)
+    _osa(self, 'addr', addr)
+    _osa(self, 'port', port)
+    _osa(self, 'local', local)
+    _v_name('name', self.name)
+    _v_member('member', self.member)
+    _v_addr('addr', self.addr)
+    _v_port('port', self.port)
+
+CODE["def __init__(self, name, member, addr, port, local=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'member', member)\n    _osa(self, 'addr', addr)\n    _osa(self, 'port', port)\n    _osa(self, 'local', local)\n    _v_name('name', self.name)\n    _v_member('member', self.member)\n    _v_addr('addr', self.addr)\n    _v_port('port', self.port)\n"] = __init__.__code__
+
+def __init__(self, name, member, addr, port, want, weight=_D, state=_D, sid=_D):
     _osa(self, 'name', name)
     _osa(self, 'member', member)
     _osa(self, 'addr', addr)
     _osa(self, 'port', port)
     _osa(self, 'want', want)
+    _osa(self, 'weight', weight)
+    _osa(self, 'state', state)
+    _osa(self, 'sid', sid)
     _v_name('name', self.name)
     _v_member('member', self.member)
     _v_addr('addr', self.addr)
     _v_port('port', self.port)
     _v_want('want', self.want)
+    _v_weight('weight', self.weight)
+    _v_state('state', self.state)
+    _v_sid('sid', self.sid)
 
-CODE["def __init__(self, name, member, addr, port, want):\n    _osa(self, 'name', name)\n    _osa(self, 'member', member)\n    _osa(self, 'addr', addr)\n    _osa(self, 'port', port)\n    _osa(self, 'want', want)\n    _v_name('name', self.name)\n    _v_member('member', self.member)\n    _v_addr('addr', self.addr)\n    _v_port('port', self.port)\n    _v_want('want', self.want)\n"] = __init__.__code__
+CODE["def __init__(self, name, member, addr, port, want, weight=_D, state=_D, sid=_D):\n    _osa(self, 'name', name)\n    _osa(self, 'member', member)\n    _osa(self, 'addr', addr)\n    _osa(self, 'port', port)\n    _osa(self, 'want', want)\n    _osa(self, 'weight', weight)\n    _osa(self, 'state', state)\n    _osa(self, 'sid', sid)\n    _v_name('name', self.name)\n    _v_member('member', self.member)\n    _v_addr('addr', self.addr)\n    _v_port('port', self.port)\n    _v_want('want', self.want)\n    _v_weight('weight', self.weight)\n    _v_state('state', self.state)\n    _v_sid('sid', self.sid)\n"] = __init__.__code__
 
 def __init__(self, name, payload=_D):
     _osa(self, 'name', name)
@@ -645,7 +665,7 @@ def __init__(self, node, rtt, payload=_D):
 
 CODE["def __init__(self, node, rtt, payload=_D):\n    _osa(self, 'node', node)\n    _osa(self, 'rtt', rtt)\n    _osa(self, 'payload', payload)\n"] = __init__.__code__
 
-def __init__(self, node=_D, bind=_D, advertise=_D, rpc_addr=_D, join=_D, profile=_D, backend_tag=_D, backend_port=_D, listen=_D, stats=_D, template=_D, haproxy=_D, state_dir=_D, log_level=_D, backend_name=_D, balance=_D, server_options=_D, reconcile_interval=_D, drain_grace=_D, reload_min_wait=_D, reload_max_wait=_D, hard_stop_after=_D, vip=_D, vip_interface=_D, vip_router_id=_D, vip_priority=_D, vip_advert_interval=_D, vip_unicast_peers=_D, keepalived=_D):
+def __init__(self, node=_D, bind=_D, advertise=_D, rpc_addr=_D, join=_D, profile=_D, backend_tag=_D, backend_port=_D, listen=_D, stats=_D, template=_D, haproxy=_D, state_dir=_D, log_level=_D, backend_name=_D, balance=_D, server_options=_D, reconcile_interval=_D, drain_grace=_D, reload_min_wait=_D, reload_max_wait=_D, hard_stop_after=_D, vip=_D, vip_interface=_D, vip_router_id=_D, vip_priority=_D, vip_advert_interval=_D, vip_unicast_peers=_D, keepalived=_D, sticky=_D, cookie_name=_D, cookie_key=_D, stick_expire=_D, peer_port=_D, metrics_addr=_D):
     if node is _NOTHING: node = _f_node()
     _osa(self, 'node', node)
     _osa(self, 'bind', bind)
@@ -676,8 +696,14 @@ def __init__(self, node=_D, bind=_D, advertise=_D, rpc_addr=_D, join=_D, profile
     _osa(self, 'vip_advert_interval', vip_advert_interval)
     _osa(self, 'vip_unicast_peers', vip_unicast_peers)
     _osa(self, 'keepalived', keepalived)
+    _osa(self, 'sticky', sticky)
+    _osa(self, 'cookie_name', cookie_name)
+    _osa(self, 'cookie_key', cookie_key)
+    _osa(self, 'stick_expire', stick_expire)
+    _osa(self, 'peer_port', peer_port)
+    _osa(self, 'metrics_addr', metrics_addr)
 
-CODE["def __init__(self, node=_D, bind=_D, advertise=_D, rpc_addr=_D, join=_D, profile=_D, backend_tag=_D, backend_port=_D, listen=_D, stats=_D, template=_D, haproxy=_D, state_dir=_D, log_level=_D, backend_name=_D, balance=_D, server_options=_D, reconcile_interval=_D, drain_grace=_D, reload_min_wait=_D, reload_max_wait=_D, hard_stop_after=_D, vip=_D, vip_interface=_D, vip_router_id=_D, vip_priority=_D, vip_advert_interval=_D, vip_unicast_peers=_D, keepalived=_D):\n    if node is _NOTHING: node = _f_node()\n    _osa(self, 'node', node)\n    _osa(self, 'bind', bind)\n    _osa(self, 'advertise', advertise)\n    _osa(self, 'rpc_addr', rpc_addr)\n    _osa(self, 'join', join)\n    _osa(self, 'profile', profile)\n    _osa(self, 'backend_tag', backend_tag)\n    _osa(self, 'backend_port', backend_port)\n    _osa(self, 'listen', listen)\n    _osa(self, 'stats', stats)\n    _osa(self, 'template', template)\n    _osa(self, 'haproxy', haproxy)\n    _osa(self, 'state_dir', state_dir)\n    _osa(self, 'log_level', log_level)\n    _osa(self, 'backend_name', backend_name)\n    _osa(self, 'balance', balance)\n    _osa(self, 'server_options', server_options)\n    _osa(self, 'reconcile_interval', reconcile_interval)\n    _osa(self, 'drain_grace', drain_grace)\n    _osa(self, 'reload_min_wait', reload_min_wait)\n    _osa(self, 'reload_max_wait', reload_max_wait)\n    _osa(self, 'hard_stop_after', hard_stop_after)\n    _osa(self, 'vip', vip)\n    _osa(self, 'vip_interface', vip_interface)\n    _osa(self, 'vip_router_id', vip_router_id)\n    _osa(self, 'vip_priority', vip_priority)\n    _osa(self, 'vip_advert_interval', vip_advert_interval)\n    _osa(self, 'vip_unicast_peers', vip_unicast_peers)\n    _osa(self, 'keepalived', keepalived)\n"] = __init__.__code__
+CODE["def __init__(self, node=_D, bind=_D, advertise=_D, rpc_addr=_D, join=_D, profile=_D, backend_tag=_D, backend_port=_D, listen=_D, stats=_D, template=_D, haproxy=_D, state_dir=_D, log_level=_D, backend_name=_D, balance=_D, server_options=_D, reconcile_interval=_D, drain_grace=_D, reload_min_wait=_D, reload_max_wait=_D, hard_stop_after=_D, vip=_D, vip_interface=_D, vip_router_id=_D, vip_priority=_D, vip_advert_interval=_D, vip_unicast_peers=_D, keepalived=_D, sticky=_D, cookie_name=_D, cookie_key=_D, stick_expire=_D, peer_port=_D, metrics_addr=_D):\n    if node is _NOTHING: node = _f_node()\n    _osa(self, 'node', node)\n    _osa(self, 'bind', bind)\n    _osa(self, 'advertise', advertise)\n    _osa(self, 'rpc_addr', rpc_addr)\n    _osa(self, 'join', join)\n    _osa(self, 'profile', profile)\n    _osa(self, 'backend_tag', backend_tag)\n    _osa(self, 'backend_port', backend_port)\n    _osa(self, 'listen', listen)\n    _osa(self, 'stats', stats)\n    _osa(self, 'template', template)\n    _osa(self, 'haproxy', haproxy)\n    _osa(self, 'state_dir', state_dir)\n    _osa(self, 'log_level', log_level)\n    _osa(self, 'backend_name', backend_name)\n    _osa(self, 'balance', balance)\n    _osa(self, 'server_options', server_options)\n    _osa(self, 'reconcile_interval', reconcile_interval)\n    _osa(self, 'drain_grace', drain_grace)\n    _osa(self, 'reload_min_wait', reload_min_wait)\n    _osa(self, 'reload_max_wait', reload_max_wait)\n    _osa(self, 'hard_stop_after', hard_stop_after)\n    _osa(self, 'vip', vip)\n    _osa(self, 'vip_interface', vip_interface)\n    _osa(self, 'vip_router_id', vip_router_id)\n    _osa(self, 'vip_priority', vip_priority)\n    _osa(self, 'vip_advert_interval', vip_advert_interval)\n    _osa(self, 'vip_unicast_peers', vip_unicast_peers)\n    _osa(self, 'keepalived', keepalived)\n    _osa(self, 'sticky', sticky)\n    _osa(self, 'cookie_name', cookie_name)\n    _osa(self, 'cookie_key', cookie_key)\n    _osa(self, 'stick_expire', stick_expire)\n    _osa(self, 'peer_port', peer_port)\n    _osa(self, 'metrics_addr', metrics_addr)\n"] = __init__.__code__
 
 def __init__(self, nodes):
     _osa(self, 'nodes', nodes)

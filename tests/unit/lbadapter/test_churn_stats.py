@@ -26,6 +26,7 @@ from benchmarks.lb_churn import (
     read_response,
     summarize,
 )
+from benchmarks.lb_sticky import _next_cookie, sticky_moves
 
 
 def test_percentile_nearest_rank() -> None:
@@ -187,3 +188,29 @@ def test_format_balancers_says_how_changes_were_applied() -> None:
     assert "started 1 time(s), reloaded 0 times" in text
     assert "runtime API: 5 add, 3 drain, 4 maint, 4 del" in text
     assert "restarted 6 times" in text and "45 ms max" in text
+
+
+def test_read_response_collects_set_cookie_headers() -> None:
+    sock = _serve(b"HTTP/1.1 200 OK\r\nSet-Cookie: SRVID=abc; path=/\r\nContent-Length: 3\r\n"
+                  b"\r\ns1\n")
+    cookies: list[str] = []
+    assert read_response(sock, cookies) == (200, b"s1\n", True)
+    assert cookies == ["SRVID=abc; path=/"]
+
+
+def test_sticky_client_keeps_and_drops_cookies_as_a_browser() -> None:
+    assert _next_cookie(None, ["SRVID=abc; path=/; HttpOnly"], "SRVID") == "SRVID=abc"
+    assert _next_cookie("SRVID=abc", [], "SRVID") == "SRVID=abc"
+    assert _next_cookie("SRVID=abc", ["SRVID=; Expires=Thu, 01-Jan-1970"], "SRVID") is None
+    assert _next_cookie("SRVID=abc", ["OTHER=x"], "SRVID") == "SRVID=abc"
+
+
+def test_sticky_moves_are_explained_only_by_a_departure_of_the_pinned_backend() -> None:
+    ok = [(0.0, 0.001, None, "b1", 0), (1.0, 0.001, None, "b1", 1),
+          (2.0, 0.001, "reset", "", 0),  # failures do not pin or move
+          (3.0, 0.001, None, "b2", 1), (4.0, 0.001, None, "b3", 0)]
+    other = [(0.5, 0.001, None, "b4", 0), (3.5, 0.001, None, "b4", 1)]
+    got = sticky_moves([ok, other], [(1.5, "b1"), (5.0, "b4")])
+    assert got["moves"] == 2  # b1 -> b2 (b1 left at 1.5), b2 -> b3 (unexplained)
+    assert got["pinned"] == 2  # the first client at 1.5, the second at 5.0
+    assert got["unexplained"] == [(4.0, "b2", "b3")] and got["unexplained_count"] == 1

@@ -74,13 +74,16 @@ IP = r"(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-f:.]+)"
 OPTIONS = "check inter 1s fall 2 rise 1"
 COMMAND_SHAPES = [re.compile(p) for p in (
     r"show servers state app", r"show stat app 4 -1",
-    rf"add server app/{NAME} {ADDR} {re.escape(OPTIONS)}",
+    rf"add server app/{NAME} {ADDR} id \d{{1,10}} weight \d{{1,3}} {re.escape(OPTIONS)}",
     rf"enable health app/{NAME}",
-    rf"set server app/(?P<n>{NAME}) state ready; set server app/(?P=n) health down",
+    rf"set server app/(?P<n>{NAME}) state (?:ready|drain); set server app/(?P=n) health down",
     rf"set server app/{NAME} state (?:ready|drain|maint)",
+    rf"set server app/{NAME} weight \d{{1,3}}",
+    r"enable dynamic-cookie backend app",
     rf"set server app/{NAME} addr {IP} port \d{{1,5}}",
     rf"del server app/{NAME}")]
-SERVER_LINE = re.compile(rf"    server {NAME} {ADDR} {re.escape(DEFAULT_SERVER_OPTIONS)}")
+SERVER_LINE = re.compile(rf"    server {NAME} {ADDR} id \d{{1,10}} weight \d{{1,3}} "
+                         rf"{re.escape(DEFAULT_SERVER_OPTIONS)}")
 
 
 def member(name: str, port: str | None = "8000", addr: str = "127.0.0.1",

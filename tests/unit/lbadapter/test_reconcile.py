@@ -32,6 +32,8 @@ class FakeServer:
     health: bool = False
     scur: int = 0
     busy: bool = False  # idle pooled connections block `del server`
+    weight: int = 1
+    sid: int = 0
 
 
 class FakeHAProxy(RuntimeClient):
@@ -43,6 +45,7 @@ class FakeHAProxy(RuntimeClient):
         self.log: list[str] = []
         self.override: dict[str, str] = {}  # command prefix -> forced answer
         self.ignore_ready = False  # simulate drift: `state ready` has no effect
+        self.cookies_computed = 0
 
     async def command(self, line: str) -> str:
         self.log.append(line)
@@ -56,8 +59,8 @@ class FakeHAProxy(RuntimeClient):
         if cmd.startswith("show servers state"):
             if words[3] != "app":
                 return "Can't find backend.\n\n"
-            rows = [f"3 app {i} {n} {s.addr} {2 if s.admin == 'ready' else 0} "
-                    f"{ADMIN[s.admin]} 1 1 0 6 3 4 6 0 0 0 - {s.port} - 0 0 - - 0"
+            rows = [f"3 app {s.sid or i} {n} {s.addr} {2 if s.admin != 'maint' else 0} "
+                    f"{ADMIN[s.admin]} {s.weight} 1 0 6 3 4 6 0 0 0 - {s.port} - 0 0 - - 0"
                     for i, (n, s) in enumerate(self.servers.items(), 1)]
             return "\n".join(["1", HEADER, *rows]) + "\n\n"
         if cmd.startswith("show stat"):
@@ -65,6 +68,9 @@ class FakeHAProxy(RuntimeClient):
                     self.servers.items()]
             return "\n".join(["# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,"
                               "dresp,ereq,econ,eresp,wretr,wredis,status", *rows]) + "\n\n"
+        if cmd == "enable dynamic-cookie backend app":
+            self.cookies_computed += 1
+            return "\n"
         be, _, name = words[2].partition("/") if len(words) > 2 else ("", "", "")
         srv = self.servers.get(name)
         if be != "app":
@@ -73,7 +79,9 @@ class FakeHAProxy(RuntimeClient):
             if srv is not None:
                 return "Already exists a server with the same name in backend.\n\n"
             host, _, port = words[3].rpartition(":")
-            self.servers[name] = FakeServer(host, int(port))
+            opts = dict(zip(words[4::2], words[5::2], strict=False))
+            self.servers[name] = FakeServer(host, int(port), weight=int(opts.get("weight", 1)),
+                                            sid=int(opts.get("id", 0)))
             return "New server registered.\n\n"
         if srv is None:
             return "No such server.\n\n"
@@ -92,6 +100,9 @@ class FakeHAProxy(RuntimeClient):
                 srv.admin = words[4]
             return "\n"
         if words[3] == "health":
+            return "\n"
+        if words[3] == "weight":
+            srv.weight = int(words[4])
             return "\n"
         if words[3] == "addr":
             srv.addr, srv.port = words[4], int(words[6])
@@ -133,8 +144,8 @@ def make(fake: FakeHAProxy, clock: Clock, grace: float = 10.0) -> Reconciler:
 async def test_join_adds_enables_health_and_readies_with_health_down(fake, clock):
     r = make(fake, clock)
     result = await r.reconcile({"a": ready("a")})
-    assert result.actions == ["add app/a 127.0.0.1:8000 (added)"]
-    assert fake.log[1:] == ["add server app/a 127.0.0.1:8000 check inter 1s",
+    assert result.actions == ["add app/a 127.0.0.1:8000 (added, ready, weight 1)"]
+    assert fake.log[1:] == ["add server app/a 127.0.0.1:8000 weight 1 check inter 1s",
                             "enable health app/a",
                             "set server app/a state ready; set server app/a health down"]
     assert fake.servers["a"].admin == "ready" and fake.servers["a"].health
@@ -232,7 +243,7 @@ async def test_add_racing_an_existing_entry_reuses_it(fake, clock):
 
     fake._one = racing  # type: ignore[method-assign]
     result = await r.reconcile({"a": ready("a")})
-    assert result.actions == ["add app/a 127.0.0.1:8000 (exists)"]
+    assert result.actions == ["add app/a 127.0.0.1:8000 (exists, ready, weight 1)"]
     assert (fake.servers["a"].addr, fake.servers["a"].port) == ("127.0.0.1", 8000)
 
 
@@ -323,3 +334,67 @@ async def test_other_client_errors_are_counted_per_server(fake, clock):
     result = await r.reconcile({"a": ready("a"), "b": ready("b")})
     assert r.counters["server_errors"] == 2 and len(result.errors) == 2
     assert result.reload_reason is None
+
+
+# ------------------------------------------------------------------ lb-state, lb-weight, IDs
+
+
+def steered(name: str, state: str = "ready", weight: int = 1, sid: int = 0) -> DesiredServer:
+    return DesiredServer(name, name, "127.0.0.1", 8000, Want.READY, weight, state, sid)
+
+
+async def test_state_tags_move_a_live_server_without_resetting_its_health(fake, clock):
+    r = make(fake, clock)
+    await r.reconcile({"a": steered("a")})
+    steps = [("drain", ["set server app/a state drain"]),
+             ("ready", ["set server app/a state ready"]),  # no health down: sticky stays
+             ("maint", ["set server app/a state maint"]),
+             ("maint", []),  # a live member in maint stays (no delete)
+             ("ready", ["enable health app/a",
+                        "set server app/a state ready; set server app/a health down"])]
+    for state, commands in steps:
+        fake.log.clear()
+        result = await r.reconcile({"a": steered("a", state)})
+        assert fake.log[1:] == commands, state
+        assert fake.servers["a"].admin == state and not result.errors
+    assert r.counters["del"] == 0
+
+
+async def test_weight_tag_is_applied_with_set_weight(fake, clock):
+    r = make(fake, clock)
+    await r.reconcile({"a": steered("a", weight=3)})
+    assert fake.servers["a"].weight == 3
+    fake.log.clear()
+    result = await r.reconcile({"a": steered("a", weight=0)})
+    assert fake.log[1:] == ["set server app/a weight 0"]
+    assert result.actions == ["weight app/a 3 -> 0 (lb-weight)"]
+    fake.log.clear()
+    await r.reconcile({"a": steered("a", weight=0)})
+    assert fake.log[1:] == []  # idempotent
+
+
+@pytest.mark.parametrize(("state", "last"), [
+    ("drain", "set server app/a state drain; set server app/a health down"),
+    ("maint", "set server app/a state maint")])
+async def test_a_new_server_starts_in_its_tagged_state(fake, clock, state, last):
+    r = make(fake, clock)
+    await r.reconcile({"a": steered("a", state, weight=5, sid=77)})
+    assert fake.log[1:] == ["add server app/a 127.0.0.1:8000 id 77 weight 5 check inter 1s",
+                            "enable health app/a", last]
+    assert fake.servers["a"].admin == state
+
+
+async def test_dynamic_cookies_are_computed_after_adding(fake, clock):
+    r = Reconciler(fake, "app", "check inter 1s", 10.0, clock=clock, dynamic_cookies=True)
+    await r.reconcile({"a": steered("a")})
+    assert fake.log[-1] == "enable dynamic-cookie backend app" and fake.cookies_computed == 1
+    await r.reconcile({"a": steered("a")})
+    assert fake.cookies_computed == 1
+
+
+async def test_an_id_that_differs_asks_for_a_reload(fake, clock):
+    r = make(fake, clock)
+    await r.reconcile({"a": steered("a", sid=5)})
+    fake.servers["a"].sid = 6  # e.g. a server left by an older lbadapter
+    result = await r.reconcile({"a": steered("a", sid=5)})
+    assert result.reload_reason == "app/a has id 6, membership says 5"

@@ -44,8 +44,8 @@ def test_default_template_has_the_required_settings():
 def test_only_ready_servers_get_lines_sorted_with_the_shared_options():
     lines = [ln.strip() for ln in render_config(SETTINGS, SERVERS).splitlines()
              if ln.strip().startswith("server ")]
-    assert lines == [f"server web-1 10.0.0.1:8001 {DEFAULT_SERVER_OPTIONS}",
-                     f"server web-2 10.0.0.2:8002 {DEFAULT_SERVER_OPTIONS}"]
+    assert lines == [f"server web-1 10.0.0.1:8001 weight 1 {DEFAULT_SERVER_OPTIONS}",
+                     f"server web-2 10.0.0.2:8002 weight 1 {DEFAULT_SERVER_OPTIONS}"]
 
 
 def test_empty_member_list_renders_an_empty_backend():
