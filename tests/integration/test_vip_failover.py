@@ -103,7 +103,7 @@ class Cluster:
                 "--node", f"ha{i}", "--bind", f"{self.lan.ip(ns)}:7946", "--join", other,
                 "--backend-port", str(APP_PORT), "--listen", "0.0.0.0:80",
                 "--stats", "0.0.0.0:1936", "--state-dir", str(self.state_dirs[ns]),
-                "--vip", f"{self.vip}/24", "--vip-interface", "eth0",
+                "--vip", f"{self.vip}/24", "--vip-interface", "eth0", "--sticky", "cookie",
                 "--config", str(settings)], env=env)
             self.adapters[ns] = child.popen
 
@@ -127,15 +127,23 @@ class Cluster:
         return path.read_text(errors="replace")[-6000:] if path.exists() else ""
 
 
-def get(host: str, timeout: float) -> str:
-    """One request on a new connection: the backend's name; raises OSError on failure."""
+def get(host: str, timeout: float, jar: dict[str, str] | None = None) -> str:
+    """One request on a new connection: the backend's name; raises OSError on failure.
+    ``jar``: a sticky client's cookie (sent, and kept from ``Set-Cookie``)."""
     conn = http.client.HTTPConnection(host, 80, timeout=timeout)
+    headers = {"Connection": "close"}
+    if jar:
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
     try:
-        conn.request("GET", "/", headers={"Connection": "close"})
+        conn.request("GET", "/", headers=headers)
         resp = conn.getresponse()
         body = resp.read().decode(errors="replace").strip()
         if resp.status != 200:
             raise OSError(f"HTTP {resp.status}")
+        if jar is not None:
+            for header in resp.headers.get_all("Set-Cookie") or ():
+                name, _, rest = header.partition("=")
+                jar[name.strip()] = rest.split(";", 1)[0]
         return body
     except (http.client.HTTPException, ValueError) as exc:
         raise OSError(f"{type(exc).__name__}: {exc}") from exc
@@ -162,6 +170,7 @@ class Request:
     ended: float
     ok: bool
     answer: str
+    client: int = 0
 
 
 @dataclass
@@ -173,21 +182,23 @@ class Load:
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
 
-    def _client(self) -> None:
+    def _client(self, client: int) -> None:
+        """A sticky client: it keeps the cookie HAProxy gives it (``--sticky cookie``)."""
+        jar: dict[str, str] = {}
         for _ in range(1_000_000):  # bounded: stopped by the test long before
             if self.stop.is_set():
                 return
             started = time.monotonic()
             try:
-                answer, ok = get(self.host, REQUEST_TIMEOUT), True
+                answer, ok = get(self.host, REQUEST_TIMEOUT, jar), True
             except OSError as exc:
                 answer, ok = f"{type(exc).__name__}: {exc}", False
-            self.requests.append(Request(started, time.monotonic(), ok, answer))
+            self.requests.append(Request(started, time.monotonic(), ok, answer, client))
             time.sleep(0.005)
 
     def __enter__(self) -> Load:
-        for _ in range(CLIENTS):
-            thread = threading.Thread(target=self._client, daemon=True)
+        for client in range(CLIENTS):
+            thread = threading.Thread(target=self._client, args=(client,), daemon=True)
             thread.start()
             self.threads.append(thread)
         return self
@@ -272,6 +283,17 @@ class Failover:
                 [r for r in self.requests if r.started >= self.cut_at],
                 [r for r in self.requests if not r.ok])
 
+    def kept_backend(self) -> list[bool]:
+        """Per sticky client: whether every answer after the move came from the backend
+        it was pinned to before the kill."""
+        before, _, after, _ = self.split()
+        kept = []
+        for client in sorted({r.client for r in self.requests}):
+            pinned = {r.answer for r in before if r.client == client and r.ok}
+            later = {r.answer for r in after if r.client == client and r.ok}
+            kept.append(len(pinned) == 1 and later <= pinned and bool(later))
+        return kept
+
     def report(self, title: str) -> None:
         before, in_flight, after, failed = self.split()
         gap = [r for r in after if r.started < self.killed_at + self.recovered]
@@ -284,6 +306,9 @@ class Failover:
               f"{len(failed)} ({sum(not r.ok for r in in_flight)} of those in flight)")
         print(f"  sent while the address moved: {len(gap)}, {sum(r.ok for r in gap)} answered, "
               f"slowest {max((r.ended - r.started for r in gap), default=0):.2f} s")
+        kept = self.kept_backend()
+        print(f"  sticky clients that kept their backend across the move: "
+              f"{sum(kept)} of {len(kept)}")
         for r in failed[:10]:
             print(f"  failed: sent {r.started - self.killed_at:+.3f} s, after "
                   f"{r.ended - r.started:.2f} s: {r.answer}")
@@ -317,7 +342,9 @@ def test_vip_moves_to_the_standby_when_the_active_host_dies(cluster: Cluster) ->
     assert not [r for r in before if not r.ok], "requests failed before the kill"
     assert all(r in in_flight for r in failed), "only requests in flight at the kill may fail"
     assert len(failed) <= CLIENTS
-    assert {r.answer for r in after if r.ok} == {"b0", "b1"}
+    # Both balancers give a backend the same cookie: every sticky client keeps its own.
+    assert all(result.kept_backend()), "a sticky client changed backend with the VIP"
+    assert {r.answer for r in after if r.ok} <= {"b0", "b1"}
 
     # Stopping lbadapter stops keepalived, which gives the address back.
     keepalived_pid = int((c.state_dirs[standby] / "keepalived.pid").read_text().split()[0])
