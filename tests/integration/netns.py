@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 #: A neighbour address nobody holds: traffic routed through it is dropped.
 _NOWHERE = 254
@@ -62,6 +63,8 @@ class Lan:
         self._made: list[str] = []
         #: Host-side end of each namespace's veth (its "cable").
         self.veths: dict[str, str] = {}
+        #: Delay relays (:meth:`delay`), stopped by :meth:`close`.
+        self._relays: list[subprocess.Popen[bytes]] = []
         try:
             _ip("link", "add", self.bridge, "type", "bridge")
             _ip("addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
@@ -136,11 +139,37 @@ class Lan:
             time.sleep(0.02)
         return pids
 
+    def delay(self, ns: str, seconds: float) -> None:
+        """Delay every frame ``ns`` sends by ``seconds``, as ``tc ... netem delay`` on
+        its link would (this kernel has no netem): its cable is cut in two and
+        :mod:`delay_relay` runs in between, in a namespace of its own. Stopped by
+        :meth:`close`."""
+        relay_ns = f"{ns}r"
+        _ip("netns", "add", relay_ns)
+        self._made.append(relay_ns)
+        old = self.veths[ns]  # host end of ns's cable: it moves into the relay namespace
+        new = f"{old}d"
+        _ip("link", "set", old, "nomaster")
+        _ip("link", "set", old, "netns", relay_ns)
+        _ip("link", "add", new, "type", "veth", "peer", "name", "lan", "netns", relay_ns)
+        _ip("link", "set", new, "master", self.bridge, "up")
+        self.veths[ns] = new
+        for link in ("lan", old):
+            _ip("-n", relay_ns, "link", "set", "dev", link, "promisc", "on", "up")
+        script = Path(__file__).with_name("delay_relay.py")
+        self._relays.append(subprocess.Popen(
+            [*self.exec_prefix(relay_ns), sys.executable, str(script), old, "lan",
+             str(seconds)]))
+
     def unplug(self, ns: str) -> None:
         """Pull ``ns``'s cable: no frame in or out, as for a host that lost power."""
         _ip("link", "set", self.veths[ns], "down")
 
     def close(self) -> None:
+        for relay in self._relays:
+            relay.kill()
+            relay.wait(10)
+        self._relays.clear()
         for ns in self._made:  # a leftover (a daemon whose parent was killed) would pin it
             self.kill_all(ns)
             _ip("netns", "del", ns, check=False)
