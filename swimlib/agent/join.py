@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: First wait, factor, ceiling (seconds).
 JOIN_BACKOFF = (1.0, 2.0, 30.0)
+#: keep_rejoining looks at the member list at most this often (seconds).
+OBSERVE_COALESCE = 0.5
 
 
 async def _join_once(agent: Agent, addrs: Sequence[str], replay: bool) -> int | Exception:
@@ -107,3 +109,6 @@ async def keep_rejoining(agent: Agent, rejoiner: Rejoiner, *, replay: bool = Fal
         deadline = rejoiner.next_deadline()
         with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
             await changed.wait()
+            # A burst of member events (a join storm: one per member) is looked at
+            # once: each look copies the whole member list.
+            await anyio.sleep(OBSERVE_COALESCE)
