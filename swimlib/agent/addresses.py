@@ -60,3 +60,21 @@ async def resolve_join_addresses(specs: Sequence[str], default_port: int) -> lis
                 if addr not in out:
                     out.append(addr)
     return out
+
+
+def member_address(host: str, port: int) -> str:
+    """Go's ``net.TCPAddr.String()``: ``ip:port``, ``[v6]:port``, IPv4-mapped as IPv4
+    (how the snapshot records a member, and what a join takes)."""
+    import ipaddress  # only once members are known: not on the start-up path
+
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        host = str(ip)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}"

@@ -38,6 +38,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 
+from swimlib.agent.addresses import member_address
 from swimlib.cluster.events import ClusterMember, MemberStatus
 
 #: First retry after a gap opens, and the ceiling of the backoff (seconds).
@@ -108,7 +109,7 @@ class Rejoiner:
                 self._known.pop(m.name, None)
                 continue
             if m.name in self._known or len(self._known) < MAX_KNOWN:
-                self._known[m.name] = _join_address(m)
+                self._known[m.name] = member_address(m.addr, m.port)
             if m.status == MemberStatus.ALIVE:
                 alive.add(m.name)
         for name in self._listed - listed:
@@ -147,9 +148,3 @@ class Rejoiner:
     def _jittered(self, delay: float) -> float:
         """Between half and all of ``delay``: agents that lost the same peers spread out."""
         return delay * (0.5 + 0.5 * self._rng.random())
-
-
-def _join_address(member: ClusterMember) -> str:
-    if ":" in member.addr:  # IPv6 literal
-        return f"[{member.addr}]:{member.port}"
-    return f"{member.addr}:{member.port}"

@@ -70,7 +70,6 @@ agent may call those through ``trio.to_thread.run_sync``.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import random
@@ -79,6 +78,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
 
+from swimlib.agent.addresses import member_address
 from swimlib.cluster.events import (
     ClusterMember,
     Event,
@@ -326,16 +326,7 @@ class FileStore:
 
 
 def _member_addr(member: ClusterMember) -> str:
-    """Go's ``net.TCPAddr.String()``: ``ip:port``, ``[v6]:port``, IPv4-mapped as IPv4."""
-    host = member.addr
-    with contextlib.suppress(ValueError):
-        ip = ipaddress.ip_address(host)
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        host = str(ip)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{member.port}"
+    return member_address(member.addr, member.port)
 
 
 class Snapshotter:
