@@ -11,10 +11,9 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 
-import anyio
-
 from swimlib.errors import ConfigError
 from swimlib.membership.types import Address
+from swimlib.transport.resolve import resolve
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -50,13 +49,13 @@ async def resolve_join_addresses(specs: Sequence[str], default_port: int) -> lis
     for spec in specs:
         host, port = split_host_port(spec, default_port)
         try:
-            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = await resolve(host, port)
         except OSError:
             continue
-        for family, _, _, _, (ip, ip_port) in infos:
+        for family, _, _, _, sockaddr in infos:
             if family in (socket.AF_INET, socket.AF_INET6):
                 # anyio appends an IPv6 scope ("fe80::1%2"); the address is the bare IP.
-                addr = (ip.partition("%")[0], ip_port)
+                addr = (sockaddr[0].partition("%")[0], sockaddr[1])
                 if addr not in out:
                     out.append(addr)
     return out

@@ -511,7 +511,7 @@ async def _run_agent_until_signalled(s: _Settings, signals: AsyncIterator[int]) 
                 task_group.start_soon(_join_with_retry, agent, s, snapshotter)
                 if s.retry_join:
                     task_group.start_soon(_retry_join, agent, s)
-                task_group.start_soon(release_after_startup)
+                task_group.start_soon(release_after_startup, lambda: agent.members_changed)
                 signum = await _wait_for_exit(signals, stop_requested,
                                               lambda: _reload(agent, s, runner))
                 if signum == signal.SIGINT and s.skip_leave_on_interrupt:

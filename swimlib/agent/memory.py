@@ -17,17 +17,30 @@ through :func:`resume_collector`, which freezes first: enabling it over a
 hundred thousand young objects would make the first allocation run a full
 collection (about 5 ms) before the agent answered anything. The few cycles
 of start-up garbage frozen with them are collected at the settle point.
+
+That settle point waits for membership to stand still. A full collection
+and the trim cost an agent 10-20 ms of CPU; at a fixed 5 s after start it
+landed, in every agent at once, in the middle of the join storm of a cluster
+started together, the very moment an agent's CPU decides how soon it answers
+the seed (on 2 cores, 50 agents spent a third of their storm CPU there). A
+busy cluster that never stands still still gets it, :data:`LATEST_SECONDS`
+after start.
 """
 
 from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Callable
 
 import anyio
 
 #: Long enough for the first join and push-pull to have come and gone.
 SETTLE_SECONDS = 5.0
+#: ... and then membership unchanged for this long (a join storm is over) ...
+QUIET_SECONDS = 2.0
+#: ... but never later than this after start.
+LATEST_SECONDS = 60.0
 
 
 def resume_collector() -> None:
@@ -54,6 +67,20 @@ def release_free_heap() -> bool:
     return True
 
 
-async def release_after_startup(delay: float = SETTLE_SECONDS) -> None:
+async def release_after_startup(members_changed: Callable[[], anyio.Event], *,
+                                delay: float = SETTLE_SECONDS, quiet: float = QUIET_SECONDS,
+                                latest: float = LATEST_SECONDS) -> None:
+    """:func:`release_free_heap` once start-up is over: ``delay`` after now and
+    once no member event came for ``quiet`` seconds, at the latest ``latest``
+    after now. ``members_changed()`` is an event set at the next member event
+    (:attr:`swimlib.agent.runtime.Agent.members_changed`)."""
+    deadline = anyio.current_time() + latest
     await anyio.sleep(delay)
+    with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+        while True:
+            changed = members_changed()
+            with anyio.move_on_after(quiet) as still:
+                await changed.wait()
+            if still.cancelled_caught:
+                break
     release_free_heap()

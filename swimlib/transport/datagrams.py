@@ -27,11 +27,11 @@ import socket
 import struct
 import sys
 from collections import Counter
-from typing import Any
 
 import anyio
 
 from swimlib.membership.types import Address
+from swimlib.transport.resolve import resolve
 
 #: Datagrams are read into buffers this large (memberlist: 64 KiB).
 READ_SIZE = 65536
@@ -49,25 +49,6 @@ _MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")  # errno, origin, type, code, pad, info, data
 #: (origin, ICMP type, code) of "port unreachable", for IPv4 and IPv6.
 _PORT_UNREACHABLE = {(2, 3, 3), (3, 1, 4)}
-
-
-async def _resolve(host: str, port: int, family: int) -> list[tuple[Any, ...]]:
-    """An address literal is parsed here; only a name costs a resolver thread.
-
-    An ASCII host goes as bytes: a ``str`` makes the C resolver call load the
-    IDNA codec, 1 ms of every agent's start for a literal that needs none."""
-    try:
-        return list(socket.getaddrinfo(_host_bytes(host), port, family, socket.SOCK_DGRAM, 0,
-                                       socket.AI_NUMERICHOST))
-    except socket.gaierror:
-        return list(await anyio.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM))
-
-
-def _host_bytes(host: str) -> bytes | str:
-    try:
-        return host.encode("ascii")
-    except UnicodeEncodeError:
-        return host
 
 
 class DatagramSocket:
@@ -96,7 +77,7 @@ class DatagramSocket:
     @classmethod
     async def bind(cls, host: str, port: int) -> DatagramSocket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        infos = await _resolve(host or "0.0.0.0", port, family)
+        infos = await resolve(host or "0.0.0.0", port, family=family, kind=socket.SOCK_DGRAM)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             with contextlib.suppress(OSError):

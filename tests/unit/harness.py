@@ -52,6 +52,11 @@ class Net:
         self._flush(node)
         return node
 
+    def rejoin(self, node: Any, through: Any) -> None:
+        """``node`` joins again through ``through`` (a member back after a failure)."""
+        node.join([self.addr_of(through)], self.now)
+        self._flush(node)
+
     def node(self, name: str) -> Any:
         return next(n for n in self.nodes.values() if n.name == name)
 

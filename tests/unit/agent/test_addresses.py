@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+
+import anyio
 import pytest
 
 from swimlib.agent.addresses import resolve_join_addresses, split_host_port
@@ -47,3 +50,20 @@ async def test_names_resolve_and_unresolvable_ones_are_skipped() -> None:
 
 async def test_an_ipv6_scope_is_dropped_from_the_address() -> None:
     assert await resolve_join_addresses(["[fe80::1%1]:7000"], 7946) == [("fe80::1", 7000)]
+
+
+async def test_literals_need_no_resolver_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # anyio resolves in a worker thread; a literal must not wait for one (join storms).
+    asked: list[object] = []
+
+    async def resolver_thread(host: object, *args: object, **kwargs: object) -> list[object]:
+        asked.append(host)
+        raise socket.gaierror("no resolver here")
+
+    monkeypatch.setattr(anyio, "getaddrinfo", resolver_thread)
+    specs = ["127.0.0.1:7000", "[::1]:7001", "[fe80::1%1]:7002"]
+    assert await resolve_join_addresses(specs, 7946) == [
+        ("127.0.0.1", 7000), ("::1", 7001), ("fe80::1", 7002)]
+    assert asked == []
+    assert await resolve_join_addresses(["localhost:7000"], 7946) == []
+    assert asked == ["localhost"]

@@ -1,9 +1,12 @@
-"""swimlib.agent.memory: freed heap pages go back to the OS."""
+"""swimlib.agent.memory: freed heap pages go back to the OS, once membership stands still."""
 
+import functools
 import sys
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
+import trio.testing
 
 from swimlib.agent import memory
 from swimlib.agent.memory import release_after_startup, release_free_heap
@@ -31,8 +34,18 @@ def test_fragmented_free_heap_is_returned() -> None:
     assert len(keep) == 938
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_release_runs_once_after_the_delay(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+class Membership:
+    """Stands in for Agent.members_changed: an event replaced at every change."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+
+    def change(self) -> None:
+        self.event.set()
+        self.event = anyio.Event()
+
+
+def _recording(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool]]:
     results: list[tuple[float, bool]] = []
 
     def recording() -> bool:
@@ -40,14 +53,65 @@ def test_release_runs_once_after_the_delay(backend: str, monkeypatch: pytest.Mon
         return results[-1][1]
 
     monkeypatch.setattr(memory, "release_free_heap", recording)
+    return results
+
+
+def _on_virtual_time(main: Callable[[], Awaitable[float]]) -> float:
+    return anyio.run(main, backend="trio",
+                     backend_options={"clock": trio.testing.MockClock(autojump_threshold=0)})
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_release_runs_once_after_the_delay(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = _recording(monkeypatch)
+    membership = Membership()
 
     async def main() -> float:
         start = anyio.current_time()
-        await release_after_startup(0.05)
+        await release_after_startup(lambda: membership.event, delay=0.05, quiet=0.01)
         return start
 
     start = anyio.run(main, backend=backend)
     assert len(results) == 1
     when, trimmed = results[0]
-    assert when - start >= 0.04
+    assert when - start >= 0.06
     assert trimmed == sys.platform.startswith("linux")
+
+
+def test_release_waits_for_membership_to_stand_still(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A join storm from 4 s to 9 s after start, a change every 0.5 s: not in it.
+    results = _recording(monkeypatch)
+    membership = Membership()
+
+    async def main() -> float:
+        start = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(release_after_startup, lambda: membership.event,
+                                            delay=5.0, quiet=2.0, latest=60.0))
+            await anyio.sleep(4.0)
+            for _ in range(10):
+                await anyio.sleep(0.5)
+                membership.change()
+        return start
+
+    start = _on_virtual_time(main)
+    assert [round(when - start, 3) for when, _ in results] == [11.0]
+
+
+def test_release_comes_at_the_latest_in_a_cluster_that_never_stands_still(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    results = _recording(monkeypatch)
+    membership = Membership()
+
+    async def main() -> float:
+        start = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(release_after_startup, lambda: membership.event,
+                                            delay=5.0, quiet=2.0, latest=60.0))
+            while not results and anyio.current_time() - start < 100:
+                await anyio.sleep(1.0)
+                membership.change()
+        return start
+
+    start = _on_virtual_time(main)
+    assert [round(when - start, 3) for when, _ in results] == [60.0]

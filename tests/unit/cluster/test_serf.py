@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from swimlib.cluster.catch_up import CATCH_UP_GOSSIP_ROUNDS
 from swimlib.cluster.events import EventType, MemberEvent, QueryEvent, UserEvent
 from swimlib.cluster.serf import Emit, LeaveFinished, QueryDone, QueryReply, Serf
 from swimlib.config import Config
@@ -272,7 +273,7 @@ class TestCatchUp:
     def test_intent_without_alive_syncs_with_a_live_member(self):
         me = self._serf()
         self._intent(me, "ghost", 1.0)
-        delay = 5 * me.config.gossip_interval
+        delay = CATCH_UP_GOSSIP_ROUNDS * me.config.gossip_interval
         assert self._run(me, 1.0 + delay - 0.01) == []
         (sync,) = self._run(me, 1.0 + delay + 0.01)
         assert sync.dest == self.PEER
@@ -305,7 +306,7 @@ class TestCatchUp:
         self._run(me, 0.9)
         # It restarted and rejoined; its join intent reached us, its alive did not.
         self._intent(me, "back", 1.0)
-        (sync,) = self._run(me, 1.0 + 5 * me.config.gossip_interval + 0.01)
+        (sync,) = self._run(me, 1.0 + CATCH_UP_GOSSIP_ROUNDS * me.config.gossip_interval + 0.01)
         assert sync.dest == self.PEER
         assert me.stats["catch_up.sync"] == 1
 
