@@ -31,12 +31,10 @@ keepalived ignores adverts whose addresses differ from its own.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -44,6 +42,14 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
+from lbadapter.child import (
+    KILL_TIMEOUT,
+    STOP_TIMEOUT,
+    read_lines,
+    restart_forever,
+    stop_child,
+    stop_pid,
+)
 from lbadapter.config import Settings
 from lbadapter.haproxy import CLIError, cli_exchange
 from lbadapter.supervisor import Supervisor
@@ -55,10 +61,6 @@ __all__ = ["HealthFile", "Keepalived", "KeepalivedError", "Vip", "check_config",
 log = logging.getLogger("lbadapter.keepalived")
 
 #: Restart backoff: first wait, factor, ceiling; reset after this long up.
-RESTART_BACKOFF = (0.5, 2.0, 30.0)
-STABLE_AFTER = 30.0
-#: keepalived removes the address and says goodbye within ~1 s of SIGTERM.
-STOP_TIMEOUT = 5.0
 CHECK_TIMEOUT = 15.0
 #: How often HAProxy's health is polled; how many failed admin-socket answers in a
 #: row make it unhealthy (one may fail while a reload hands the socket over).
@@ -220,14 +222,6 @@ async def track_haproxy(haproxy: Supervisor, health: HealthFile,
         await anyio.sleep(interval)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 class Keepalived:
     """Owns the keepalived parent process for the lifetime of :meth:`run`."""
 
@@ -254,20 +248,11 @@ class Keepalived:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Run keepalived until cancelled (then SIGTERM; SIGKILL after ``STOP_TIMEOUT``)."""
+        """Run keepalived until cancelled (then SIGTERM, which releases the
+        address within ~1 s; SIGKILL after 5 s)."""
         await self._stop_stale()
         task_status.started()
-        delay, factor, ceiling = RESTART_BACKOFF
-        while True:
-            started = anyio.current_time()
-            code = await self._run_once()
-            up_for = anyio.current_time() - started
-            if up_for >= STABLE_AFTER:
-                delay = RESTART_BACKOFF[0]
-            log.error("keepalived exited with code %s after %.1f s; restarting in %.1f s",
-                      code, up_for, delay)
-            await anyio.sleep(delay)
-            delay = min(ceiling, delay * factor)
+        await restart_forever("keepalived", self._run_once, log)
 
     async def _stop_stale(self) -> None:
         """Stop a keepalived left by an earlier lbadapter that was SIGKILLed (it would
@@ -282,14 +267,7 @@ class Keepalived:
             return  # a recycled pid, not ours
         log.warning("an earlier keepalived (pid %d) still runs with %s; stopping it",
                     pid, self.conf)
-        for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 2.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            with anyio.move_on_after(wait):
-                while _alive(pid):
-                    await anyio.sleep(0.05)
-            if not _alive(pid):
-                return
+        await stop_pid(pid, "keepalived", log)
 
     def _set_state(self, state: str) -> None:
         if state != self.state:
@@ -319,28 +297,13 @@ class Keepalived:
                     await proc.wait()
                 finally:
                     with anyio.CancelScope(shield=True):  # cancelled or not, it goes with us
-                        await self._stop(proc)
+                        await stop_child(proc, "keepalived", log)
                         self._set_state("STOPPED")
                         pump.deadline = anyio.current_time() + 1.0
         finally:
             with anyio.CancelScope(shield=True):
                 await proc.aclose()
         return proc.returncode
-
-    async def _stop(self, proc: anyio.abc.Process) -> None:
-        if proc.returncode is None:
-            log.info("stopping keepalived (SIGTERM to %d): it releases the address", proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            with anyio.move_on_after(STOP_TIMEOUT):
-                await proc.wait()
-            if proc.returncode is None:
-                log.error("keepalived %d still runs %.0f s after SIGTERM; SIGKILL",
-                          proc.pid, STOP_TIMEOUT)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                with anyio.move_on_after(2.0):
-                    await proc.wait()
 
     async def _pump(self, stream: anyio.abc.ByteReceiveStream, scope: anyio.CancelScope
                     ) -> None:
@@ -350,25 +313,20 @@ class Keepalived:
             await self._read_lines(stream)
 
     async def _read_lines(self, stream: anyio.abc.ByteReceiveStream) -> None:
-        buffer = b""
-        async for chunk in stream:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            if len(buffer) > 65536:
-                lines.append(buffer)
-                buffer = b""
-            for raw in lines:
-                line = _STAMP.sub("", raw.decode(errors="replace").rstrip())
-                if not line.strip():
-                    continue
-                match = _STATE.match(line)
-                if match:
-                    self._set_state(match.group(2))
-                    log.warning("keepalived: %s", line)
-                elif "gratuitous ARP on" in line:
-                    log.debug("keepalived: %s", line)
-                else:
-                    log.info("keepalived: %s", line)
+        await read_lines(stream, self._on_line)
+
+    def _on_line(self, line: str) -> None:
+        line = _STAMP.sub("", line)
+        if not line.strip():
+            return
+        match = _STATE.match(line)
+        if match:
+            self._set_state(match.group(2))
+            log.warning("keepalived: %s", line)
+        elif "gratuitous ARP on" in line:
+            log.debug("keepalived: %s", line)
+        else:
+            log.info("keepalived: %s", line)
 
 
 class Vip:
@@ -413,5 +371,5 @@ class Vip:
         """Stop keepalived (the standby takes the address over) and wait for it."""
         if self._scope is not None:
             self._scope.cancel()
-            with anyio.move_on_after(STOP_TIMEOUT + 5):
+            with anyio.move_on_after(STOP_TIMEOUT + KILL_TIMEOUT + 3):
                 await self._done.wait()

@@ -19,15 +19,15 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import SocketAttribute, SocketListener, TaskGroup
-from prometheus_client import CollectorRegistry, generate_latest
+from anyio.abc import SocketListener, TaskGroup
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from swimlib.agent.metrics import collect as collect_agent
-from swimlib.agent.prometheus import AgentCollector, serve_metrics
+from swimlib.agent.prometheus import AgentCollector, start_registry_server
 
 if TYPE_CHECKING:
     from lbadapter.adapter import Adapter
@@ -174,13 +174,7 @@ async def start_metrics_server(task_group: TaskGroup, adapter: Adapter,
                                addr: tuple[str, int], agent: Agent | None = None
                                ) -> list[SocketListener]:
     """Serve the metrics on ``addr`` in ``task_group``; raises ``OSError`` if it cannot bind."""
-    registry = make_registry(adapter, agent)
-    listeners: list[SocketListener] = await task_group.start(
-        lambda task_status: serve_metrics(lambda: generate_latest(registry), addr[0], addr[1],
-                                          counters=adapter.counters, faults=adapter.faults,
-                                          task_status=task_status))
-    bound = listeners[0].extra(SocketAttribute.local_address)
-    host, port = bound[:2] if isinstance(bound, tuple) else addr
-    shown = f"[{host}]" if ":" in str(host) else host
-    log.info("serving Prometheus metrics on http://%s:%s/metrics", shown, port)
-    return listeners
+    return await start_registry_server(
+        task_group, make_registry(adapter, agent), addr, counters=adapter.counters,
+        faults=adapter.faults,
+        announce=lambda url: log.info("serving Prometheus metrics on %s", url))

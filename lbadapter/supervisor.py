@@ -10,9 +10,7 @@ never by the (resettable) ``[failed: N]`` counter alone.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import signal
 import subprocess
 from collections.abc import Callable
@@ -21,21 +19,17 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
+from lbadapter.child import read_lines, restart_forever, stop_child, stop_pid
 from lbadapter.haproxy import CLIError, MasterClient, ProcInfo, cli_exchange
 
 __all__ = ["ReloadFailed", "Supervisor"]
 
 log = logging.getLogger("lbadapter.haproxy")
 
-#: Restart backoff: first wait, factor, ceiling; reset after this long up.
-RESTART_BACKOFF = (0.5, 2.0, 30.0)
-STABLE_AFTER = 30.0
 #: How long a fresh master may take until both CLIs answer.
 READY_TIMEOUT = 15.0
 #: How long a reload may take until a new worker shows up.
 RELOAD_TIMEOUT = 15.0
-#: How long the master may take to stop after SIGTERM (then SIGKILL).
-STOP_TIMEOUT = 5.0
 
 
 class ReloadFailed(Exception):
@@ -49,21 +43,6 @@ def _log_line(line: str) -> None:
         log.warning("haproxy: %s", line)
     else:
         log.info("haproxy: %s", line)
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie waiting for a parent that never reaps counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class Supervisor:
@@ -104,20 +83,10 @@ class Supervisor:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Run HAProxy until cancelled (then SIGTERM; SIGKILL after ``STOP_TIMEOUT`` s)."""
+        """Run HAProxy until cancelled (then SIGTERM; SIGKILL after 5 s)."""
         await self._stop_stale()
         task_status.started()
-        delay, factor, ceiling = RESTART_BACKOFF
-        while True:
-            started = anyio.current_time()
-            code = await self._run_once()
-            up_for = anyio.current_time() - started
-            if up_for >= STABLE_AFTER:
-                delay = RESTART_BACKOFF[0]
-            log.error("haproxy master exited with code %s after %.1f s; restarting in %.1f s",
-                      code, up_for, delay)
-            await anyio.sleep(delay)
-            delay = min(ceiling, delay * factor)
+        await restart_forever("haproxy master", self._run_once, log)
 
     async def _stop_stale(self) -> None:
         """Stop a master left over from an earlier run (we were SIGKILLed): it still
@@ -129,19 +98,7 @@ class Supervisor:
         pid = info.master_pid
         log.warning("an earlier haproxy master (pid %d) still answers on %s; stopping it",
                     pid, self.master_socket)
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                return
-            except PermissionError as exc:
-                log.error("cannot stop haproxy pid %d: %s", pid, exc)
-                return
-            with anyio.move_on_after(wait):
-                while True:
-                    await anyio.sleep(0.05)
-                    if not _alive(pid):
-                        return
+        await stop_pid(pid, "haproxy", log)
 
     async def _run_once(self) -> int | None:
         self._on_spawn()
@@ -166,36 +123,13 @@ class Supervisor:
             self.ready = False
             self._ready_event = anyio.Event()
             with anyio.CancelScope(shield=True):  # cancelled or not, the master goes with us
-                await self._stop(proc)
+                await stop_child(proc, "haproxy master", log)
+                await proc.aclose()  # closes our end of its output pipe
         return proc.returncode
-
-    async def _stop(self, proc: anyio.abc.Process) -> None:
-        """SIGTERM the master if it still runs, SIGKILL after ``STOP_TIMEOUT``; reap it."""
-        if proc.returncode is None:
-            log.info("stopping haproxy (SIGTERM to master %d)", proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            with anyio.move_on_after(STOP_TIMEOUT):
-                await proc.wait()
-            if proc.returncode is None:
-                log.error("haproxy master %d still runs %.0f s after SIGTERM; SIGKILL",
-                          proc.pid, STOP_TIMEOUT)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-        await proc.aclose()  # closes our end of its output pipe, waits for the exit
 
     async def _pump(self, stream: anyio.abc.ByteReceiveStream) -> None:
         """HAProxy's stdout/stderr, line by line, into our log."""
-        buffer = b""
-        async for chunk in stream:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for raw in lines:
-                if raw.strip():
-                    _log_line(raw.decode(errors="replace").rstrip())
-            if len(buffer) > 65536:
-                _log_line(buffer.decode(errors="replace"))
-                buffer = b""
+        await read_lines(stream, _log_line)
 
     async def _become_ready(self) -> None:
         """Poll both CLIs (bounded) until they answer; then tell the adapter."""

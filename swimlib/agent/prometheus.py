@@ -246,6 +246,23 @@ async def serve_metrics(render: Callable[[], bytes], host: str, port: int, *,
         task_status.started(listeners)
 
 
+async def start_registry_server(task_group: TaskGroup, registry: CollectorRegistry,
+                                addr: tuple[str, int], *, counters: Counter[str],
+                                faults: FaultLog, announce: Callable[[str], None],
+                                ) -> list[SocketListener]:
+    """Serve ``registry`` on ``addr`` in ``task_group``, tell ``announce`` the URL,
+    and return the listeners. Raises ``OSError`` if the address cannot be bound."""
+    listeners: list[SocketListener] = await task_group.start(
+        lambda task_status: serve_metrics(lambda: generate_latest(registry), addr[0], addr[1],
+                                          counters=counters, faults=faults,
+                                          task_status=task_status))
+    bound = listeners[0].extra(SocketAttribute.local_address)
+    host, port = bound[:2] if isinstance(bound, tuple) else addr
+    shown = f"[{host}]" if ":" in str(host) else host
+    announce(f"http://{shown}:{port}/metrics")
+    return listeners
+
+
 async def start_metrics_server(task_group: TaskGroup, agent: Agent,
                                addr: tuple[str, int]) -> list[SocketListener]:
     """Serve ``agent``'s metrics on ``addr`` in ``task_group``; returns the listeners.
@@ -253,12 +270,6 @@ async def start_metrics_server(task_group: TaskGroup, agent: Agent,
     Raises ``OSError`` if the address cannot be bound.
     """
     registry = make_registry(lambda now: collect(agent, now), anyio.current_time)
-    listeners: list[SocketListener] = await task_group.start(
-        lambda task_status: serve_metrics(lambda: generate_latest(registry), addr[0], addr[1],
-                                          counters=agent.counters, faults=agent.faults,
-                                          task_status=task_status))
-    bound = listeners[0].extra(SocketAttribute.local_address)
-    host, port = bound[:2] if isinstance(bound, tuple) else addr
-    shown = f"[{host}]" if ":" in str(host) else host
-    log.info("agent: Serving Prometheus metrics on http://%s:%s/metrics", shown, port)
-    return listeners
+    return await start_registry_server(
+        task_group, registry, addr, counters=agent.counters, faults=agent.faults,
+        announce=lambda url: log.info("agent: Serving Prometheus metrics on %s", url))
