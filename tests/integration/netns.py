@@ -18,8 +18,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import pytest
 
 #: A neighbour address nobody holds: traffic routed through it is dropped.
 _NOWHERE = 254
@@ -39,6 +41,20 @@ def why_not() -> str | None:
         return f"`ip netns add` is not permitted here: {made.stderr.strip()}"
     _ip("netns", "del", probe, check=False)
     return None
+
+
+@contextlib.contextmanager
+def open_lan(hosts: int) -> Iterator[Lan]:
+    """A :class:`Lan` of ``hosts`` namespaces for the ``with`` block, deleted after
+    it; the test is skipped where namespaces cannot be made (:func:`why_not`)."""
+    why = why_not()
+    if why is not None:
+        pytest.skip(why)
+    lan = Lan(hosts)
+    try:
+        yield lan
+    finally:
+        lan.close()
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -122,67 +122,63 @@ def test_a_delayed_host_raises_the_estimates_involving_it(tmp_path: Path) -> Non
     frames are then delayed by 20 ms (tests/integration/delay_relay.py: the kernel
     here has no netem). Every estimate involving those two rises by about 20 ms,
     on a serf agent's RPC and a swimlib agent's alike; the others stay put."""
-    why = netns.why_not()
-    if why is not None:
-        pytest.skip(why)
-    lan = netns.Lan(2)
-    procs = Procs(tmp_path)
-    try:
-        near, far = lan.names
-
-        def where(ns: str) -> dict[str, object]:
-            return {"host": lan.ip(ns), "prefix": tuple(lan.exec_prefix(ns))}
-
-        go0 = procs.serf("go0", **where(near))  # type: ignore[arg-type]
-        agents = [go0, procs.serf("go1", join=go0.gossip, **where(near)),  # type: ignore[arg-type]
-                  procs.swimlib("py0", join=go0.gossip, **where(near)),  # type: ignore[arg-type]
-                  procs.serf("go2", join=go0.gossip, **where(far)),  # type: ignore[arg-type]
-                  procs.swimlib("py2", join=go0.gossip, **where(far))]  # type: ignore[arg-type]
-        viewers = {"serf": agents[0], "swimlib": agents[2]}
-        names = [a.name for a in agents]
-        delayed = {"go2", "py2"}
-        pairs = list(itertools.combinations(names, 2))
-
-        def estimates(viewer: Proc) -> dict[tuple[str, str], float] | None:
-            found = {}
-            for a, b in pairs:
-                out = rtt("serf", viewer, a, b)
-                if out.returncode != 0:
-                    return None
-                found[(a, b)] = estimate(out, a, b)
-            return found
-
-        last: dict[str, dict[tuple[str, str], float] | None] = {}
-
-        def settled(low: float, high: float) -> dict[str, dict[tuple[str, str], float]] | None:
-            """Estimates on both viewers, once those involving the far agents are in
-            [low, high] ms and the others under 5 ms."""
-            seen = {}
-            for kind, viewer in viewers.items():
-                found = estimates(viewer)
-                # go2 and py2 share the far host: only pairs across the cable slow down.
-                if found is None or not all(
-                        low <= ms <= high if len(delayed & {a, b}) == 1 else ms < 5.0
-                        for (a, b), ms in found.items()):
-                    last[kind] = found
-                    return None
-                seen[kind] = found
-            return seen
-
-        before = wait_for(lambda: settled(0.0, 5.0), 90, interval=2.0,
-                          what="estimates for every pair before the delay")
-        lan.delay(far, DELAY)
-        started = time.monotonic()
-        last.clear()
+    with netns.open_lan(2) as lan:
+        procs = Procs(tmp_path)
         try:
-            after = wait_for(lambda: settled(DELAY * 1000 * 0.7, DELAY * 1000 * 1.5), 180,
-                             interval=2.0, what="estimates to follow the 20 ms delay")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; last seen: {last}") from None
-        print(f"\nestimates settled {time.monotonic() - started:.0f} s after the delay began")
-        for kind in viewers:
-            for (a, b), ms in after[kind].items():
-                print(f"{kind} viewer: {a}-{b} {before[kind][(a, b)]:.3f} -> {ms:.3f} ms")
-    finally:
-        procs.stop_all()
-        lan.close()
+            near, far = lan.names
+
+            def where(ns: str) -> dict[str, object]:
+                return {"host": lan.ip(ns), "prefix": tuple(lan.exec_prefix(ns))}
+
+            go0 = procs.serf("go0", **where(near))  # type: ignore[arg-type]
+            agents = [go0, procs.serf("go1", join=go0.gossip, **where(near)),  # type: ignore[arg-type]
+                      procs.swimlib("py0", join=go0.gossip, **where(near)),  # type: ignore[arg-type]
+                      procs.serf("go2", join=go0.gossip, **where(far)),  # type: ignore[arg-type]
+                      procs.swimlib("py2", join=go0.gossip, **where(far))]  # type: ignore[arg-type]
+            viewers = {"serf": agents[0], "swimlib": agents[2]}
+            names = [a.name for a in agents]
+            delayed = {"go2", "py2"}
+            pairs = list(itertools.combinations(names, 2))
+
+            def estimates(viewer: Proc) -> dict[tuple[str, str], float] | None:
+                found = {}
+                for a, b in pairs:
+                    out = rtt("serf", viewer, a, b)
+                    if out.returncode != 0:
+                        return None
+                    found[(a, b)] = estimate(out, a, b)
+                return found
+
+            last: dict[str, dict[tuple[str, str], float] | None] = {}
+
+            def settled(low: float, high: float) -> dict[str, dict[tuple[str, str], float]] | None:
+                """Estimates on both viewers, once those involving the far agents are in
+                [low, high] ms and the others under 5 ms."""
+                seen = {}
+                for kind, viewer in viewers.items():
+                    found = estimates(viewer)
+                    # go2 and py2 share the far host: only pairs across the cable slow down.
+                    if found is None or not all(
+                            low <= ms <= high if len(delayed & {a, b}) == 1 else ms < 5.0
+                            for (a, b), ms in found.items()):
+                        last[kind] = found
+                        return None
+                    seen[kind] = found
+                return seen
+
+            before = wait_for(lambda: settled(0.0, 5.0), 90, interval=2.0,
+                              what="estimates for every pair before the delay")
+            lan.delay(far, DELAY)
+            started = time.monotonic()
+            last.clear()
+            try:
+                after = wait_for(lambda: settled(DELAY * 1000 * 0.7, DELAY * 1000 * 1.5), 180,
+                                 interval=2.0, what="estimates to follow the 20 ms delay")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; last seen: {last}") from None
+            print(f"\nestimates settled {time.monotonic() - started:.0f} s after the delay began")
+            for kind in viewers:
+                for (a, b), ms in after[kind].items():
+                    print(f"{kind} viewer: {a}-{b} {before[kind][(a, b)]:.3f} -> {ms:.3f} ms")
+        finally:
+            procs.stop_all()  # before the namespaces go

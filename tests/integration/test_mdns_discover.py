@@ -25,14 +25,8 @@ from .procs import Proc, Procs, needs_serf, wait_for
 
 @pytest.fixture
 def lan() -> Iterator[netns.Lan]:
-    why = netns.why_not()
-    if why is not None:
-        pytest.skip(why)
-    network = netns.Lan(3)
-    try:
+    with netns.open_lan(3) as network:
         yield network
-    finally:
-        network.close()
 
 
 @pytest.fixture

@@ -122,14 +122,8 @@ PARTITION = 60.0
 
 @pytest.fixture
 def lan() -> Iterator[netns.Lan]:
-    why = netns.why_not()
-    if why is not None:
-        pytest.skip(why)
-    network = netns.Lan(2)
-    try:
+    with netns.open_lan(2) as network:
         yield network
-    finally:
-        network.close()
 
 
 @pytest.fixture
