@@ -581,6 +581,26 @@ class Phase:
         for b in due:
             Procs.signal(b.app, signal.SIGTERM)
 
+    def play(self, schedule: Sequence[Action], t0: float, until: float) -> None:
+        """Carry out ``schedule`` (times in seconds since ``t0``, a monotonic
+        stamp), noting each in :attr:`events`, then keep time until ``until``."""
+        for action in schedule:
+            self._wait_until(t0, action.at)
+            now = time.monotonic() - t0
+            if action.kind == "join":
+                name = self.join()
+            elif action.kind == "leave":
+                name = self.leave(now)
+            else:
+                name = self.crash()
+            self.events.append((round(now, 3), action.kind, name))
+        self._wait_until(t0, until)
+
+    def _wait_until(self, t0: float, at: float) -> None:
+        while (now := time.monotonic() - t0) < at:
+            self.stop_due_apps(now)
+            time.sleep(min(0.05, at - now))
+
 
 def run_phase(mode: str, opts: Options, schedule: list[Action]) -> dict[str, Any]:
     """Start a balancer and backends, load and churn them, return the summaries."""
@@ -600,21 +620,7 @@ def run_phase(mode: str, opts: Options, schedule: list[Action]) -> dict[str, Any
         load = Load(balancer.listen_port, opts.keepalive_clients, opts.keepalive_rate,
                     opts.open_rate, timeout=opts.timeout)
         load.start()
-        for action in schedule:
-            while (now := time.monotonic() - load.t0) < action.at:
-                phase.stop_due_apps(now)
-                time.sleep(min(0.05, action.at - now))
-            now = time.monotonic() - load.t0
-            if action.kind == "join":
-                name = phase.join()
-            elif action.kind == "leave":
-                name = phase.leave(now)
-            else:
-                name = phase.crash()
-            phase.events.append((round(now, 3), action.kind, name))
-        while (now := time.monotonic() - load.t0) < opts.duration:
-            phase.stop_due_apps(now)
-            time.sleep(min(0.05, opts.duration - now))
+        phase.play(schedule, load.t0, opts.duration)
         elapsed = load.stop()
         balancer_alive = balancer.proc is not None and balancer.proc.poll() is None
     finally:
@@ -652,11 +658,16 @@ def balancer_info(mode: str, workdir: Path, alive: bool) -> dict[str, Any]:
         info["frontend_closed_ms"] = {"total": sum(closed), "median": percentile(closed, 50),
                                       "max": closed[-1] if closed else None}
         return info
-    with contextlib.suppress(OSError, ValueError):
-        state = json.loads((workdir / "state" / "state.json").read_text())
-        info["haproxy"] = state.get("haproxy")
-        info["counters"] = state.get("counters")
-    return info
+    return info | adapter_state(workdir / "state")
+
+
+def adapter_state(state_dir: Path) -> dict[str, Any]:
+    """HAProxy's and the counters' part of an lbadapter's state.json ({} if unreadable)."""
+    try:
+        state = json.loads((state_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {"haproxy": state.get("haproxy"), "counters": state.get("counters")}
 
 
 # ----------------------------------------------------------------- report

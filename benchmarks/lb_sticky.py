@@ -22,7 +22,6 @@ by PID; every wait is bounded.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import socket
 import threading
@@ -40,6 +39,7 @@ from benchmarks.lb_churn import (
     Options,
     Phase,
     Procs,
+    adapter_state,
     classify,
     connection_dropped,
     lbadapter_argv,
@@ -254,18 +254,7 @@ def run_two_balancers(opts: Options, schedule: list[Action]) -> dict[str, Any]:
         load = StickyLoad([b.listen_port for b in balancers], opts.sticky_clients,
                           opts.sticky_rate, timeout=opts.timeout)
         load.start()
-        for action in schedule:
-            while (now := time.monotonic() - load.t0) < action.at:
-                phase.stop_due_apps(now)
-                time.sleep(min(0.05, action.at - now))
-            now = time.monotonic() - load.t0
-            name = (phase.join() if action.kind == "join" else
-                    phase.leave(now) if action.kind == "leave" else phase.crash())
-            phase.events.append((round(now, 3), action.kind, name))
-        end = opts.duration + SETTLE
-        while (now := time.monotonic() - load.t0) < end:
-            phase.stop_due_apps(now)
-            time.sleep(min(0.05, end - now))
+        phase.play(schedule, load.t0, opts.duration + SETTLE)
         elapsed = load.stop()
         identity = compare_identities([b.state_dir for b in balancers], BACKEND)
         alive = [b.proc is not None and b.proc.poll() is None for b in balancers]
@@ -295,14 +284,7 @@ def run_two_balancers(opts: Options, schedule: list[Action]) -> dict[str, Any]:
 
 def _info(state_dir: Path, alive: bool) -> dict[str, Any]:
     """lb_churn's balancer summary for one of the two (its own state dir)."""
-    info: dict[str, Any] = {"alive_at_end": alive, "state_dir": str(state_dir)}
-    try:
-        state = json.loads((state_dir / "state.json").read_text())
-    except (OSError, ValueError):
-        return info
-    info["haproxy"] = state.get("haproxy")
-    info["counters"] = state.get("counters")
-    return info
+    return {"alive_at_end": alive, "state_dir": str(state_dir)} | adapter_state(state_dir)
 
 
 def format_two_balancers(r: dict[str, Any]) -> str:
