@@ -78,8 +78,11 @@ def test_release_runs_once_after_the_delay(backend: str, monkeypatch: pytest.Mon
     assert trimmed == sys.platform.startswith("linux")
 
 
-def test_release_waits_for_membership_to_stand_still(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A join storm from 4 s to 9 s after start, a change every 0.5 s: not in it.
+def _release_times(monkeypatch: pytest.MonkeyPatch,
+                   churn: Callable[[Membership, list[tuple[float, bool]], float],
+                                   Awaitable[None]]) -> list[float]:
+    """When the release ran (seconds after start, virtual time) while ``churn``
+    changed membership: delay 5 s, quiet 2 s, at the latest 60 s."""
     results = _recording(monkeypatch)
     membership = Membership()
 
@@ -88,30 +91,28 @@ def test_release_waits_for_membership_to_stand_still(monkeypatch: pytest.MonkeyP
         async with anyio.create_task_group() as tg:
             tg.start_soon(functools.partial(release_after_startup, lambda: membership.event,
                                             delay=5.0, quiet=2.0, latest=60.0))
-            await anyio.sleep(4.0)
-            for _ in range(10):
-                await anyio.sleep(0.5)
-                membership.change()
+            await churn(membership, results, start)
         return start
 
     start = _on_virtual_time(main)
-    assert [round(when - start, 3) for when, _ in results] == [11.0]
+    return [round(when - start, 3) for when, _ in results]
+
+
+def test_release_waits_for_membership_to_stand_still(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def join_storm(membership: Membership, _: object, start: float) -> None:
+        await anyio.sleep(4.0)  # from 4 s to 9 s after start, a change every 0.5 s
+        for _ in range(10):
+            await anyio.sleep(0.5)
+            membership.change()
+
+    assert _release_times(monkeypatch, join_storm) == [11.0]
 
 
 def test_release_comes_at_the_latest_in_a_cluster_that_never_stands_still(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    results = _recording(monkeypatch)
-    membership = Membership()
+    async def forever(membership: Membership, released: list[object], start: float) -> None:
+        while not released and anyio.current_time() - start < 100:
+            await anyio.sleep(1.0)
+            membership.change()
 
-    async def main() -> float:
-        start = anyio.current_time()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(functools.partial(release_after_startup, lambda: membership.event,
-                                            delay=5.0, quiet=2.0, latest=60.0))
-            while not results and anyio.current_time() - start < 100:
-                await anyio.sleep(1.0)
-                membership.change()
-        return start
-
-    start = _on_virtual_time(main)
-    assert [round(when - start, 3) for when, _ in results] == [60.0]
+    assert _release_times(monkeypatch, forever) == [60.0]
