@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NoReturn
@@ -20,7 +21,7 @@ from typing import NoReturn
 import anyio
 import anyio.abc
 
-__all__ = ["pid_alive", "read_lines", "restart_forever", "stop_child", "stop_pid"]
+__all__ = ["pid_alive", "read_lines", "restart_forever", "spawn", "stop_child", "stop_pid"]
 
 #: Restart backoff: first wait, factor, ceiling; reset after this long up.
 RESTART_BACKOFF = (0.5, 2.0, 30.0)
@@ -64,6 +65,19 @@ async def restart_forever(what: str, run_once: Callable[[], Awaitable[int | None
                   what, code, up_for, delay)
         await anyio.sleep(delay)
         delay = min(ceiling, delay * factor)
+
+
+async def spawn(argv: list[str], what: str, log: logging.Logger) -> anyio.abc.Process | None:
+    """Start ``argv`` in its own session (a terminal's Ctrl-C reaches only us),
+    output and errors on one pipe; None (logged) if it cannot start."""
+    try:
+        proc = await anyio.open_process(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as exc:
+        log.error("cannot start %s: %s", argv[0], exc)
+        return None
+    log.info("%s started (pid %d): %s", what, proc.pid, " ".join(argv))
+    return proc
 
 
 async def stop_pid(pid: int, what: str, log: logging.Logger) -> None:

@@ -47,6 +47,7 @@ from lbadapter.child import (
     STOP_TIMEOUT,
     read_lines,
     restart_forever,
+    spawn,
     stop_child,
     stop_pid,
 )
@@ -277,15 +278,10 @@ class Keepalived:
 
     async def _run_once(self) -> int | None:
         self.starts += 1
-        try:
-            proc = await anyio.open_process(self.argv, stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        except OSError as exc:
-            log.error("cannot start %s: %s", self.binary, exc)
+        proc = await spawn(self.argv, "keepalived", log)
+        if proc is None:
             return None
         self._process = proc
-        log.info("keepalived started (pid %d): %s", proc.pid, " ".join(self.argv))
         # The output is read shielded, so what keepalived says while it stops (the
         # address released) is logged too; bounded once it has exited.
         pump = anyio.CancelScope(shield=True)

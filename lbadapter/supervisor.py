@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 import signal
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import anyio.abc
 
-from lbadapter.child import read_lines, restart_forever, stop_child, stop_pid
+from lbadapter.child import read_lines, restart_forever, spawn, stop_child, stop_pid
 from lbadapter.haproxy import CLIError, MasterClient, ProcInfo, cli_exchange
 
 __all__ = ["ReloadFailed", "Supervisor"]
@@ -103,15 +102,10 @@ class Supervisor:
     async def _run_once(self) -> int | None:
         self._on_spawn()
         self.starts += 1
-        try:
-            proc = await anyio.open_process(self.argv, stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        except OSError as exc:
-            log.error("cannot start %s: %s", self.haproxy, exc)
+        proc = await spawn(self.argv, "haproxy master", log)
+        if proc is None:
             return None
         self._process = proc
-        log.info("haproxy master started (pid %d): %s", proc.pid, " ".join(self.argv))
         try:
             async with anyio.create_task_group() as tg:
                 if proc.stdout is not None:
