@@ -324,43 +324,15 @@ def connection_dropped(sock: socket.socket) -> bool:
 Sample = tuple[float, float, str | None, str]
 
 
-class Load:
-    """Paced keep-alive clients plus an open loop of new connections, in threads.
+class ClientThreads:
+    """Load-generating threads: started by :meth:`_spawn`, all stopped by :meth:`stop`,
+    each wait bounded by ``timeout``."""
 
-    Every thread keeps its own sample list (no lock on the hot path); the
-    lists are merged after :meth:`stop`. Waits are bounded by ``timeout``.
-    """
-
-    def __init__(self, port: int, keepalive_clients: int, keepalive_rate: float,
-                 open_rate: float, open_workers: int = 24, timeout: float = 5.0) -> None:
-        self.port = port
-        self.keepalive_clients = keepalive_clients
-        self.keepalive_rate = keepalive_rate
-        self.open_rate = open_rate
-        self.open_workers = open_workers
+    def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.stopping = threading.Event()
         self.t0 = 0.0
-        self.keepalive: list[list[Sample]] = []
-        self.open: list[list[Sample]] = []
-        self.reconnects = 0  # keep-alive connections found closed before reuse
-        self.skipped = 0  # open-loop requests not sent: every worker busy
-        self._queue: queue.Queue[float] = queue.Queue(maxsize=open_workers * 4)
         self._threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        self.t0 = time.monotonic()
-        for i in range(self.keepalive_clients):
-            out: list[Sample] = []
-            self.keepalive.append(out)
-            offset = i / max(1, self.keepalive_clients) / self.keepalive_rate
-            self._spawn(self._keepalive_client, out, offset)
-        if self.open_rate > 0:
-            for _ in range(self.open_workers):
-                out = []
-                self.open.append(out)
-                self._spawn(self._open_worker, out)
-            self._spawn(self._open_dispatcher)
 
     def _spawn(self, target: Any, *args: Any) -> None:
         t = threading.Thread(target=target, args=args, daemon=True)
@@ -375,6 +347,42 @@ class Load:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         return elapsed
+
+
+class Load(ClientThreads):
+    """Paced keep-alive clients plus an open loop of new connections, in threads.
+
+    Every thread keeps its own sample list (no lock on the hot path); the
+    lists are merged after :meth:`stop`. Waits are bounded by ``timeout``.
+    """
+
+    def __init__(self, port: int, keepalive_clients: int, keepalive_rate: float,
+                 open_rate: float, open_workers: int = 24, timeout: float = 5.0) -> None:
+        super().__init__(timeout)
+        self.port = port
+        self.keepalive_clients = keepalive_clients
+        self.keepalive_rate = keepalive_rate
+        self.open_rate = open_rate
+        self.open_workers = open_workers
+        self.keepalive: list[list[Sample]] = []
+        self.open: list[list[Sample]] = []
+        self.reconnects = 0  # keep-alive connections found closed before reuse
+        self.skipped = 0  # open-loop requests not sent: every worker busy
+        self._queue: queue.Queue[float] = queue.Queue(maxsize=open_workers * 4)
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+        for i in range(self.keepalive_clients):
+            out: list[Sample] = []
+            self.keepalive.append(out)
+            offset = i / max(1, self.keepalive_clients) / self.keepalive_rate
+            self._spawn(self._keepalive_client, out, offset)
+        if self.open_rate > 0:
+            for _ in range(self.open_workers):
+                out = []
+                self.open.append(out)
+                self._spawn(self._open_worker, out)
+            self._spawn(self._open_dispatcher)
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection((LOOPBACK, self.port), timeout=self.timeout)

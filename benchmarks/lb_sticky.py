@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import random
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from benchmarks.lb_churn import (
     LOOPBACK,
     Action,
     Balancer,
+    ClientThreads,
     Options,
     Phase,
     Procs,
@@ -60,21 +60,18 @@ COOKIE = "SRVID"
 SETTLE = 5.0
 
 
-class StickyLoad:
+class StickyLoad(ClientThreads):
     """Paced sticky clients, each alternating between ``ports`` (one connection to each)."""
 
     def __init__(self, ports: Sequence[int], clients: int, rate: float,
                  timeout: float = 5.0, cookie: str = COOKIE) -> None:
+        super().__init__(timeout)
         self.ports = list(ports)
         self.clients = clients
         self.rate = rate
-        self.timeout = timeout
         self.cookie = cookie
-        self.stopping = threading.Event()
-        self.t0 = 0.0
         self.samples: list[list[StickySample]] = []
         self.reconnects = 0
-        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         self.t0 = time.monotonic()
@@ -82,18 +79,7 @@ class StickyLoad:
             out: list[StickySample] = []
             self.samples.append(out)
             offset = i / max(1, self.clients) / self.rate
-            t = threading.Thread(target=self._client, args=(out, offset, i), daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def stop(self) -> float:
-        """Stop every client (bounded join); returns the load's duration in seconds."""
-        self.stopping.set()
-        elapsed = time.monotonic() - self.t0
-        deadline = time.monotonic() + self.timeout + 2.0
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return elapsed
+            self._spawn(self._client, out, offset, i)
 
     def _request(self, cookie: str | None) -> bytes:
         extra = f"Cookie: {cookie}\r\n" if cookie else ""
