@@ -98,6 +98,12 @@ def server_id(name: str, attempt: int = 0) -> int:
     return value or 1
 
 
+def haproxy_address(addr: str, port: int) -> str:
+    """``ip:port``, with IPv6 literals bracketed (config file and CLI syntax)."""
+    host = f"[{addr}]" if ":" in addr else addr
+    return f"{host}:{port}"
+
+
 def member_label(member: str) -> str:
     """``member`` as safe text for logs, templates and ``lbadapter status``.
 
@@ -276,8 +282,7 @@ class DesiredServer:
     @property
     def address(self) -> str:
         """``ip:port``, with IPv6 literals bracketed (config file and CLI syntax)."""
-        host = f"[{self.addr}]" if ":" in self.addr else self.addr
-        return f"{host}:{self.port}"
+        return haproxy_address(self.addr, self.port)
 
     @property
     def identity_options(self) -> str:
@@ -451,8 +456,7 @@ class Balancer:
 
     @property
     def address(self) -> str:
-        host = f"[{self.addr}]" if ":" in self.addr else self.addr
-        return f"{host}:{self.port}"
+        return haproxy_address(self.addr, self.port)
 
     @property
     def label(self) -> str:

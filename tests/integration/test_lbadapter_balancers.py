@@ -50,15 +50,7 @@ class LB:
 
     def admin(self, line: str) -> str:
         """One runtime API command on this balancer's admin socket."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(5)
-            s.connect(str(self.state_dir / "admin.sock"))
-            s.sendall(line.encode() + b"\n")
-            s.shutdown(socket.SHUT_WR)
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return unix_exchange(self.state_dir / "admin.sock", line)
 
     def servers(self) -> dict[str, tuple[int, str, str]]:
         """Name -> (ID, cookie, status) of the managed backend's servers (not in MAINT)."""
@@ -87,18 +79,23 @@ class LB:
         return (self.state_dir / "haproxy.cfg").read_text()
 
 
+def unix_exchange(path: Path, line: str) -> str:
+    """Send one command line to an HAProxy CLI socket; its whole answer."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(line.encode() + b"\n")
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 def master_cli(lb: LB, line: str) -> str | None:
     """One master CLI command (None if the master refuses: it does while it re-execs)."""
     try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(5)
-            s.connect(str(lb.state_dir / "master.sock"))
-            s.sendall(line.encode() + b"\n")
-            s.shutdown(socket.SHUT_WR)
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return unix_exchange(lb.state_dir / "master.sock", line)
     except OSError:
         return None
 
