@@ -41,7 +41,13 @@ from swimlib.cluster.coalesce import EventCoalescer
 from swimlib.cluster.events import Event, QueryEvent
 from swimlib.config import PROFILES, SERF_PROTOCOL_MAX, Config
 from swimlib.errors import ConfigError, JoinError, SwimError
-from swimlib.rpc.goflags import BoolFlag, format_go_duration, go_flag, parse_go_duration
+from swimlib.rpc.goflags import (
+    BoolFlag,
+    format_go_duration,
+    go_flag,
+    parse_go_duration,
+    parse_go_tags,
+)
 from swimlib.wire.serf import encode_tags
 
 if TYPE_CHECKING:
@@ -170,13 +176,10 @@ def _at_least(value: float, floor: float, serf_name: str) -> float:
 
 
 def parse_tags(items: Sequence[str]) -> dict[str, str]:
-    tags: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"invalid tag {item!r}: expected KEY=VALUE")
-        tags[key] = value
-    return tags
+    try:
+        return parse_go_tags(items)
+    except ValueError as exc:
+        raise ConfigError(f"invalid tag {str(exc)!r}: expected KEY=VALUE") from None
 
 
 def load_keyring(encrypt: str | None, keyring_file: str | None) -> Keyring | None:

@@ -21,7 +21,7 @@ from swimlib.cluster.coordinates import Coordinate, distance_seconds
 from swimlib.errors import RPCError
 from swimlib.rpc import protocol as p
 from swimlib.rpc.client import DEFAULT_RPC_ADDR, RPCClient
-from swimlib.rpc.goflags import BoolFlag, go_flag, parse_go_duration
+from swimlib.rpc.goflags import BoolFlag, go_flag, parse_go_duration, parse_go_tags
 from swimlib.rpc.output import GoStruct, columnize, go_json, go_quote, go_repr, stats_text
 
 __all__ = ["BOOL_FLAGS", "register"]
@@ -109,14 +109,11 @@ def connect(args: argparse.Namespace) -> Iterator[RPCClient]:
 
 
 def parse_tags(pairs: Sequence[str]) -> dict[str, str]:
-    """Serf's ``UnmarshalTags``: ``key=value``, non-empty key, value may contain ``=``."""
-    tags = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise CommandFailed(f"Error: Invalid tag: '{pair}'")
-        tags[key] = value
-    return tags
+    """``-tag key=value`` arguments, with serf's words for a malformed one."""
+    try:
+        return parse_go_tags(pairs)
+    except ValueError as exc:
+        raise CommandFailed(f"Error: Invalid tag: '{exc}'") from None
 
 
 def _text(payload: bytes) -> str:

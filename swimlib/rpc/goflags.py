@@ -20,6 +20,7 @@ __all__ = [
     "normalize_bool_flags",
     "parse_go_bool",
     "parse_go_duration",
+    "parse_go_tags",
 ]
 
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
@@ -52,6 +53,18 @@ _UNITS = {
     "h": 3_600_000_000_000,
 }
 _PART = re.compile(r"(\d*)(?:\.(\d*))?([a-zµμ]+)")
+
+
+def parse_go_tags(pairs: Sequence[str]) -> dict[str, str]:
+    """Serf's ``UnmarshalTags``: ``key=value``, non-empty key, value may contain ``=``;
+    later pairs win. Raises ``ValueError`` naming the first malformed pair."""
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ValueError(pair)
+        tags[key] = value
+    return tags
 
 
 def parse_go_duration(text: str) -> int:
