@@ -180,3 +180,12 @@ def test_values_the_agent_refuses_are_errors_after_the_merge(tmp_path: Path) -> 
         f = _write(tmp_path / "x.json", content)
         with pytest.raises(ConfigError, match=message):
             _settings(f"-config-file={f}", "-node=a")
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=web", ""])
+def test_a_malformed_tag_flag_is_a_config_error_naming_it(bad: str) -> None:
+    from swimlib.agent.command import parse_tags
+
+    assert parse_tags(["role=web", "k=a=b", "role=db"]) == {"role": "db", "k": "a=b"}
+    with pytest.raises(ConfigError, match=f"invalid tag '{bad}': expected KEY=VALUE"):
+        parse_tags(["role=web", bad])
