@@ -26,6 +26,7 @@ from lbadapter.haproxy import CLIError, HAProxyNotFound, RuntimeClient, find_hap
 from lbadapter.render import RenderError, check_config, render_config
 from swimlib import backend
 from swimlib.errors import ConfigError
+from swimlib.exception_groups import leaves
 
 __all__ = ["async_backend", "build_parser", "main"]
 
@@ -176,17 +177,11 @@ def _cmd_run(settings: Settings) -> int:
         from lbadapter.keepalived import KeepalivedError
 
         expected = (HAProxyNotFound, AdapterError, OSError, SwimError, KeepalivedError)
-        leaves = list(_leaves(exc))
-        if leaves and all(isinstance(e, expected) for e in leaves):
-            return _error("; ".join(str(e) for e in leaves))
+        errors = leaves(exc)
+        if all(isinstance(e, expected) for e in errors):
+            return _error("; ".join(str(e) for e in errors))
         raise
     return 0
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
 
 
 def _read_members(path: str) -> Any:

@@ -41,6 +41,7 @@ from swimlib.cluster.coalesce import EventCoalescer
 from swimlib.cluster.events import Event, QueryEvent
 from swimlib.config import PROFILES, SERF_PROTOCOL_MAX, Config
 from swimlib.errors import ConfigError, JoinError, SwimError
+from swimlib.exception_groups import innermost
 from swimlib.rpc.goflags import (
     BoolFlag,
     format_go_duration,
@@ -230,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         backend.run(_run_agent, settings, backend=settings.backend)
     except BaseException as exc:
         # Task groups deliver an error wrapped in an exception group.
-        error = _unwrap(exc)
+        error = innermost(exc)
         if isinstance(error, KeyboardInterrupt | _StoppedWithoutLeave):
             return 1
         if isinstance(error, ConfigError | SwimError | OSError):
@@ -238,13 +239,6 @@ def run(args: argparse.Namespace) -> int:
             return 1
         raise
     return 0
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The one error inside (nested) single-member exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 class _StoppedWithoutLeave(Exception):

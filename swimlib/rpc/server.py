@@ -25,6 +25,7 @@ from anyio.abc import ByteStream, SocketAttribute, SocketListener, TaskGroup, Ta
 
 from swimlib.cluster.events import ClusterMember, Event, MemberEvent, QueryEvent, UserEvent
 from swimlib.errors import DecodeError
+from swimlib.exception_groups import innermost, leaves
 from swimlib.faults import FaultLog
 from swimlib.rpc import protocol as p
 from swimlib.rpc.api import LOG_LEVELS, AgentAPI, KeyQueryError, KeyResult, LogLine, QueryReply
@@ -194,8 +195,7 @@ def _peer_name(stream: ByteStream) -> str:
 
 def _err(exc: BaseException) -> str:
     """Go's ``errToString``; a one-error group (from a task group) is unwrapped."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
+    exc = innermost(exc)
     return str(exc) or type(exc).__name__
 
 
@@ -663,9 +663,8 @@ class _Session:
 
 
 def _only_connection_errors(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_only_connection_errors(e) for e in exc.exceptions)
-    return isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError)
+    return all(isinstance(leaf, anyio.BrokenResourceError | anyio.ClosedResourceError)
+               for leaf in leaves(exc))
 
 
 def aclosing_if_possible(source: AsyncIterator[T]) -> Any:

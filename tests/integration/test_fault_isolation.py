@@ -33,29 +33,41 @@ class Injected(RuntimeError):
     """The failure these tests inject."""
 
 
-def failing(real: Callable[..., Any], times: int) -> Callable[..., Any]:
-    """``real``, except that its first ``times`` calls raise :class:`Injected`."""
-    left = [times]
+class Failing:
+    """``real``, except that its first ``times`` calls raise :class:`Injected`.
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if left[0] > 0:
-            left[0] -= 1
+    ``raised`` is set at the first failure, ``exhausted`` at the last: a test
+    waits on them instead of polling. The agent's boundary counts a failure
+    before anything else runs (it catches it in the same step), so once an
+    event is set the count is there.
+    """
+
+    def __init__(self, real: Callable[..., Any], times: int) -> None:
+        self.real = real
+        self.left = times
+        self.raised = anyio.Event()
+        self.exhausted = anyio.Event()
+
+    def _fail_now(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        self.raised.set()
+        if self.left == 0:
+            self.exhausted.set()
+        return True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._fail_now():
             raise Injected("injected failure")
-        return real(*args, **kwargs)
-
-    return wrapper
+        return self.real(*args, **kwargs)
 
 
-def failing_async(real: Callable[..., Any], times: int) -> Callable[..., Any]:
-    left = [times]
-
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if left[0] > 0:
-            left[0] -= 1
+class FailingAsync(Failing):
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._fail_now():
             raise Injected("injected failure")
-        return await real(*args, **kwargs)
-
-    return wrapper
+        return await self.real(*args, **kwargs)
 
 
 @asynccontextmanager
@@ -72,15 +84,10 @@ async def cluster(n: int = 3) -> AsyncIterator[list[swimlib.Agent]]:
 
 
 async def converged(agents: list[swimlib.Agent], timeout: float = 15.0) -> None:
-    names = {a.name for a in agents}
-
-    def done() -> bool:
-        return all({m.name for m in a.members() if m.status == MemberStatus.ALIVE} >= names
-                   for a in agents)
-
     with anyio.fail_after(timeout):
-        while not done():
-            await anyio.sleep(0.05)
+        for agent in agents:
+            for other in agents:
+                await agent.wait_member(other.name)
 
 
 async def event_reaches_everyone(agents: list[swimlib.Agent], name: str) -> None:
@@ -97,11 +104,13 @@ def errors(agent: swimlib.Agent) -> dict[str, int]:
     return dict(agent.statistics().internal_errors)
 
 
-async def healthy_after(agents: list[swimlib.Agent], place: str) -> None:
-    """The injected failures were counted at ``place`` and the cluster still works."""
+async def healthy_after(agents: list[swimlib.Agent], place: str,
+                        injected: Failing | FailingSnapshot) -> None:
+    """The ``injected`` failures were counted at ``place`` (by ``agents[0]``) and the
+    cluster still works."""
     with anyio.fail_after(10):
-        while not errors(agents[0]).get(place):
-            await anyio.sleep(0.05)
+        await injected.raised.wait()
+    assert errors(agents[0]).get(place)
     await converged(agents)
     await event_reaches_everyone(agents, f"after-{place}")
     assert "internal_errors" in agents[0].stats()
@@ -111,84 +120,87 @@ async def healthy_after(agents: list[swimlib.Agent], place: str) -> None:
 async def test_datagram(monkeypatch: pytest.MonkeyPatch) -> None:
     async with cluster() as agents:
         serf = agents[0].serf
-        monkeypatch.setattr(serf, "handle_packet", failing(serf.handle_packet, 20))
+        injected = Failing(serf.handle_packet, 20)
+        monkeypatch.setattr(serf, "handle_packet", injected)
         with anyio.fail_after(20):
-            while errors(agents[0]).get("datagram", 0) < 20:
-                await anyio.sleep(0.05)
-        await healthy_after(agents, "datagram")
+            await injected.exhausted.wait()
+        assert errors(agents[0])["datagram"] == 20
+        await healthy_after(agents, "datagram", injected)
 
 
 async def test_timer(monkeypatch: pytest.MonkeyPatch) -> None:
     async with cluster() as agents:
         serf = agents[0].serf
-        monkeypatch.setattr(serf, "tick", failing(serf.tick, 5))
-        await healthy_after(agents, "timer")
+        injected = Failing(serf.tick, 5)
+        monkeypatch.setattr(serf, "tick", injected)
+        await healthy_after(agents, "timer", injected)
 
 
 async def test_effect(monkeypatch: pytest.MonkeyPatch) -> None:
     async with cluster() as agents:
         agent = agents[0]
         shell = agent._shell
-        monkeypatch.setattr(shell, "_send_packet", failing_async(shell._send_packet, 10))
-        await healthy_after(agents, "effect")
+        injected = FailingAsync(shell._send_packet, 10)
+        monkeypatch.setattr(shell, "_send_packet", injected)
+        await healthy_after(agents, "effect", injected)
 
 
 async def test_inbound_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     async with cluster() as agents:
         serf = agents[0].serf
-        monkeypatch.setattr(serf, "handle_stream", failing(serf.handle_stream, 1))
+        injected = Failing(serf.handle_stream, 1)
+        monkeypatch.setattr(serf, "handle_stream", injected)
         seed = [f"127.0.0.1:{agents[0].address[1]}"]
         with pytest.raises(swimlib.JoinError):
             await agents[1].join(seed)  # its push-pull met the failure
         assert await agents[1].join(seed) == 1
-        await healthy_after(agents, "stream.in")
+        await healthy_after(agents, "stream.in", injected)
 
 
 async def test_outbound_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     async with cluster() as agents:
         transport = agents[0]._shell.transport
-        monkeypatch.setattr(transport, "connect", failing_async(transport.connect, 1))
+        injected = FailingAsync(transport.connect, 1)
+        monkeypatch.setattr(transport, "connect", injected)
         seed = [f"127.0.0.1:{agents[1].address[1]}"]
         with pytest.raises(swimlib.JoinError):
             await agents[0].join(seed)
         monkeypatch.undo()
         assert await agents[0].join(seed) == 1
-        await healthy_after(agents, "stream.out")
+        await healthy_after(agents, "stream.out", injected)
 
 
 async def test_stream_reply(monkeypatch: pytest.MonkeyPatch) -> None:
     """A reply the core fails on: the join fails (it cannot hang), the next works."""
     async with cluster() as agents:
         serf = agents[0].serf
-        monkeypatch.setattr(serf, "handle_stream_reply", failing(serf.handle_stream_reply, 1))
+        injected = Failing(serf.handle_stream_reply, 1)
+        monkeypatch.setattr(serf, "handle_stream_reply", injected)
         seed = [f"127.0.0.1:{agents[1].address[1]}"]
         with pytest.raises(swimlib.JoinError, match="did not finish"):
             await agents[0].join(seed)
         assert await agents[0].join(seed) == 1
-        await healthy_after(agents, "stream.reply")
+        await healthy_after(agents, "stream.reply", injected)
 
 
 async def test_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     """An ICMP "port unreachable" the core fails on (a stopped member's port is closed)."""
     async with cluster() as agents:
+        injected = {}
         for agent in agents:
             serf = agent.serf
-            monkeypatch.setattr(serf, "handle_unreachable",
-                                failing(serf.handle_unreachable, 1_000_000))
+            injected[agent.name] = Failing(serf.handle_unreachable, 1_000_000)
+            monkeypatch.setattr(serf, "handle_unreachable", injected[agent.name])
         async with open_agent("gone", bind=("127.0.0.1", free_port()), config=LOCAL) as gone:
             await gone.join([f"127.0.0.1:{agents[0].address[1]}"])
             await converged([*agents, gone])
-        # Its sockets are closed now: probes to it come back unreachable.
-        with anyio.fail_after(20):
-            while not any(errors(a).get("unreachable") for a in agents):
-                await anyio.sleep(0.05)
-        # Without the ICMP shortcut the failure is still found the memberlist way.
+        # Its sockets are closed now: probes to it come back unreachable. Without the
+        # ICMP shortcut the failure is still found the memberlist way.
         with anyio.fail_after(30):
-            while not all({m.name: m.status for m in a.members()}["gone"]
-                          == MemberStatus.FAILED for a in agents):
-                await anyio.sleep(0.1)
-        agents.sort(key=lambda a: not errors(a).get("unreachable"))
-        await healthy_after(agents, "unreachable")
+            for agent in agents:
+                await agent.wait_member("gone", MemberStatus.FAILED)
+        agents.sort(key=lambda a: not injected[a.name].raised.is_set())
+        await healthy_after(agents, "unreachable", injected[agents[0].name])
 
 
 async def test_rpc_connection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,7 +208,8 @@ async def test_rpc_connection(monkeypatch: pytest.MonkeyPatch) -> None:
         rpc = ("127.0.0.1", free_port())
         await start_rpc_server(task_group, agents[0], rpc, "")
         session = rpc_server._Session
-        monkeypatch.setattr(session, "_dispatch", failing_async(session._dispatch, 1))
+        injected = FailingAsync(session._dispatch, 1)
+        monkeypatch.setattr(session, "_dispatch", injected)
         address = f"{rpc[0]}:{rpc[1]}"
 
         def members() -> list[str]:
@@ -206,7 +219,7 @@ async def test_rpc_connection(monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(swimlib.SwimError):
             await anyio.to_thread.run_sync(members)
         assert await anyio.to_thread.run_sync(members) == ["a0", "a1", "a2"]
-        await healthy_after(agents, "rpc.connection")
+        await healthy_after(agents, "rpc.connection", injected)
         task_group.cancel_scope.cancel()
 
 
@@ -215,7 +228,8 @@ async def test_handler_run(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> No
         out = tmp_path / "ran"
         runner = HandlerRunner(parse_handler_specs([f"user=echo $SERF_USER_EVENT >> {out}"]),
                                agents[0].local_member, faults=agents[0].faults)
-        monkeypatch.setattr(runner, "_handle", failing_async(runner._handle, 1))
+        injected = FailingAsync(runner._handle, 1)
+        monkeypatch.setattr(runner, "_handle", injected)
         send, receive = anyio.create_memory_object_stream[Event](16)
         task_group.start_soon(runner.run, receive)
         for name in ("first", "second"):
@@ -223,17 +237,22 @@ async def test_handler_run(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> No
         with anyio.fail_after(10):
             while not (out.exists() and out.read_text() == "second\n"):
                 await anyio.sleep(0.05)
-        await healthy_after(agents, "handler")
+        await healthy_after(agents, "handler", injected)
         await send.aclose()
 
 
 class FailingSnapshot:
     """A snapshot whose writes fail (a full or read-only disk)."""
 
+    def __init__(self) -> None:
+        self.raised = anyio.Event()
+
     def record(self, event: Event, now: float, clock: int) -> None:
+        self.raised.set()
         raise OSError(28, "No space left on device")
 
     def tick(self, now: float, clock: int) -> None:
+        self.raised.set()
         raise OSError(28, "No space left on device")
 
 
@@ -242,11 +261,12 @@ async def test_snapshot_write_and_handlers_still_fed() -> None:
         agent = agents[0]
         raw = agent.events()
         handlers_send, handlers_receive = anyio.create_memory_object_stream[Event](64)
-        task_group.start_soon(command._fan_out, agent, raw, handlers_send, FailingSnapshot())
+        snapshot = FailingSnapshot()
+        task_group.start_soon(command._fan_out, agent, raw, handlers_send, snapshot)
         await agents[1].user_event("through", b"", coalesce=False)
         with anyio.fail_after(10):
             async for event in handlers_receive:
                 if isinstance(event, UserEvent) and event.name == "through":
                     break
-        await healthy_after(agents, "snapshot")
+        await healthy_after(agents, "snapshot", snapshot)
         task_group.cancel_scope.cancel()
