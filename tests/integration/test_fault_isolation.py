@@ -8,6 +8,7 @@ process on real loopback sockets, under asyncio and under trio.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -61,6 +62,10 @@ class Failing:
         if self._fail_now():
             raise Injected("injected failure")
         return self.real(*args, **kwargs)
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        """Set on a class, it binds like the method it replaces."""
+        return self if instance is None else functools.partial(self, instance)
 
 
 class FailingAsync(Failing):
