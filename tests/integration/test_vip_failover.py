@@ -325,9 +325,16 @@ def kill_active(c: Cluster, active: str, unplug: bool) -> Failover:
         killed = c.lan.kill_all(active)
         recovered = first_answer_after(c.vip, killed_at, 10.0)
         assert recovered is not None, "the VIP did not answer within 10 s of the kill"
-        # keep the load on the standby a while: nothing may fail after the move
-        wait_for(lambda: sum(r.ok and r.started > killed_at + recovered
-                             for r in load.requests) >= 300, 30, what="traffic after the move")
+        # keep the load on the standby a while: nothing may fail after the move, and
+        # every client is heard from (one whose request was cut at the kill waits for
+        # TCP's reset, seconds after the others are being served)
+
+        def served_after_the_move() -> bool:
+            after = [r for r in load.requests if r.ok and r.started > killed_at + recovered]
+            return len(after) >= 300 and all(
+                sum(r.client == client for r in after) >= 10 for client in range(CLIENTS))
+
+        wait_for(served_after_the_move, 30, what="traffic after the move, from every client")
     return Failover(recovered, killed, list(load.requests), killed_at, cut_at)
 
 
