@@ -51,8 +51,14 @@ def test_effects_carry_sealed_bytes_that_only_the_key_opens() -> None:
     packets = [e for e in a.take_effects() if isinstance(e, SendPacket)]
     assert packets
     for p in packets:
-        with pytest.raises(codec.DecodeError):
-            codec.decode_packet(p.data)
+        sealed = codec.decode_packet(a.envelope.open_packet(p.data))
+        try:
+            garbled = codec.decode_packet(p.data)
+        except codec.DecodeError:
+            continue
+        # About 1% of ciphertexts read as an indirect ping with default fields (the
+        # version byte 1 is its type; an empty map is valid, as in Go): never as ours.
+        assert garbled != sealed
     b.handle_packet(packets[0].data, ("127.0.0.1", 7001), 5.1)
     assert not any(k.startswith("drop.") for k in b.stats)
     plain = node("p", 7003, None)
